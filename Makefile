@@ -1,0 +1,51 @@
+# appquota: see README.md. Tool and control-plane versions live in hack/versions.env.
+include hack/versions.env
+
+IMG ?= appquota/manager:dev
+CONTROLLER_GEN := go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+# The local control plane (kube-apiserver, etcd, kubectl) is built once per machine, then
+# cached: `assets=$$(hack/setup-envtest.sh) && ...` stops the recipe if that build fails.
+
+.PHONY: all
+all: build
+
+.PHONY: manifests
+manifests: ## CRDs, RBAC and webhook configuration from the markers in api/, controllers/, webhook/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: ## DeepCopy methods for the API types.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: verify
+verify: manifests generate ## Fails when generated files, go.mod or formatting are stale.
+	go mod tidy
+	gofmt -l . | tee /dev/stderr | (! read)
+	go vet ./...
+	@git diff --exit-code -- . || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config go.mod go.sum)" || { git status --short; echo "untracked generated files: commit them"; exit 1; }
+
+.PHONY: envtest
+envtest: ## Build (or find in the cache) the local control plane and print its directory.
+	@hack/setup-envtest.sh
+
+.PHONY: test
+test: ## Every unit and integration test, against a real kube-apiserver and etcd.
+	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go test ./... -count=1
+
+.PHONY: demo
+demo: ## Run the operator on a local control plane with the samples applied; Ctrl-C stops it.
+	go build -o bin/demo ./cmd/demo
+	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" exec bin/demo
+
+.PHONY: run
+run: ## Run the manager against the cluster of the current kubeconfig.
+	go run ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081
+
+.PHONY: build
+build:
+	go build -o bin/manager ./cmd/manager
+
+.PHONY: docker-build
+docker-build:
+	docker build -t $(IMG) .

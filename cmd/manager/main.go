@@ -1,0 +1,74 @@
+// Command manager runs the appquota operator: the controller that renders
+// QuotaProfiles and AppQuotas into the ConfigMap gateways read, and the
+// admission webhook that validates them.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/appquota/appquota/internal/operator"
+)
+
+func main() {
+	opts := operator.DefaultOptions()
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		opts.Namespace = ns
+	}
+	var (
+		metricsAddr    string
+		probeAddr      string
+		leaderElect    bool
+		webhookCertDir string
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint (HTTPS, authenticated) binds to; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes the ConfigMap; every replica serves the webhook.")
+	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server (default: controller-runtime's).")
+	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
+	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
+	flag.StringVar(&opts.DefaultProfile, "default-profile", opts.DefaultProfile, "QuotaProfile that applies to apps without an AppQuota.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme, err := operator.Scheme()
+	if err != nil {
+		log.Error(err, "build scheme")
+		os.Exit(1)
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme: scheme,
+		Metrics: metricsserver.Options{
+			BindAddress:   metricsAddr,
+			SecureServing: true,
+			// Only callers allowed to GET /metrics (see config/rbac) may scrape.
+			FilterProvider: filters.WithAuthenticationAndAuthorization,
+		},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "appquota-leader.quota.appquota.io",
+		WebhookServer:          webhook.NewServer(webhook.Options{CertDir: webhookCertDir}),
+	})
+	if err != nil {
+		log.Error(err, "create manager")
+		os.Exit(1)
+	}
+	if err := operator.Setup(mgr, opts); err != nil {
+		log.Error(err, "set up operator")
+		os.Exit(1)
+	}
+	log.Info("starting manager", "namespace", opts.Namespace, "configMap", opts.ConfigMapName, "defaultProfile", opts.DefaultProfile)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}
