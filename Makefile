@@ -35,8 +35,8 @@ test: ## Every unit and integration test, against a real kube-apiserver and etcd
 
 .PHONY: demo
 demo: ## Run the operator on a local control plane with the samples applied; Ctrl-C stops it.
-	go build -o bin/demo ./cmd/demo
-	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" exec bin/demo
+	go build -o bin/appquota-demo ./cmd/demo
+	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" exec bin/appquota-demo
 
 .PHONY: run
 run: ## Run the manager against the cluster of the current kubeconfig.

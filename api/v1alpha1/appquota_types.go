@@ -14,7 +14,7 @@ type Override struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="must be a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit"
 	Group string `json:"group"`
 
 	// limits replace the profile's limits with the same (unit, window, scope); a key
@@ -50,9 +50,8 @@ type AppQuotaSpec struct {
 	// digits, '.', '_' and '-', starting with a letter or digit, at most 64. It is
 	// immutable; one app has at most one AppQuota in the cluster.
 	// +required
-	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._-]*$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')",message="must be letters, digits, '.', '_' or '-', starting with a letter or digit"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="appID is immutable: create a new AppQuota for another app"
 	AppID string `json:"appID"`
 
@@ -62,7 +61,7 @@ type AppQuotaSpec struct {
 	// +kubebuilder:default=default
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a QuotaProfile name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
 	Profile string `json:"profile,omitempty"`
 
 	// overrides change the profile's limits for this app, at most one per endpoint

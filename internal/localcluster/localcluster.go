@@ -179,7 +179,7 @@ func (c *Cluster) Stop() error {
 // nothing else would stop them. The watchdog is a shell that waits for this
 // process to disappear and then terminates them.
 func (c *Cluster) startWatchdog() {
-	pids := childPIDs(os.Getpid(), "etcd", "kube-apiserver")
+	pids := ControlPlanePIDs()
 	if len(pids) == 0 {
 		return
 	}
@@ -233,4 +233,9 @@ func childPIDs(parent int, names ...string) []int {
 		}
 	}
 	return pids
+}
+
+// ControlPlanePIDs lists the etcd and kube-apiserver processes this process started.
+func ControlPlanePIDs() []int {
+	return childPIDs(os.Getpid(), "etcd", "kube-apiserver")
 }
