@@ -20,7 +20,7 @@ generate: ## DeepCopy methods for the API types.
 .PHONY: verify
 verify: manifests generate ## Fails when generated files, go.mod or formatting are stale.
 	go mod tidy
-	gofmt -l . | tee /dev/stderr | (! read)
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "files need gofmt"; exit 1; }
 	go vet ./...
 	@git diff --exit-code -- . || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config go.mod go.sum)" || { git status --short; echo "untracked generated files: commit them"; exit 1; }
