@@ -93,7 +93,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-  step "kubernetes: resolve dependencies" "$work/k8s-tidy.log" go mod tidy -e
+  step "kubernetes: resolve dependencies" "$work/k8s-tidy.log" go mod tidy
   local v=${KUBERNETES_VERSION#v} pkg=k8s.io/component-base/version
   local minor=${v#*.}
   minor=${minor%%.*}
@@ -108,7 +108,6 @@ build_etcd() {
   mkdir -p "$mod"
   cd "$mod"
   step "etcd: init wrapper module" "$work/etcd-init.log" go mod init appquota.local/build-etcd
-  go mod edit -require "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
   cat >tools.go <<'GO'
 //go:build tools
 
@@ -116,7 +115,9 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-  step "etcd: resolve dependencies" "$work/etcd-tidy.log" go mod tidy -e
+  step "etcd: fetch go.etcd.io/etcd/server/v3@${ETCD_VERSION}" "$work/etcd-get.log" \
+    go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
+  step "etcd: resolve dependencies" "$work/etcd-tidy.log" go mod tidy
   step "etcd: build etcd ${ETCD_VERSION} (about 2 minutes, cold)" "$work/etcd-build.log" \
     go build -trimpath -ldflags "-s -w" -o "$work/out/etcd" go.etcd.io/etcd/server/v3
 }
@@ -128,6 +129,19 @@ build_kubernetes
 for b in kube-apiserver kubectl etcd; do
   [[ -x "$work/out/$b" ]] || { log "FAILED: $b was not produced"; exit 1; }
 done
+# check NAME WANT CMD...: the binary must report exactly the pinned version.
+check() {
+  local name=$1 want=$2 got
+  shift 2
+  got=$("$@" 2>&1 | head -n 1) || true
+  if [[ "$got" != "$want" ]]; then
+    log "FAILED: $name reports '$got', want '$want'"
+    exit 1
+  fi
+}
+check kube-apiserver "Kubernetes ${KUBERNETES_VERSION}" "$work/out/kube-apiserver" --version
+check kubectl "Client Version: ${KUBERNETES_VERSION}" "$work/out/kubectl" version --client
+check etcd "etcd Version: ${ETCD_VERSION#v}" "$work/out/etcd" --version
 mkdir -p "$(dirname "$assets")"
 rm -rf "$assets.tmp"
 mv "$work/out" "$assets.tmp"
