@@ -33,6 +33,7 @@ func main() {
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server (default: controller-runtime's).")
 	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
 	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
+	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes, "Size budget of the rendered document; over it the last good document stays and objects report ConfigTooLarge.")
 	flag.StringVar(&opts.DefaultProfile, "default-profile", opts.DefaultProfile, "QuotaProfile that applies to apps without an AppQuota.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -54,6 +55,7 @@ func main() {
 			FilterProvider: filters.WithAuthenticationAndAuthorization,
 		},
 		HealthProbeBindAddress: probeAddr,
+		Cache:                  operator.CacheOptions(opts),
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "appquota-leader.quota.appquota.io",
 		WebhookServer:          webhook.NewServer(webhook.Options{CertDir: webhookCertDir}),

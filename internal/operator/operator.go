@@ -7,12 +7,18 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 
 	quotav1alpha1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/controllers"
 )
 
 // Options are the operator's settings; the manager binary exposes each as a flag.
@@ -23,6 +29,9 @@ type Options struct {
 	ConfigMapName string
 	// DefaultProfile is the QuotaProfile that applies to apps without an AppQuota.
 	DefaultProfile string
+	// MaxConfigBytes is the size budget of the rendered document, kept well under
+	// the 1 MiB object limit so an object plus its metadata always fits.
+	MaxConfigBytes int
 }
 
 // DefaultOptions returns the defaults the manager's flags start from.
@@ -31,6 +40,7 @@ func DefaultOptions() Options {
 		Namespace:      "appquota-system",
 		ConfigMapName:  "appquota-limits",
 		DefaultProfile: "default",
+		MaxConfigBytes: 900 * 1024,
 	}
 }
 
@@ -42,6 +52,9 @@ func (o Options) Validate() error {
 	}
 	if o.ConfigMapName == "" {
 		errs = append(errs, errors.New("configmap name must not be empty"))
+	}
+	if o.MaxConfigBytes <= 0 || o.MaxConfigBytes > 1000*1024 {
+		errs = append(errs, errors.New("max config bytes must be between 1 and 1024000"))
 	}
 	if o.DefaultProfile == "" {
 		errs = append(errs, errors.New("default profile must not be empty"))
@@ -70,10 +83,32 @@ func Scheme() (*runtime.Scheme, error) {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
+// CacheOptions limits the manager's cache to what the operator reads: of all
+// ConfigMaps, only the output one, so a cluster with many ConfigMaps costs no
+// memory. Pass it as ctrl.Options.Cache.
+func CacheOptions(o Options) cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}: {
+			Namespaces: map[string]cache.Config{o.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", o.ConfigMapName),
+		},
+	}}
+}
+
 // Setup registers the operator with mgr.
 func Setup(mgr ctrl.Manager, o Options) error {
 	if err := o.Validate(); err != nil {
 		return fmt.Errorf("operator options: %w", err)
+	}
+	r := &controllers.QuotaReconciler{
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("appquota-controller"),
+		ConfigMap:      types.NamespacedName{Namespace: o.Namespace, Name: o.ConfigMapName},
+		DefaultProfile: o.DefaultProfile,
+		MaxConfigBytes: o.MaxConfigBytes,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add healthz check: %w", err)

@@ -1,0 +1,304 @@
+// Package controllers holds appquota's reconciler: it renders every QuotaProfile
+// and AppQuota into the one ConfigMap gateways read, and reports on each object.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// FieldOwner is the server-side apply field manager for the ConfigMap.
+const FieldOwner = "appquota-controller"
+
+// Event reasons.
+const (
+	EventOverridesApplied = "OverridesApplied"
+	EventOverrideExpired  = "OverrideExpired"
+	EventRejected         = "Rejected"
+	EventConfigTooLarge   = "ConfigTooLarge"
+)
+
+// QuotaReconciler renders QuotaProfiles and AppQuotas into the output ConfigMap.
+// Every event maps to one fixed request, so there is one writer and a burst of
+// changes collapses into one render.
+type QuotaReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// ConfigMap is the output ConfigMap's namespace and name.
+	ConfigMap types.NamespacedName
+	// DefaultProfile is the profile of apps without an AppQuota.
+	DefaultProfile string
+	// MaxConfigBytes is the size budget of the document; a render over it is not
+	// written and the last good document stays.
+	MaxConfigBytes int
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	// lastGood is the last document written, for when the ConfigMap's copy is
+	// missing or was edited into something unreadable.
+	lastGood *quotaconfig.Document
+}
+
+// SetupWithManager registers the reconciler. The manager's cache must limit
+// ConfigMaps to the output one (see operator.CacheOptions).
+func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	fixed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
+	})
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == r.ConfigMap.Namespace && o.GetName() == r.ConfigMap.Name
+	})
+	// Status writes do not change generation; skipping them keeps our own status
+	// updates from triggering renders.
+	specOnly := builder.WithPredicates(predicate.GenerationChangedPredicate{})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("appquota").
+		Watches(&quotav1.QuotaProfile{}, fixed, specOnly).
+		Watches(&quotav1.AppQuota{}, fixed, specOnly).
+		Watches(&corev1.ConfigMap{}, fixed, builder.WithPredicates(ours)).
+		Complete(r)
+}
+
+func (r *QuotaReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Reconcile renders, writes the ConfigMap when its content changed, and updates
+// the status of every object whose status changed.
+func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	now := r.now()
+
+	var profiles quotav1.QuotaProfileList
+	if err := r.List(ctx, &profiles); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list QuotaProfiles: %w", err)
+	}
+	var apps quotav1.AppQuotaList
+	if err := r.List(ctx, &apps); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list AppQuotas: %w", err)
+	}
+	var cm corev1.ConfigMap
+	cmExists := true
+	if err := r.Get(ctx, r.ConfigMap, &cm); apierrors.IsNotFound(err) {
+		cmExists = false
+	} else if err != nil {
+		return ctrl.Result{}, fmt.Errorf("get ConfigMap %s: %w", r.ConfigMap, err)
+	}
+	previous := r.lastGood
+	if cmExists {
+		if doc, err := quotaconfig.Parse([]byte(cm.Data[quotaconfig.DataKey])); err == nil {
+			previous = doc
+		} else if previous != nil {
+			log.Info("ConfigMap content is unreadable; rendering from the last document written", "err", err.Error())
+		}
+	}
+
+	res, err := render.Render(render.Input{
+		DefaultProfile: r.DefaultProfile,
+		Profiles:       profiles.Items,
+		AppQuotas:      apps.Items,
+		Previous:       previous,
+		Now:            now,
+	})
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("render: %w", err)
+	}
+
+	tooLarge := len(res.Data) > r.MaxConfigBytes
+	if tooLarge {
+		log.Info("rendered configuration exceeds its size budget; keeping the last good one", "bytes", len(res.Data), "budget", r.MaxConfigBytes)
+	} else if !cmExists || cm.Data[quotaconfig.DataKey] != string(res.Data) || cm.Data[quotaconfig.HashKey] != res.Hash {
+		apply := corev1ac.ConfigMap(r.ConfigMap.Name, r.ConfigMap.Namespace).
+			WithLabels(map[string]string{"app.kubernetes.io/managed-by": "appquota"}).
+			WithData(map[string]string{quotaconfig.DataKey: string(res.Data), quotaconfig.HashKey: res.Hash})
+		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return ctrl.Result{}, fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
+		}
+		log.Info("wrote configuration", "hash", res.Hash, "bytes", len(res.Data), "apps", len(res.Document.Apps), "profiles", len(res.Document.Profiles))
+	}
+	if !tooLarge {
+		r.lastGood = res.Document
+	}
+
+	var errs []error
+	for i := range profiles.Items {
+		if err := r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i := range apps.Items {
+		if err := r.updateAppStatus(ctx, &apps.Items[i], res, previous, tooLarge); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return ctrl.Result{}, fmt.Errorf("update status: %w", errs[0])
+	}
+
+	if res.NextExpiry != nil {
+		// The document changes when the next override expires: render again then.
+		return ctrl.Result{RequeueAfter: max(res.NextExpiry.Sub(r.now()), time.Millisecond)}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.QuotaProfile, res *render.Result, tooLarge bool) error {
+	if p.DeletionTimestamp != nil {
+		return nil
+	}
+	out, ok := res.Profiles[p.Name]
+	if !ok {
+		return nil
+	}
+	orig := p.DeepCopy()
+	cond := metav1.Condition{Type: quotav1.ConditionReady, ObservedGeneration: p.Generation}
+	switch {
+	case !out.Valid:
+		cond.Status, cond.Reason = metav1.ConditionFalse, out.Reason
+		cond.Message = out.Message
+		if out.KeptLastGood {
+			cond.Message += "; gateways keep the last good version"
+		}
+	case tooLarge:
+		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
+		cond.Message = fmt.Sprintf("the configuration would be %d bytes, over the %d-byte budget; gateways keep the last good version", len(res.Data), r.MaxConfigBytes)
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
+		cond.Message = "in configuration " + res.Hash
+		if orig.Status.ObservedGeneration == p.Generation && meta.IsStatusConditionTrue(orig.Status.Conditions, quotav1.ConditionReady) {
+			// Already reported for this generation: keep the hash it was applied in.
+			cond.Message = meta.FindStatusCondition(orig.Status.Conditions, quotav1.ConditionReady).Message
+		}
+	}
+	meta.SetStatusCondition(&p.Status.Conditions, cond)
+	p.Status.ObservedGeneration = p.Generation
+	p.Status.Groups = int32(len(p.Spec.EndpointGroups))
+	if equality.Semantic.DeepEqual(orig.Status, p.Status) {
+		return nil
+	}
+	if !out.Valid && !sameCondition(orig.Status.Conditions, cond) {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventRejected, "Validate", "%s", cond.Message)
+	}
+	if err := r.Status().Patch(ctx, p, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("QuotaProfile %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, tooLarge bool) error {
+	if a.DeletionTimestamp != nil {
+		return nil
+	}
+	out, ok := res.Apps[render.Key(a)]
+	if !ok {
+		return nil
+	}
+	orig := a.DeepCopy()
+	cond := metav1.Condition{Type: quotav1.ConditionReady, ObservedGeneration: a.Generation}
+	alreadyApplied := orig.Status.ObservedGeneration == a.Generation &&
+		meta.IsStatusConditionTrue(orig.Status.Conditions, quotav1.ConditionReady) &&
+		orig.Status.ActiveOverrides == out.ActiveOverrides
+	switch {
+	case !out.Valid:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, out.Reason, out.Message
+		if out.KeptLastGood {
+			cond.Message += "; gateways keep the app's last good limits"
+		}
+	case tooLarge && !alreadyApplied:
+		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
+		cond.Message = fmt.Sprintf("the configuration would be %d bytes, over the %d-byte budget; gateways keep the last good version", len(res.Data), r.MaxConfigBytes)
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
+		cond.Message = fmt.Sprintf("%d active overrides", out.ActiveOverrides)
+		if !alreadyApplied {
+			a.Status.ConfigHash = res.Hash
+		}
+		a.Status.ActiveOverrides = out.ActiveOverrides
+		a.Status.NextExpiry = nil
+		if out.NextExpiry != nil {
+			t := metav1.NewTime(*out.NextExpiry)
+			a.Status.NextExpiry = &t
+		}
+	}
+	meta.SetStatusCondition(&a.Status.Conditions, cond)
+	a.Status.ObservedGeneration = a.Generation
+
+	// Events for what changed since the previous document.
+	if out.Valid && !tooLarge {
+		if prevApp, ok := lookupApp(previous, a.Spec.AppID); ok && prevApp.Source == render.Key(a) {
+			for _, g := range out.Expired {
+				if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
+					r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
+						"override for group %s expired; the profile's limits apply again", g)
+				}
+			}
+		}
+		if !alreadyApplied && orig.Status.ObservedGeneration != a.Generation {
+			groups := make([]string, 0, len(a.Spec.Overrides))
+			for _, o := range a.Spec.Overrides {
+				if !slices.Contains(out.Expired, o.Group) {
+					groups = append(groups, o.Group)
+				}
+			}
+			r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventOverridesApplied, "Apply",
+				"generation %d in configuration %s: overrides for [%s]", a.Generation, res.Hash, strings.Join(groups, ", "))
+		}
+	}
+	if cond.Status == metav1.ConditionFalse && !sameCondition(orig.Status.Conditions, cond) {
+		reason := EventRejected
+		if cond.Reason == quotav1.ReasonConfigTooLarge {
+			reason = EventConfigTooLarge
+		}
+		r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, reason, "Validate", "%s", cond.Message)
+	}
+
+	if equality.Semantic.DeepEqual(orig.Status, a.Status) {
+		return nil
+	}
+	ctrl.LoggerFrom(ctx).V(1).Info("updating status", "appQuota", klog.KObj(a), "ready", cond.Status, "reason", cond.Reason)
+	if err := r.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
+	}
+	return nil
+}
+
+// sameCondition reports whether conds already holds c's status, reason,
+// message and generation (so it was already reported).
+func sameCondition(conds []metav1.Condition, c metav1.Condition) bool {
+	old := meta.FindStatusCondition(conds, c.Type)
+	return old != nil && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message && old.ObservedGeneration == c.ObservedGeneration
+}
+
+func lookupApp(d *quotaconfig.Document, appID string) (quotaconfig.App, bool) {
+	if d == nil {
+		return quotaconfig.App{}, false
+	}
+	a, ok := d.Apps[appID]
+	return a, ok
+}

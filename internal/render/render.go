@@ -1,0 +1,291 @@
+// Package render merges QuotaProfiles and AppQuotas into the document gateways
+// read (pkg/quotaconfig). It is pure: the controller and the CLI's `render`
+// call it with the same objects and get byte-identical output.
+package render
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/validation"
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// Input is everything a render depends on.
+type Input struct {
+	// DefaultProfile is the profile of apps without an AppQuota.
+	DefaultProfile string
+	Profiles       []quotav1.QuotaProfile
+	AppQuotas      []quotav1.AppQuota
+	// Previous is the last document written, nil if none. Objects that are
+	// invalid now keep their entry from it, so a bad edit never takes away a
+	// tenant's quota.
+	Previous *quotaconfig.Document
+	// Now decides which overrides have expired.
+	Now time.Time
+}
+
+// Outcome is what happened to one object in a render.
+type Outcome struct {
+	// Valid is false when the object failed validation (Reason and Message say
+	// why); its last good version, if any, is in the document (KeptLastGood).
+	Valid        bool   `json:"valid"`
+	Reason       string `json:"reason,omitempty"`
+	Message      string `json:"message,omitempty"`
+	KeptLastGood bool   `json:"keptLastGood,omitempty"`
+	// Generation is the object's generation the outcome describes.
+	Generation int64 `json:"generation,omitempty"`
+	// ActiveOverrides, NextExpiry and Expired describe an AppQuota's overrides:
+	// how many are in the document, the earliest expiry among them, and the
+	// groups whose override has expired.
+	ActiveOverrides int32      `json:"activeOverrides,omitempty"`
+	NextExpiry      *time.Time `json:"nextExpiry,omitempty"`
+	Expired         []string   `json:"expired,omitempty"`
+}
+
+// Result is a rendered document and the outcome for each object.
+type Result struct {
+	Document *quotaconfig.Document
+	// Data is the document's canonical JSON, Hash "sha256:<hex>" of Data.
+	Data []byte
+	Hash string
+	// Apps by "namespace/name", Profiles by name.
+	Apps     map[string]Outcome
+	Profiles map[string]Outcome
+	// NextExpiry is the earliest expiry of an override in the document: the
+	// document changes then, so the controller renders again.
+	NextExpiry *time.Time
+}
+
+// Key is how Result.Apps names an AppQuota.
+func Key(a *quotav1.AppQuota) string { return a.Namespace + "/" + a.Name }
+
+// Render builds the document.
+func Render(in Input) (*Result, error) {
+	res := &Result{
+		Document: &quotaconfig.Document{
+			Version:        quotaconfig.FormatVersion,
+			DefaultProfile: in.DefaultProfile,
+			Profiles:       map[string]quotaconfig.Profile{},
+			Apps:           map[string]quotaconfig.App{},
+		},
+		Apps:     map[string]Outcome{},
+		Profiles: map[string]Outcome{},
+	}
+	prev := in.Previous
+	if prev == nil {
+		prev = &quotaconfig.Document{}
+	}
+
+	// Profiles: valid ones as they are, invalid ones as they last were.
+	apiProfiles := map[string]*quotav1.QuotaProfile{}
+	for i := range in.Profiles {
+		p := &in.Profiles[i]
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		out := Outcome{Valid: true, Generation: p.Generation}
+		if errs := validation.QuotaProfile(p); len(errs) > 0 {
+			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: p.Generation}
+			if last, ok := prev.Profiles[p.Name]; ok {
+				res.Document.Profiles[p.Name] = last
+				apiProfiles[p.Name] = apiProfile(p.Name, last)
+				out.KeptLastGood = true
+			}
+			res.Profiles[p.Name] = out
+			continue
+		}
+		res.Document.Profiles[p.Name] = Profile(p)
+		apiProfiles[p.Name] = p
+		res.Profiles[p.Name] = out
+	}
+	// A deleted profile that is still referenced keeps its last version until
+	// nothing refers to it: deleting a profile must not strip apps of their limits.
+	keepDeleted := func(name string) {
+		if _, ok := res.Document.Profiles[name]; ok {
+			return
+		}
+		if last, ok := prev.Profiles[name]; ok {
+			res.Document.Profiles[name] = last
+			apiProfiles[name] = apiProfile(name, last)
+		}
+	}
+	keepDeleted(in.DefaultProfile)
+
+	// AppQuotas, oldest first: the oldest claim on an appID wins.
+	apps := make([]*quotav1.AppQuota, 0, len(in.AppQuotas))
+	for i := range in.AppQuotas {
+		if in.AppQuotas[i].DeletionTimestamp == nil {
+			apps = append(apps, &in.AppQuotas[i])
+		}
+	}
+	slices.SortFunc(apps, func(a, b *quotav1.AppQuota) int {
+		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(Key(a), Key(b))
+	})
+	owner := map[string]string{}
+	for _, a := range apps {
+		profile := profileName(a)
+		keepDeleted(profile)
+		ref := validation.Reference{Profile: apiProfiles[profile]}
+		if o, ok := owner[a.Spec.AppID]; ok {
+			ref.AppIDOwner = o
+		} else {
+			owner[a.Spec.AppID] = Key(a)
+		}
+		out := Outcome{Valid: true, Generation: a.Generation}
+		if errs := validation.AppQuota(a, ref); len(errs) > 0 {
+			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
+			switch {
+			case ref.AppIDOwner != "":
+				out.Reason = quotav1.ReasonDuplicateAppID
+			case ref.Profile == nil:
+				out.Reason = quotav1.ReasonProfileNotFound
+			}
+			// The owner of a duplicated appID keeps its entry; anyone else keeps
+			// the last good entry only if it was theirs.
+			if last, ok := prev.Apps[a.Spec.AppID]; ok && ref.AppIDOwner == "" && last.Source == Key(a) {
+				res.Document.Apps[a.Spec.AppID] = last
+				out.KeptLastGood = true
+				if _, ok := res.Document.Profiles[last.Profile]; !ok {
+					keepDeleted(last.Profile)
+				}
+			}
+			res.Apps[Key(a)] = out
+			continue
+		}
+		app := quotaconfig.App{Profile: profile, Source: Key(a)}
+		for _, o := range a.Spec.Overrides {
+			if o.ExpiresAt != nil && !o.ExpiresAt.Time.After(in.Now) {
+				out.Expired = append(out.Expired, o.Group)
+				continue
+			}
+			app.Overrides = append(app.Overrides, override(o))
+			if o.ExpiresAt != nil {
+				out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
+				res.NextExpiry = earliest(res.NextExpiry, o.ExpiresAt.Time)
+			}
+		}
+		slices.SortFunc(app.Overrides, func(x, y quotaconfig.Override) int { return cmp.Compare(x.Group, y.Group) })
+		out.ActiveOverrides = int32(len(app.Overrides))
+		res.Document.Apps[a.Spec.AppID] = app
+		res.Apps[Key(a)] = out
+	}
+
+	data, err := json.Marshal(res.Document)
+	if err != nil {
+		return nil, fmt.Errorf("encode document: %w", err)
+	}
+	res.Data = data
+	res.Hash = Hash(data)
+	return res, nil
+}
+
+// Hash is the content hash of a document's bytes, as written under
+// quotaconfig.HashKey.
+func Hash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func profileName(a *quotav1.AppQuota) string {
+	if a.Spec.Profile == "" {
+		return quotav1.DefaultProfileName
+	}
+	return a.Spec.Profile
+}
+
+func earliest(cur *time.Time, t time.Time) *time.Time {
+	if cur == nil || t.Before(*cur) {
+		return &t
+	}
+	return cur
+}
+
+// Profile converts a QuotaProfile to its document form, in canonical order.
+func Profile(p *quotav1.QuotaProfile) quotaconfig.Profile {
+	out := quotaconfig.Profile{Fallback: limits(p.Spec.Fallback.Limits)}
+	for _, g := range p.Spec.EndpointGroups {
+		dg := quotaconfig.Group{Name: g.Name, RestOnly: g.RestOnly, Limits: limits(g.Limits)}
+		if g.PerCall != nil {
+			dg.MaxTargets = g.PerCall.MaxTargets
+		}
+		for _, r := range g.Routes {
+			dg.Routes = append(dg.Routes, quotaconfig.Route{Method: string(r.Method), Path: r.Path, UserParam: validation.UserParam(r)})
+		}
+		slices.SortFunc(dg.Routes, func(x, y quotaconfig.Route) int {
+			return cmp.Or(cmp.Compare(x.Path, y.Path), cmp.Compare(x.Method, y.Method))
+		})
+		out.Groups = append(out.Groups, dg)
+	}
+	slices.SortFunc(out.Groups, func(x, y quotaconfig.Group) int { return cmp.Compare(x.Name, y.Name) })
+	return out
+}
+
+func limits(in []quotav1.Limit) []quotaconfig.Limit {
+	out := make([]quotaconfig.Limit, 0, len(in))
+	for _, l := range in {
+		out = append(out, limit(l.Unit, l.Window, l.Scope, l.Max))
+	}
+	sortLimits(out)
+	return out
+}
+
+func limit(u quotav1.LimitUnit, w quotav1.LimitWindow, s quotav1.LimitScope, max int64) quotaconfig.Limit {
+	if s == "" {
+		s = quotav1.ScopeApp
+	}
+	return quotaconfig.Limit{Unit: string(u), Window: string(w), Scope: string(s), Max: max}
+}
+
+var windowOrder = map[string]int{quotaconfig.WindowSecond: 0, quotaconfig.WindowMinute: 1, quotaconfig.WindowHour: 2, quotaconfig.WindowDay: 3}
+
+// sortLimits orders limits by unit, then shortest window first, then scope.
+func sortLimits(ls []quotaconfig.Limit) {
+	slices.SortFunc(ls, func(x, y quotaconfig.Limit) int {
+		return cmp.Or(cmp.Compare(y.Unit, x.Unit), cmp.Compare(windowOrder[x.Window], windowOrder[y.Window]), cmp.Compare(x.Scope, y.Scope))
+	})
+}
+
+func override(o quotav1.Override) quotaconfig.Override {
+	out := quotaconfig.Override{Group: o.Group, Reason: o.Reason}
+	for _, l := range o.Limits {
+		out.Limits = append(out.Limits, limit(l.Unit, l.Window, l.Scope, l.Max))
+	}
+	sortLimits(out.Limits)
+	if o.PerCall != nil {
+		out.MaxTargets = o.PerCall.MaxTargets
+	}
+	if o.ExpiresAt != nil {
+		t := o.ExpiresAt.Time.UTC()
+		out.ExpiresAt = &t
+	}
+	return out
+}
+
+// apiProfile turns a profile from a previous document back into the API form,
+// so an AppQuota can be validated against the last good version of its profile.
+func apiProfile(name string, p quotaconfig.Profile) *quotav1.QuotaProfile {
+	out := &quotav1.QuotaProfile{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, g := range p.Groups {
+		ag := quotav1.EndpointGroup{Name: g.Name, RestOnly: g.RestOnly}
+		for _, r := range g.Routes {
+			ag.Routes = append(ag.Routes, quotav1.Route{Method: quotav1.HTTPMethod(r.Method), Path: r.Path, UserParam: r.UserParam})
+		}
+		for _, l := range g.Limits {
+			ag.Limits = append(ag.Limits, quotav1.Limit{Unit: quotav1.LimitUnit(l.Unit), Window: quotav1.LimitWindow(l.Window), Scope: quotav1.LimitScope(l.Scope), Max: l.Max})
+		}
+		out.Spec.EndpointGroups = append(out.Spec.EndpointGroups, ag)
+	}
+	return out
+}
