@@ -36,6 +36,7 @@ test: ## Every unit and integration test, against a real kube-apiserver and etcd
 .PHONY: demo
 demo: ## Run the operator on a local control plane with the samples applied; Ctrl-C stops it.
 	go build -o bin/appquota-demo ./cmd/demo
+	go build -o bin/kubectl-appquota ./cmd/kubectl-appquota
 	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" exec bin/appquota-demo
 
 .PHONY: run
@@ -45,6 +46,7 @@ run: ## Run the manager against the cluster of the current kubeconfig.
 .PHONY: build
 build:
 	go build -o bin/manager ./cmd/manager
+	go build -o bin/kubectl-appquota ./cmd/kubectl-appquota
 
 .PHONY: docker-build
 docker-build:

@@ -9,18 +9,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 func main() {
@@ -65,34 +66,11 @@ func run(ctx context.Context) error {
 		}
 	}
 
-	wh := cluster.Env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
-		Scheme:                 cluster.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  operator.CacheOptions(opts),
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host:    wh.LocalServingHost,
-			Port:    wh.LocalServingPort,
-			CertDir: wh.LocalServingCertDir,
-		}),
-	})
+	stopOperator, err := cluster.RunOperator(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("create manager: %w", err)
-	}
-	if err := operator.Setup(mgr, opts); err != nil {
 		return err
 	}
-	mgrCtx, stopMgr := context.WithCancel(ctx)
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(mgrCtx) }()
-	defer func() {
-		stopMgr()
-		<-mgrDone
-	}()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		return fmt.Errorf("manager cache did not sync")
-	}
+	defer stopOperator()
 
 	kubectl := func(args ...string) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, cluster.Kubectl(), append([]string{"--kubeconfig", cluster.KubeconfigPath}, args...)...)
@@ -104,30 +82,42 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("kubectl apply -k config/samples: %w", err)
 	}
 
-	k := fmt.Sprintf("%s --kubeconfig %s", cluster.Kubectl(), cluster.KubeconfigPath)
+	// Wait for the controller to write the samples into the ConfigMap.
+	var cm corev1.ConfigMap
+	key := client.ObjectKey{Namespace: opts.Namespace, Name: opts.ConfigMapName}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := c.Get(ctx, key, &cm); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		doc, err := quotaconfig.Parse([]byte(cm.Data[quotaconfig.DataKey]))
+		return err == nil && len(doc.Apps) >= 3, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for ConfigMap %s to hold the sample apps: %w", key, err)
+	}
+
 	fmt.Printf(`
 appquota is running on a local control plane.
 
-  kubeconfig: %[1]s
-  kubectl:    %[2]s
+  kubeconfig:  %[1]s
+  ConfigMap:   %[3]s/%[4]s (%[5]d bytes of %[6]s, %[7]s)
 
-Try:
+In another shell:
   export KUBECONFIG=%[1]s
-  alias kubectl=%[2]s
-  %[3]s get quotaprofiles
-  %[3]s get appquotas -A
-  %[3]s explain appquota.spec.overrides
-  %[3]s -n tenants describe appquota acme-chat
-  %[3]s -n %[4]s get configmap %[5]s -o yaml    # the rendered limits gateways read
+  export PATH=%[2]s:%[8]s:$PATH     # the kubectl built with the control plane, and kubectl-appquota
+  kubectl get quotaprofiles
+  kubectl get appquotas -A
+  kubectl explain appquota.spec.overrides
+  kubectl -n tenants describe appquota acme-chat
+  kubectl -n %[3]s get configmap %[4]s -o jsonpath='{.data.limits\.json}'   # what gateways read
+  kubectl appquota explain 1122334455 POST /app-id/1122334455/messages/users   # a raised app
+  kubectl appquota explain 9988776655 POST /app-id/9988776655/messages/chatrooms/broadcast   # a blocked one
+  kubectl appquota list 5566778899
+  kubectl -n tenants patch appquota acme-chat --type=json -p '[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":900}]'
 
 Press Ctrl-C to stop.
-`, cluster.KubeconfigPath, cluster.Kubectl(), k, opts.Namespace, opts.ConfigMapName)
-
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-mgrDone:
-		mgrDone <- err
-		return fmt.Errorf("manager stopped: %w", err)
-	}
+`, cluster.KubeconfigPath, filepath.Dir(cluster.Kubectl()), opts.Namespace, opts.ConfigMapName,
+		len(cm.Data[quotaconfig.DataKey]), quotaconfig.DataKey, cm.Data[quotaconfig.HashKey], filepath.Join(root, "bin"))
+	<-ctx.Done()
+	return nil
 }

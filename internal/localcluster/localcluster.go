@@ -5,6 +5,7 @@ package localcluster
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,7 +17,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/appquota/appquota/internal/operator"
 )
@@ -238,4 +242,41 @@ func childPIDs(parent int, names ...string) []int {
 // ControlPlanePIDs lists the etcd and kube-apiserver processes this process started.
 func ControlPlanePIDs() []int {
 	return childPIDs(os.Getpid(), "etcd", "kube-apiserver")
+}
+
+// RunOperator runs the operator in this process against the cluster, as the
+// manager binary would (operator.Setup), with the webhook server on envtest's
+// local address and certificates, and metrics and probes off. It returns once
+// the caches have synced; stop stops the manager and waits for it.
+func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop func(), err error) {
+	wh := c.Env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(c.Config, ctrl.Options{
+		Scheme:                 c.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  operator.CacheOptions(opts),
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    wh.LocalServingHost,
+			Port:    wh.LocalServingPort,
+			CertDir: wh.LocalServingCertDir,
+		}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("localcluster: create manager: %w", err)
+	}
+	if err := operator.Setup(mgr, opts); err != nil {
+		return nil, err
+	}
+	mgrCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mgrCtx) }()
+	stop = func() {
+		cancel()
+		<-done
+	}
+	if !mgr.GetCache().WaitForCacheSync(mgrCtx) {
+		stop()
+		return nil, errors.New("localcluster: manager caches did not sync")
+	}
+	return stop, nil
 }

@@ -1,0 +1,448 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// These tests run the real operator (operator.Setup, as the manager binary does)
+// against a real kube-apiserver and assert what users and gateways see: the
+// ConfigMap's content, statuses and events.
+
+var (
+	k8s  client.Client
+	opts = operator.DefaultOptions()
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zap.Options{}.Level)))
+	cluster, err := localcluster.Start(localcluster.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = cluster.Stop() }()
+	k8s, err = client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	stop, err := cluster.RunOperator(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
+	if err := k8s.Create(ctx, testProfile("default")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func testProfile(name string) *quotav1.QuotaProfile {
+	return &quotav1.QuotaProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: quotav1.QuotaProfileSpec{
+			Fallback: quotav1.Fallback{Limits: []quotav1.Limit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 100}}},
+			EndpointGroups: []quotav1.EndpointGroup{{
+				Name:   "messages-send-users",
+				Routes: []quotav1.Route{{Method: "POST", Path: "/app-id/{app_id}/messages/users"}},
+				Limits: []quotav1.Limit{
+					{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 100},
+					{Unit: quotav1.UnitMessages, Window: quotav1.WindowMinute, Max: 6000},
+				},
+				PerCall: &quotav1.PerCall{MaxTargets: 600},
+			}, {
+				Name:   "messages-broadcast-users",
+				Routes: []quotav1.Route{{Method: "POST", Path: "/app-id/{app_id}/messages/users/broadcast"}},
+				Limits: []quotav1.Limit{
+					{Unit: quotav1.UnitRequests, Window: quotav1.WindowMinute, Max: 1},
+					{Unit: quotav1.UnitRequests, Window: quotav1.WindowDay, Max: 50},
+				},
+			}},
+		},
+	}
+}
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func appQuota(ns, name, appID string, overrides ...quotav1.Override) *quotav1.AppQuota {
+	return &quotav1.AppQuota{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       quotav1.AppQuotaSpec{AppID: appID, Overrides: overrides},
+	}
+}
+
+func raise(group string, max int64) quotav1.Override {
+	return quotav1.Override{Group: group, Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: max}}}
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// document reads the ConfigMap gateways read and parses it as a gateway would.
+func document() (*quotaconfig.Document, *corev1.ConfigMap, error) {
+	var cm corev1.ConfigMap
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: opts.Namespace, Name: opts.ConfigMapName}, &cm); err != nil {
+		return nil, nil, err
+	}
+	doc, err := quotaconfig.Parse([]byte(cm.Data[quotaconfig.DataKey]))
+	return doc, &cm, err
+}
+
+// appLimit returns the Requests/Second override max of group for appID, or an error.
+func appLimit(appID, group string) (int64, error) {
+	doc, _, err := document()
+	if err != nil {
+		return 0, err
+	}
+	app, ok := doc.Apps[appID]
+	if !ok {
+		return 0, fmt.Errorf("app %s not in the document", appID)
+	}
+	for _, o := range app.Overrides {
+		if o.Group == group {
+			for _, l := range o.Limits {
+				if l.Unit == quotaconfig.UnitRequests && l.Window == quotaconfig.WindowSecond {
+					return l.Max, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("app %s has no Requests/Second override for %s: %+v", appID, group, app.Overrides)
+}
+
+func wantLimit(appID, group string, want int64) func() error {
+	return func() error {
+		got, err := appLimit(appID, group)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("app %s group %s: max %d, want %d", appID, group, got, want)
+		}
+		return nil
+	}
+}
+
+func ready(key client.ObjectKey, status metav1.ConditionStatus, reason string) func() error {
+	return func() error {
+		var a quotav1.AppQuota
+		if err := k8s.Get(context.Background(), key, &a); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(a.Status.Conditions, quotav1.ConditionReady)
+		if c == nil || c.Status != status || c.Reason != reason || c.ObservedGeneration != a.Generation || a.Status.ObservedGeneration != a.Generation {
+			return fmt.Errorf("AppQuota %s generation %d: status %+v, want Ready=%s/%s", key, a.Generation, a.Status, status, reason)
+		}
+		return nil
+	}
+}
+
+const wait = 20 * time.Second
+
+func TestCreateUpdateDeleteAppQuota(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	a := appQuota(ns, "acme", "crud-1", raise("messages-send-users", 500))
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("crud-1", "messages-send-users", 500))
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+
+	// The status names the document the generation went into.
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
+		t.Fatal(err)
+	}
+	_, cm, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status.ConfigHash != cm.Data[quotaconfig.HashKey] || a.Status.ActiveOverrides != 1 {
+		t.Errorf("status %+v; want configHash %s and 1 active override", a.Status, cm.Data[quotaconfig.HashKey])
+	}
+
+	a.Spec.Overrides[0].Limits[0].Max = 800
+	if err := k8s.Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("crud-1", "messages-send-users", 800))
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+
+	if err := k8s.Delete(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() error {
+		doc, _, err := document()
+		if err != nil {
+			return err
+		}
+		if _, ok := doc.Apps["crud-1"]; ok {
+			return errors.New("deleted app still in the document")
+		}
+		return nil
+	})
+}
+
+func TestManualEditAndDeletionAreRepaired(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	if err := k8s.Create(ctx, appQuota(ns, "acme", "repair-1", raise("messages-send-users", 300))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("repair-1", "messages-send-users", 300))
+
+	_, cm, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data[quotaconfig.DataKey] = strings.Replace(cm.Data[quotaconfig.DataKey], `"max":300`, `"max":99999`, 1)
+	if err := k8s.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("repair-1", "messages-send-users", 300))
+
+	if err := k8s.Delete(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("repair-1", "messages-send-users", 300))
+}
+
+func TestOverrideExpiresOnTime(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	expires := metav1.NewTime(time.Now().Add(4 * time.Second).Truncate(time.Second))
+	o := raise("messages-broadcast-users", 10)
+	o.Limits[0].Window = quotav1.WindowMinute
+	o.ExpiresAt = &expires
+	a := appQuota(ns, "campaign", "expiry-1", o, raise("messages-send-users", 200))
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() error {
+		doc, _, err := document()
+		if err != nil {
+			return err
+		}
+		if n := len(doc.Apps["expiry-1"].Overrides); n != 2 {
+			return fmt.Errorf("app has %d overrides, want 2", n)
+		}
+		return nil
+	})
+	eventually(t, wait, func() error {
+		var got quotav1.AppQuota
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), &got); err != nil {
+			return err
+		}
+		if got.Status.NextExpiry == nil || !got.Status.NextExpiry.Equal(&expires) {
+			return fmt.Errorf("status.nextExpiry %v, want %v", got.Status.NextExpiry, expires)
+		}
+		return nil
+	})
+
+	eventually(t, 15*time.Second, func() error {
+		doc, _, err := document()
+		if err != nil {
+			return err
+		}
+		if n := len(doc.Apps["expiry-1"].Overrides); n != 1 {
+			return fmt.Errorf("app has %d overrides, want 1 after expiry", n)
+		}
+		return nil
+	})
+	if late := time.Since(expires.Time); late > 3*time.Second {
+		t.Errorf("override left the document %s after expiresAt", late)
+	}
+	eventually(t, wait, func() error {
+		var got quotav1.AppQuota
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), &got); err != nil {
+			return err
+		}
+		if got.Status.ActiveOverrides != 1 || got.Status.NextExpiry != nil {
+			return fmt.Errorf("status %+v, want 1 active override and no next expiry", got.Status)
+		}
+		return nil
+	})
+	eventually(t, wait, hasEvent(ns, "campaign", "OverrideExpired"))
+}
+
+func hasEvent(ns, name, reason string) func() error {
+	return func() error {
+		var list eventsv1.EventList
+		if err := k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == name && e.Reason == reason {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event for %s/%s among %d events", reason, ns, name, len(list.Items))
+	}
+}
+
+// TestInvalidAppQuotaKeepsLastGood: an edit that got past admission (no webhook
+// runs here) and names a group the profile lacks keeps the app's last good
+// limits, and says why in the status.
+func TestInvalidAppQuotaKeepsLastGood(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	a := appQuota(ns, "acme", "lastgood-1", raise("messages-send-users", 400))
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("lastgood-1", "messages-send-users", 400))
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
+		t.Fatal(err)
+	}
+	a.Spec.Overrides[0] = raise("messages-send-userz", 900)
+	if err := k8s.Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+	var got quotav1.AppQuota
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), &got); err != nil {
+		t.Fatal(err)
+	}
+	msg := meta.FindStatusCondition(got.Status.Conditions, quotav1.ConditionReady).Message
+	want := `spec.overrides[0].group: Invalid value: "messages-send-userz": not a group of QuotaProfile "default"; did you mean "messages-send-users"?; gateways keep the app's last good limits`
+	if msg != want {
+		t.Errorf("Ready message:\n got  %s\n want %s", msg, want)
+	}
+	if err := wantLimit("lastgood-1", "messages-send-users", 400)(); err != nil {
+		t.Errorf("last good limits lost: %v", err)
+	}
+	eventually(t, wait, hasEvent(ns, "acme", "Rejected"))
+}
+
+func TestDuplicateAppIDReportedOnNewer(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	older := appQuota(ns, "older", "dup-1", raise("messages-send-users", 250))
+	if err := k8s.Create(ctx, older); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(older), metav1.ConditionTrue, quotav1.ReasonApplied))
+	// creationTimestamp has one-second resolution: make sure the newer is newer.
+	time.Sleep(time.Until(older.CreationTimestamp.Add(1100 * time.Millisecond)))
+	newer := appQuota(ns, "newer", "dup-1", raise("messages-send-users", 1))
+	if err := k8s.Create(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(newer), metav1.ConditionFalse, quotav1.ReasonDuplicateAppID))
+	var got quotav1.AppQuota
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(newer), &got); err != nil {
+		t.Fatal(err)
+	}
+	msg := meta.FindStatusCondition(got.Status.Conditions, quotav1.ConditionReady).Message
+	if want := fmt.Sprintf(`spec.appID: Invalid value: "dup-1": already claimed by AppQuota %s/older; an app may have only one AppQuota`, ns); msg != want {
+		t.Errorf("Ready message:\n got  %s\n want %s", msg, want)
+	}
+	if err := wantLimit("dup-1", "messages-send-users", 250)(); err != nil {
+		t.Errorf("the older AppQuota's limits: %v", err)
+	}
+	if err := ready(client.ObjectKeyFromObject(older), metav1.ConditionTrue, quotav1.ReasonApplied)(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMissingProfileAndDeletedProfile(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	a := appQuota(ns, "bigco", "profile-1")
+	a.Spec.Profile = "enterprise"
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionFalse, quotav1.ReasonProfileNotFound))
+
+	p := testProfile("enterprise")
+	p.Spec.Fallback.Limits[0].Max = 1000
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+
+	// Deleting a profile in use keeps its last version in the document.
+	if err := k8s.Delete(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &quotav1.QuotaProfile{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("profile not deleted yet: %v", err)
+		}
+		return nil
+	})
+	// Trigger a render after the deletion was seen, then check the document.
+	if err := k8s.Create(ctx, appQuota(ns, "trigger", "profile-2", raise("messages-send-users", 120))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("profile-2", "messages-send-users", 120))
+	doc, _, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fb := doc.Profiles["enterprise"].Fallback; len(fb) != 1 || fb[0].Max != 1000 {
+		t.Errorf("deleted profile in use: fallback %+v, want its last version (1000/s)", fb)
+	}
+	if doc.Apps["profile-1"].Profile != "enterprise" {
+		t.Errorf("app profile-1 lost its entry: %+v", doc.Apps["profile-1"])
+	}
+}
