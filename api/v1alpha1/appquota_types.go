@@ -107,7 +107,7 @@ type AppQuotaStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Namespaced,shortName=aq,categories=appquota
+// +kubebuilder:resource:scope=Namespaced,shortName=aq
 // +kubebuilder:printcolumn:name="App ID",type=string,JSONPath=`.spec.appID`
 // +kubebuilder:printcolumn:name="Profile",type=string,JSONPath=`.spec.profile`
 // +kubebuilder:printcolumn:name="Overrides",type=integer,JSONPath=`.status.activeOverrides`

@@ -103,7 +103,7 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 		profile = quotav1.DefaultProfileName
 	}
 	if ref.Profile == nil {
-		errs = append(errs, field.NotFound(spec.Child("profile"), profile))
+		errs = append(errs, field.Invalid(spec.Child("profile"), profile, "no QuotaProfile of that name exists"))
 		return errs
 	}
 	groups := make(map[string]*quotav1.EndpointGroup, len(ref.Profile.Spec.EndpointGroups))

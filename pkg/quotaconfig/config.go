@@ -17,7 +17,7 @@ type Config struct {
 	doc      *Document
 	def      *profile // nil when the default profile is not in the document
 	profiles map[string]*profile
-	apps     map[string]app
+	apps     *appTable
 }
 
 // Result is what applies to one call.
@@ -74,35 +74,13 @@ func Compile(d *Document) (*Config, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Config{
-		doc:      d,
-		profiles: make(map[string]*profile, len(d.Profiles)),
-		apps:     make(map[string]app, len(d.Apps)),
-	}
-	index := make(map[string]map[string]int, len(d.Profiles))
+	c := &Config{doc: d, profiles: make(map[string]*profile, len(d.Profiles))}
+	groups := make(map[string]map[string]int, len(d.Profiles))
 	for name, p := range d.Profiles {
-		c.profiles[name], index[name] = compileProfile(name, p)
+		c.profiles[name], groups[name] = compileProfile(name, p)
 	}
 	c.def = c.profiles[d.DefaultProfile]
-	for id, a := range d.Apps {
-		p := c.profiles[a.Profile]
-		entry := app{prof: p}
-		if p != nil && len(a.Overrides) > 0 {
-			entry.overrides = make([]appOverride, 0, len(a.Overrides))
-			for i := range a.Overrides {
-				o := &a.Overrides[i]
-				g := index[a.Profile][o.Group]
-				ao := appOverride{group: g, effect: overrideEffect(&p.groups[g], o)}
-				if o.ExpiresAt != nil {
-					ao.expires, ao.hasExpiry = *o.ExpiresAt, true
-				}
-				entry.overrides = append(entry.overrides, ao)
-				entry.groups |= 1 << (uint(g) & 63)
-			}
-			slices.SortFunc(entry.overrides, func(x, y appOverride) int { return x.group - y.group })
-		}
-		c.apps[id] = entry
-	}
+	c.apps = newAppTable(d.Apps, c.profiles, groups)
 	return c, nil
 }
 
@@ -147,7 +125,7 @@ func (c *Config) ResolveAt(appID, method, path string, now time.Time) Result {
 func (c *Config) resolve(appID, method, path string, now time.Time, haveNow bool) Result {
 	path = trimPath(path)
 	res := Result{Path: path}
-	a, known := c.apps[appID]
+	a, known := c.apps.get(appID)
 	p := c.def
 	if known {
 		p = a.prof
@@ -261,14 +239,13 @@ func (e *effect) fill(r *Result) {
 	r.Override = e.override
 }
 
-// app is one app's compiled entry. Apps without overrides hold only their
-// profile, so 100,000 of them cost one map entry each.
+// app is one app's compiled entry, as appTable returns it.
 type app struct {
 	prof      *profile      // nil when the app's profile is not in the document
 	overrides []appOverride // sorted by group
 	// groups has bit g%64 set for each overridden group g. Most calls are to
 	// groups an app has not overridden, and with 100,000 apps the overrides are
-	// rarely in cache: the mask, stored in the map slot, saves that miss.
+	// rarely in cache: the mask, stored in the app's slot, saves that miss.
 	groups uint64
 }
 

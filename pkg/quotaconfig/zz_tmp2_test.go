@@ -14,7 +14,7 @@ func BenchmarkTmpMap40(b *testing.B) {
 		m[appID(i)] = v40{a: uint64(i)}
 	}
 	d := benchDoc(b)
-	calls := benchCalls(d)
+	calls := benchCalls(d, 1<<12)
 	var sink uint64
 	for i := 0; b.Loop(); i++ {
 		c := &calls[i&(len(calls)-1)]
@@ -29,7 +29,7 @@ func BenchmarkTmpMapPtr(b *testing.B) {
 		m[appID(i)] = &v40{a: uint64(i)}
 	}
 	d := benchDoc(b)
-	calls := benchCalls(d)
+	calls := benchCalls(d, 1<<12)
 	var sink uint64
 	for i := 0; b.Loop(); i++ {
 		c := &calls[i&(len(calls)-1)]

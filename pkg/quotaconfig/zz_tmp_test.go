@@ -8,7 +8,7 @@ import (
 
 func BenchmarkTmpHot(b *testing.B) {
 	d := benchDoc(b)
-	calls := benchCalls(d)
+	calls := benchCalls(d, 1<<12)
 	for i := range calls {
 		calls[i].app = appID(i % 16)
 	}
@@ -28,7 +28,7 @@ func BenchmarkTmpMapOnly(b *testing.B) {
 		m[appID(i)] = i
 	}
 	d := benchDoc(b)
-	calls := benchCalls(d)
+	calls := benchCalls(d, 1<<12)
 	var sink int
 	for i := 0; b.Loop(); i++ {
 		c := &calls[i&(len(calls)-1)]

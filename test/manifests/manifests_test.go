@@ -3,13 +3,22 @@
 package manifests_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/operator"
 )
 
 var cluster *localcluster.Cluster
@@ -26,6 +35,24 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = cluster.Stop() }()
+	// The operator runs in-process, as in `make demo`, so applied samples are
+	// rendered into the ConfigMap.
+	opts := operator.DefaultOptions()
+	c, err := client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	stop, err := cluster.RunOperator(context.Background(), opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
 	return m.Run()
 }
 
@@ -117,5 +144,53 @@ func TestDefaultInstallBuilds(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl kustomize config/default lacks %q", want)
 		}
+	}
+}
+
+// TestCLIRenderMatchesTheController: `kubectl appquota render` on the manifests
+// gives byte for byte what the controller wrote for the same objects, and
+// `kubectl appquota explain` answers from the live ConfigMap through the
+// kubeconfig, before and after an edit with kubectl.
+func TestCLIRenderMatchesTheController(t *testing.T) {
+	kubectl(t, "apply", "--server-side", "-k", "config/samples")
+	ctx := context.Background()
+	var offline, stderr bytes.Buffer
+	if code := cli.Run(ctx, []string{"render", "-f", "../../config/samples"}, &offline, &stderr); code != 0 {
+		t.Fatalf("render: %s", stderr.String())
+	}
+	var live string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command(cluster.Kubectl(), "--kubeconfig", cluster.KubeconfigPath, "-n", "appquota-system",
+			"get", "configmap", "appquota-limits", "-o", `jsonpath={.data.limits\.json}`).Output()
+		live = string(out)
+		if err == nil && live == offline.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ConfigMap never matched the offline render:\n live:    %.300s\n offline: %.300s", live, offline.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	explain := func() string {
+		var out bytes.Buffer
+		stderr.Reset()
+		if code := cli.Run(ctx, []string{"explain", "1122334455", "POST", "/app-id/1122334455/messages/users", "--kubeconfig", cluster.KubeconfigPath}, &out, &stderr); code != 0 {
+			t.Fatalf("explain: %s", stderr.String())
+		}
+		return out.String()
+	}
+	if out := explain(); !strings.Contains(out, "500 Requests/Second per app") || !strings.Contains(out, "AppQuota tenants/acme-chat") {
+		t.Errorf("explain before the edit:\n%s", out)
+	}
+	kubectl(t, "-n", "tenants", "patch", "appquota", "acme-chat", "--type=json",
+		"-p", `[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":900}]`)
+	deadline = time.Now().Add(20 * time.Second)
+	for out := explain(); !strings.Contains(out, "900 Requests/Second per app"); out = explain() {
+		if time.Now().After(deadline) {
+			t.Fatalf("explain never showed the edit:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -1,0 +1,131 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/appquota/appquota/internal/cli"
+)
+
+func run(args ...string) (stdout, stderr string, code int) {
+	var out, errOut bytes.Buffer
+	code = cli.Run(context.Background(), args, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// rendered writes the document rendered from config/samples into a directory
+// laid out like a mounted ConfigMap and returns the directory.
+func rendered(t *testing.T) string {
+	t.Helper()
+	doc, stderr, code := run("render", "-f", "../../config/samples")
+	if code != 0 {
+		t.Fatalf("render: %s", stderr)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "limits.json"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestExplainText(t *testing.T) {
+	dir := rendered(t)
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"raised app", []string{"explain", "1122334455", "POST", "/app-id/1122334455/messages/users"}, []string{
+			`App 1122334455 (AppQuota tenants/acme-chat), profile "default"`,
+			"500 Requests/Second per app   (override)",
+			"6000 Messages/Minute per app  (profile)",
+			"at most 1000 targets          (override)",
+			"override:  SALES-1234 enterprise upgrade, no expiry",
+		}},
+		{"app without AppQuota, per-user row", []string{"explain", "777", "delete", "/app-id/777/users/alice/user_channel"}, []string{
+			`App 777 (no AppQuota: the default profile applies), profile "default"`,
+			"5 Requests/Minute per user   (profile)",
+			"user:    alice (path parameter {userName})",
+		}},
+		{"unknown route falls back", []string{"explain", "777", "GET", "/app-id/777/not/a/route?x=1"}, []string{
+			"group:   (none: no group claims this route; the profile's fallback applies, counted per method and path)",
+			"100 Requests/Second per app  (fallback)",
+		}},
+		{"temporary raise", []string{"explain", "5566778899", "POST", "/app-id/5566778899/messages/users/broadcast"}, []string{
+			"1 Requests/Minute per app  (profile)",
+			"500 Requests/Day per app   (override)",
+			"until 2027-01-31T00:00:00Z",
+		}},
+		{"block", []string{"explain", "9988776655", "POST", "/app-id/9988776655/messages/chatrooms/broadcast"}, []string{
+			"blocked:   yes: a limit of 0 refuses every call",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := run(append(tc.args, "--config", dir)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestList(t *testing.T) {
+	out, stderr, code := run("list", "5566778899", "--config", rendered(t))
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 167 { // header + every group of the default catalog
+		t.Errorf("list printed %d lines, want 167", len(lines))
+	}
+	if !strings.Contains(out, "override until 2027-01-31T00:00:00Z") {
+		t.Errorf("list does not show the temporary raise:\n%s", out)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir := rendered(t)
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"version":"v0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badManifest := filepath.Join(t.TempDir(), "aq.yaml")
+	if err := os.WriteFile(badManifest, []byte(`apiVersion: quota.appquota.io/v1alpha1
+kind: AppQuota
+metadata: {name: x, namespace: team}
+spec:
+  appID: "1"
+  overrides: [{group: nope, limits: [{unit: Requests, window: Second, max: 1}]}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list or render`},
+		{[]string{"explain", "1", "GET", "--config", dir}, "error: explain APP_ID METHOD PATH: want 3 arguments, got 2 (1 GET); see --help"},
+		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
+		{[]string{"explain", "1", "GET", "/x", "--config", "/does/not/exist"}, "error: stat /does/not/exist: no such file or directory"},
+		{[]string{"explain", "1", "GET", "/x", "--config", bad}, "error: " + bad + `: version: "v0" is not "quota.appquota.io/v1"`},
+		{[]string{"render"}, "error: render: -f DIR_OR_FILE is required"},
+		{[]string{"render", "-f", badManifest}, `error: invalid objects:
+  AppQuota team/x: spec.profile: Invalid value: "default": no QuotaProfile of that name exists`},
+	}
+	for _, tc := range cases {
+		_, stderr, code := run(tc.args...)
+		if code != 1 || !strings.HasPrefix(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
