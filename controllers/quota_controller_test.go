@@ -29,8 +29,11 @@ import (
 // ConfigMap's content, statuses and events.
 
 var (
-	k8s  client.Client
-	opts = operator.DefaultOptions()
+	k8s     client.Client
+	cluster *localcluster.Cluster
+	opts    = operator.DefaultOptions()
+	// stopOperator stops the operator TestMain started (tests may swap it).
+	stopOperator func()
 )
 
 func TestMain(m *testing.M) {
@@ -39,7 +42,8 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zap.Options{}.Level)))
-	cluster, err := localcluster.Start(localcluster.Options{})
+	var err error
+	cluster, err = localcluster.Start(localcluster.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -56,12 +60,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	stop, err := cluster.RunOperator(ctx, opts)
+	stopOperator, err = cluster.RunOperator(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer stop()
+	defer func() { stopOperator() }()
 	if err := k8s.Create(ctx, testProfile("default")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -444,5 +448,50 @@ func TestMissingProfileAndDeletedProfile(t *testing.T) {
 	}
 	if doc.Apps["profile-1"].Profile != "enterprise" {
 		t.Errorf("app profile-1 lost its entry: %+v", doc.Apps["profile-1"])
+	}
+}
+
+// TestOverBudgetKeepsLastGoodDocument runs the operator with a size budget the
+// next AppQuota cannot fit in: the ConfigMap keeps its last good content, and the
+// AppQuota says why.
+func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	_, before, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := opts
+	small.MaxConfigBytes = len(before.Data[quotaconfig.DataKey]) + 100
+	stopOperator()
+	stopSmall, err := cluster.RunOperator(ctx, small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stopSmall()
+		var err error
+		if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	o := raise("messages-send-users", 700)
+	o.Reason = strings.Repeat("a long contract reference ", 9)
+	a := appQuota(ns, "big", "budget-1", o)
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionFalse, quotav1.ReasonConfigTooLarge))
+	eventually(t, wait, hasEvent(ns, "big", "ConfigTooLarge"))
+	_, after, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Data[quotaconfig.HashKey] != before.Data[quotaconfig.HashKey] {
+		t.Errorf("the ConfigMap changed although the render was over budget")
+	}
+	if err := k8s.Delete(ctx, a); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -13,11 +13,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -191,7 +194,7 @@ func (c *Cluster) startWatchdog() {
 	for i, p := range pids {
 		list[i] = strconv.Itoa(p)
 	}
-	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done; kill %s 2>/dev/null`,
+	script := fmt.Sprintf(`while kill -0 %d 2>/dev/null; do sleep 1; done; kill -9 %s 2>/dev/null`,
 		os.Getpid(), strings.Join(list, " "))
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -255,6 +258,9 @@ func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop 
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  operator.CacheOptions(opts),
+		// Tests stop and start operators in one process; controller names only
+		// need to be unique among running managers.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    wh.LocalServingHost,
 			Port:    wh.LocalServingPort,
@@ -270,9 +276,12 @@ func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop 
 	mgrCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mgrCtx) }()
+	var once sync.Once
 	stop = func() {
-		cancel()
-		<-done
+		once.Do(func() {
+			cancel()
+			<-done
+		})
 	}
 	if !mgr.GetCache().WaitForCacheSync(mgrCtx) {
 		stop()

@@ -14,10 +14,9 @@ import (
 // A Config never changes after Compile and is safe for concurrent use; a new
 // document means a new Config (see Watcher).
 type Config struct {
-	doc      *Document
-	def      *profile // nil when the default profile is not in the document
-	profiles map[string]*profile
-	apps     *appTable
+	doc  *Document
+	def  *profile // nil when the default profile is not in the document
+	apps *appTable
 }
 
 // Result is what applies to one call.
@@ -74,14 +73,16 @@ func Compile(d *Document) (*Config, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Config{doc: d, profiles: make(map[string]*profile, len(d.Profiles))}
+	profiles := make(map[string]*profile, len(d.Profiles))
 	groups := make(map[string]map[string]int, len(d.Profiles))
 	for name, p := range d.Profiles {
-		c.profiles[name], groups[name] = compileProfile(name, p)
+		profiles[name], groups[name] = compileProfile(name, p)
 	}
-	c.def = c.profiles[d.DefaultProfile]
-	c.apps = newAppTable(d.Apps, c.profiles, groups)
-	return c, nil
+	return &Config{
+		doc:  d,
+		def:  profiles[d.DefaultProfile],
+		apps: newAppTable(d.Apps, profiles, groups),
+	}, nil
 }
 
 // Load parses, validates and compiles a document.

@@ -1,7 +1,10 @@
 package quotaconfig_test
 
 import (
+	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -356,4 +359,34 @@ func TestResolveDoesNotAllocate(t *testing.T) {
 		}
 	}
 	_ = sink
+}
+
+// TestResolveManyApps checks the app index: every app finds its own entry
+// whatever its ID's length (IDs too long for a slot take another path), and IDs
+// it does not hold fall to the default profile.
+func TestResolveManyApps(t *testing.T) {
+	d := resolveDoc()
+	ids := []string{"a", strings.Repeat("x", 46), strings.Repeat("y", 47), strings.Repeat("z", 64)}
+	for i := range 5000 {
+		ids = append(ids, strconv.Itoa(i), fmt.Sprintf("%036d", i))
+	}
+	for i, id := range ids {
+		d.Apps[id] = qc.App{Profile: "default", Overrides: []qc.Override{{Group: "messages-send-users", MaxTargets: int32(i + 1)}}}
+	}
+	cfg, err := qc.Compile(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		r := cfg.Resolve(id, "POST", "/app-id/"+id+"/messages/users")
+		if r.MaxTargets != int32(i+1) || r.Override == nil {
+			t.Fatalf("app %q: MaxTargets %d, Override %v; want %d and its override", id, r.MaxTargets, r.Override, i+1)
+		}
+	}
+	for _, id := range []string{"", "b", strings.Repeat("x", 45), strings.Repeat("z", 63), "5000", fmt.Sprintf("%036d", 5000)} {
+		r := cfg.Resolve(id, "POST", "/app-id/x/messages/users")
+		if r.Profile != "default" || r.MaxTargets != 600 || r.Override != nil {
+			t.Errorf("unknown app %q: %+v", id, r)
+		}
+	}
 }

@@ -49,7 +49,7 @@ const maxErrors = 50
 var methods = []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
 // Validate checks everything a gateway relies on when it compiles and
-// resolves: it returns errors.Join of *FieldError (at most maxErrors of them,
+// resolves: it returns errors.Join of *FieldError (at most 50 of them,
 // then one error counting the rest), in a stable order.
 //
 // The default profile may be missing from Profiles, and an app may name it: the
@@ -165,6 +165,9 @@ func (v *validator) profile(at string, p *Profile) {
 }
 
 func (v *validator) app(d *Document, at string, a *App) {
+	if at == `apps[""]` {
+		v.add(at, "an app ID must not be empty")
+	}
 	var prof *Profile
 	if p, ok := d.Profiles[a.Profile]; ok {
 		prof = &p
@@ -241,7 +244,8 @@ func (v *validator) limits(at string, ls []Limit, minMax int64) {
 		}
 		for j := range i {
 			if sameKey(ls[j], l) {
-				v.add(lat, "duplicates [%d] (%s/%s/%s): one limit per unit, window and scope", j, l.Unit, l.Window, l.Scope)
+				list := at[strings.LastIndexByte(at, '.')+1:]
+				v.add(lat, "duplicates %s[%d] (%s/%s/%s): one limit per unit, window and scope", list, j, l.Unit, l.Window, l.Scope)
 				break
 			}
 		}

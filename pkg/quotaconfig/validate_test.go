@@ -276,7 +276,7 @@ func TestParseInvalid(t *testing.T) {
 		{
 			name:   "duplicate limit key",
 			mutate: func(d *qc.Document) { d.Profiles["default"].Groups[1].Limits[1] = lim("Requests", "Second", "App", 5) },
-			want:   grp1 + `.limits[1]: duplicates [0] (Requests/Second/App): one limit per unit, window and scope`,
+			want:   grp1 + `.limits[1]: duplicates limits[0] (Requests/Second/App): one limit per unit, window and scope`,
 		},
 		{
 			name:   "profile max 0",
@@ -298,6 +298,18 @@ func TestParseInvalid(t *testing.T) {
 				g.Routes = append(g.Routes, qc.Route{Method: "DELETE", Path: "/app-id/{id}/users/{u}/user_channel"})
 			},
 			want: grp1 + `.routes[1]: DELETE "/app-id/{id}/users/{u}/user_channel" cannot be told apart from groups[0].routes[0] (DELETE "/app-id/{app_id}/users/{userName}/user_channel"): same method and template once parameter names are ignored`,
+		},
+		{
+			name:   "empty app ID",
+			mutate: func(d *qc.Document) { d.Apps[""] = qc.App{Profile: "default"} },
+			want:   `apps[""]: an app ID must not be empty`,
+		},
+		{
+			name: "fallback with a duplicate limit",
+			mutate: func(d *qc.Document) {
+				setFallback(d, []qc.Limit{lim("Requests", "Second", "App", 1), lim("Requests", "Second", "App", 2)})
+			},
+			want: dflt + `.fallback[1]: duplicates fallback[0] (Requests/Second/App): one limit per unit, window and scope`,
 		},
 		{
 			name:   "app profile missing",
@@ -336,7 +348,7 @@ func TestParseInvalid(t *testing.T) {
 		{
 			name:   "override with a duplicate limit",
 			mutate: func(d *qc.Document) { o := &d.Apps["123"].Overrides[0]; o.Limits = append(o.Limits, o.Limits[0]) },
-			want:   app123 + `.overrides[0].limits[1]: duplicates [0] (Requests/Second/App): one limit per unit, window and scope`,
+			want:   app123 + `.overrides[0].limits[1]: duplicates limits[0] (Requests/Second/App): one limit per unit, window and scope`,
 		},
 		{
 			name:   "override with a bad unit",

@@ -34,13 +34,12 @@ type Watcher struct {
 	current  atomic.Pointer[Config]
 	onReload func(*Config)
 	onError  func(error)
-	debounce time.Duration
 	running  atomic.Bool
 
-	// Sums of the last loaded and the last refused document, so the burst of
+	// Keys of the last loaded and the last refused version, so the burst of
 	// events one kubelet update makes compiles a document once, and a bad one is
 	// reported once. Only NewWatcher and Run's goroutine touch them.
-	goodSum, badSum [sha256.Size]byte
+	goodKey, badKey [sha256.Size]byte
 }
 
 // WatcherOption configures a Watcher.
@@ -53,34 +52,37 @@ func WithOnReload(f func(*Config)) WatcherOption {
 }
 
 // WithOnError sets a function called, from Run's goroutine, when a change
-// cannot be loaded; the previous Config stays current. A refused document is
-// reported once, not on every event, until its content changes.
+// cannot be loaded; the previous Config stays current. A refused version (an
+// invalid document, or one that does not match limits.sha256) is reported once,
+// not on every event, until the files change; a failed read each time.
 func WithOnError(f func(error)) WatcherOption {
 	return func(w *Watcher) { w.onError = f }
 }
 
-// defaultDebounce is how long Run waits after an event for more: one kubelet
+// debounce is how long Run waits after an event before reading: one kubelet
 // update is several events (new directory, ..data_tmp, rename, removal of the
-// old directory), and reading once they settle avoids a read in the middle.
-const defaultDebounce = 100 * time.Millisecond
+// old directory), and one read after them does for all. The wait counts from
+// the first event, not the last, so a directory that never goes quiet still
+// gets read.
+const debounce = 100 * time.Millisecond
 
 // NewWatcher loads dir/limits.json (checked against dir/limits.sha256 when that
 // exists). It fails if the document cannot be loaded: a gateway should not
 // start without limits. It does not watch yet; call Run.
 func NewWatcher(dir string, opts ...WatcherOption) (*Watcher, error) {
-	w := &Watcher{dir: dir, debounce: defaultDebounce}
+	w := &Watcher{dir: dir}
 	for _, o := range opts {
 		o(w)
 	}
-	data, err := readDocument(dir)
+	v, err := readVersion(dir)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := Load(data)
+	cfg, err := v.load()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, DataKey), err)
+		return nil, err
 	}
-	w.goodSum = sha256.Sum256(data)
+	w.goodKey = v.key()
 	w.current.Store(cfg)
 	return w, nil
 }
@@ -108,9 +110,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	w.reload()
 
-	timer := time.NewTimer(w.debounce)
+	timer := time.NewTimer(debounce)
 	timer.Stop()
 	defer timer.Stop()
+	pending := false
+	schedule := func() {
+		if !pending {
+			pending = true
+			timer.Reset(debounce)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -119,38 +128,40 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("quotaconfig: watch %s: event channel closed", w.dir)
 			}
-			timer.Reset(w.debounce)
+			schedule()
 		case err, ok := <-fsw.Errors:
 			if !ok {
 				return fmt.Errorf("quotaconfig: watch %s: error channel closed", w.dir)
 			}
 			// Typically an overflow: events were lost, so read again to be sure.
 			w.report(fmt.Errorf("quotaconfig: watch %s: %w", w.dir, err))
-			timer.Reset(w.debounce)
+			schedule()
 		case <-timer.C:
+			pending = false
 			w.reload()
 		}
 	}
 }
 
-// reload reads the document and makes it current if it changed and loads.
+// reload reads the files and makes the document current if they changed and it
+// loads.
 func (w *Watcher) reload() {
-	data, err := readDocument(w.dir)
+	v, err := readVersion(w.dir)
 	if err != nil {
 		w.report(err)
 		return
 	}
-	sum := sha256.Sum256(data)
-	if sum == w.goodSum || sum == w.badSum {
+	key := v.key()
+	if key == w.goodKey || key == w.badKey {
 		return
 	}
-	cfg, err := Load(data)
+	cfg, err := v.load()
 	if err != nil {
-		w.badSum = sum
-		w.report(fmt.Errorf("%s: %w", filepath.Join(w.dir, DataKey), err))
+		w.badKey = key
+		w.report(err)
 		return
 	}
-	w.goodSum = sum
+	w.goodKey = key
 	w.current.Store(cfg)
 	if w.onReload != nil {
 		w.onReload(cfg)
@@ -163,47 +174,78 @@ func (w *Watcher) report(err error) {
 	}
 }
 
-// readDocument reads limits.json and checks it against limits.sha256 when
-// present. Both are read from the directory limits.json resolves to, so a
-// ..data swap between the two reads cannot pair one version's document with
-// another's hash. The kubelet removes the old directory right after the swap,
-// so a read that finds its directory gone resolves again.
-func readDocument(dir string) ([]byte, error) {
+// version is the content of one version of the mounted files.
+type version struct {
+	file, hashFile string
+	data           []byte
+	hash           []byte // hashFile's content, trimmed; nil when there is no hashFile
+}
+
+// key identifies the content, hash file included: a document refused for a
+// wrong hash must be tried again when only the hash changes.
+func (v *version) key() [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(v.data)
+	if v.hash != nil {
+		h.Write([]byte{0})
+		h.Write(v.hash)
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// load checks the document against its hash, then loads it.
+func (v *version) load() (*Config, error) {
+	if v.hash != nil {
+		if got := hashOf(v.data); string(v.hash) != got {
+			return nil, fmt.Errorf("quotaconfig: %s is %q but %s hashes to %q", v.hashFile, v.hash, v.file, got)
+		}
+	}
+	cfg, err := Load(v.data)
+	if err != nil {
+		return nil, fmt.Errorf("quotaconfig: %s: %w", v.file, err)
+	}
+	return cfg, nil
+}
+
+// readVersion reads limits.json and, when present, limits.sha256. Both are read
+// from the directory limits.json resolves to, so a ..data swap between the two
+// reads cannot pair one version's document with another's hash. The kubelet
+// removes the old directory right after a swap, so a read that finds its
+// directory gone resolves again.
+func readVersion(dir string) (*version, error) {
 	for attempt := 1; ; attempt++ {
-		data, err := readVersion(dir)
+		v, err := readVersionOnce(dir)
 		if err == nil || !errors.Is(err, os.ErrNotExist) || attempt == 3 {
-			return data, err
+			return v, err
 		}
 	}
 }
 
-func readVersion(dir string) ([]byte, error) {
+func readVersionOnce(dir string) (*version, error) {
 	file, err := filepath.EvalSymlinks(filepath.Join(dir, DataKey))
 	if err != nil {
 		return nil, fmt.Errorf("quotaconfig: %w", err)
 	}
-	data, err := os.ReadFile(file)
-	if err != nil {
+	v := &version{file: file, hashFile: filepath.Join(filepath.Dir(file), HashKey)}
+	if v.data, err = os.ReadFile(file); err != nil {
 		return nil, fmt.Errorf("quotaconfig: %w", err)
 	}
-	hashFile := filepath.Join(filepath.Dir(file), HashKey)
-	want, err := os.ReadFile(hashFile)
-	if errors.Is(err, os.ErrNotExist) {
+	hash, err := os.ReadFile(v.hashFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		// No hash file, or the version was removed since: only the latter is
 		// worth another try.
 		if _, err := os.Stat(file); err != nil {
 			return nil, fmt.Errorf("quotaconfig: %w", err)
 		}
-		return data, nil
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("quotaconfig: %w", err)
+	default:
+		v.hash = bytes.TrimSpace(hash)
 	}
-	want = bytes.TrimSpace(want)
-	if got := hashOf(data); string(want) != got {
-		return nil, fmt.Errorf("quotaconfig: %s is %q but %s hashes to %q", hashFile, want, file, got)
-	}
-	return data, nil
+	return v, nil
 }
 
 // hashOf is the HashKey form of data's hash.

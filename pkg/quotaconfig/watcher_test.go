@@ -163,9 +163,9 @@ func TestWatcher(t *testing.T) {
 		t.Error("the mismatched document replaced the config")
 	}
 
-	// A later good version recovers.
-	k.update(configMap(t, 400))
-	eventually(t, "recovery", func() bool { return fallbackMax(w.Current()) == 400 })
+	// The same document with a correct hash loads: a refusal is for the pair.
+	k.update(configMap(t, 300))
+	eventually(t, "recovery", func() bool { return fallbackMax(w.Current()) == 300 })
 	if errs, reloads := rec.counts(); errs != 2 || reloads != 2 {
 		t.Errorf("OnError called %d times, OnReload %d times; want 2 and 2", errs, reloads)
 	}

@@ -1,0 +1,125 @@
+package validation_test
+
+import (
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/validation"
+)
+
+func profile(groups ...quotav1.EndpointGroup) *quotav1.QuotaProfile {
+	return &quotav1.QuotaProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: quotav1.QuotaProfileSpec{
+			Fallback:       quotav1.Fallback{Limits: []quotav1.Limit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 100}}},
+			EndpointGroups: groups,
+		},
+	}
+}
+
+func group(name string, routes ...quotav1.Route) quotav1.EndpointGroup {
+	return quotav1.EndpointGroup{
+		Name:   name,
+		Routes: routes,
+		Limits: []quotav1.Limit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 100}},
+	}
+}
+
+func route(method, path string) quotav1.Route {
+	return quotav1.Route{Method: quotav1.HTTPMethod(method), Path: path}
+}
+
+func TestQuotaProfile(t *testing.T) {
+	cases := []struct {
+		name string
+		p    *quotav1.QuotaProfile
+		want string
+	}{
+		{"valid: literal and parameter siblings are distinct", profile(
+			group("chatrooms-get", route("GET", "/app-id/{app_id}/chatrooms/{chatroom_id}")),
+			group("superadmins-list", route("GET", "/app-id/{app_id}/chatrooms/super_admin")),
+			group("chatrooms-put", route("PUT", "/app-id/{app_id}/chatrooms/{chatroom_id}")),
+		), ""},
+		{"same template in two groups", profile(
+			group("members-remove", route("DELETE", "/app-id/{app_id}/chatgroups/{group_id}/users/{username}")),
+			group("members-remove-batch", route("DELETE", "/app-id/{app_id}/chatgroups/{group_id}/users/{usernames}")),
+		), `spec.endpointGroups[1].routes[0].path: Invalid value: "/app-id/{app_id}/chatgroups/{group_id}/users/{usernames}": DELETE /app-id/{app_id}/chatgroups/{group_id}/users/{usernames} cannot be told apart by a gateway from spec.endpointGroups[0].routes[0] in group "members-remove" (same method and template once parameter names are ignored); merge them into one group`},
+		{"same template twice in one group", profile(
+			group("g", route("PUT", "/a/{x}"), route("PUT", "/a/{y}")),
+		), `spec.endpointGroups[0].routes[1].path: Invalid value: "/a/{y}": PUT /a/{y} cannot be told apart by a gateway from spec.endpointGroups[0].routes[0] in the same group (same method and template once parameter names are ignored); merge them into one group`},
+		{"broken template", profile(group("g", route("GET", "/a/{x}{y}"))),
+			`spec.endpointGroups[0].routes[0].path: Invalid value: "/a/{x}{y}": must start with '/', have no query string, and each segment must be a non-empty literal or exactly one parameter {name}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := validation.QuotaProfile(tc.p).ToAggregate()
+			switch {
+			case tc.want == "" && got != nil:
+				t.Errorf("got %v, want no error", got)
+			case tc.want != "" && (got == nil || got.Error() != tc.want):
+				t.Errorf("got  %v\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAppQuota(t *testing.T) {
+	p := profile(
+		group("messages-send-users", route("POST", "/app-id/{app_id}/messages/users")),
+		group("conversations-delete", route("DELETE", "/app-id/{app_id}/users/{userName}/user_channel")),
+	)
+	userLimit := []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowMinute, Scope: quotav1.ScopeUser, Max: 10}}
+	cases := []struct {
+		name      string
+		overrides []quotav1.Override
+		ref       validation.Reference
+		want      string
+	}{
+		{"valid, per-user limit on a route with a user", []quotav1.Override{{Group: "conversations-delete", Limits: userLimit}},
+			validation.Reference{Profile: p}, ""},
+		{"missing profile", nil, validation.Reference{},
+			`spec.profile: Invalid value: "default": no QuotaProfile of that name exists`},
+		{"typo in group", []quotav1.Override{{Group: "messages-send-user", Limits: userLimit[:0]}}, validation.Reference{Profile: p},
+			`spec.overrides[0].group: Invalid value: "messages-send-user": not a group of QuotaProfile "default"; did you mean "messages-send-users"?`},
+		{"unknown group, nothing close", []quotav1.Override{{Group: "totally-different"}}, validation.Reference{Profile: p},
+			`spec.overrides[0].group: Invalid value: "totally-different": not a group of QuotaProfile "default"`},
+		{"per-user limit on a route without a user", []quotav1.Override{{Group: "messages-send-users", Limits: userLimit}}, validation.Reference{Profile: p},
+			`spec.overrides[0].limits[0].scope: Invalid value: "User": group "messages-send-users" has a route without a user parameter (POST /app-id/{app_id}/messages/users); use scope App`},
+		{"duplicate appID", nil, validation.Reference{Profile: p, AppIDOwner: "team-a/acme"},
+			`spec.appID: Invalid value: "123": already claimed by AppQuota team-a/acme; an app may have only one AppQuota`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &quotav1.AppQuota{Spec: quotav1.AppQuotaSpec{AppID: "123", Profile: "default", Overrides: tc.overrides}}
+			got := validation.AppQuota(a, tc.ref).ToAggregate()
+			switch {
+			case tc.want == "" && got != nil:
+				t.Errorf("got %v, want no error", got)
+			case tc.want != "" && (got == nil || got.Error() != tc.want):
+				t.Errorf("got  %v\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestUserParam(t *testing.T) {
+	cases := map[string]string{
+		"/app-id/{app_id}/users/{username}/x":                      "username",
+		"/app-id/{app_id}/users/{userName}/user_channel":           "userName",
+		"/app-id/{app_id}/users/{owner_username}/contacts/{uid}":   "owner_username",
+		"/app-id/{app_id}/reaction/user/{userId}":                  "userId",
+		"/app-id/{app_id}/chatgroups/{group_id}/users/{usernames}": "",
+		"/app-id/{app_id}/messages/users":                          "",
+	}
+	for path, want := range cases {
+		if got := validation.UserParam(route("GET", path)); got != want {
+			t.Errorf("UserParam(%s) = %q, want %q", path, got, want)
+		}
+	}
+	explicit := quotav1.Route{Method: "GET", Path: "/a/{owner}/{username}", UserParam: "owner"}
+	if got := validation.UserParam(explicit); got != "owner" {
+		t.Errorf("explicit userParam: got %q", got)
+	}
+}
