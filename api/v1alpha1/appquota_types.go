@@ -95,8 +95,9 @@ type AppQuotaStatus struct {
 	// +optional
 	NextExpiry *metav1.Time `json:"nextExpiry,omitempty"`
 
-	// configHash is the content hash of the configuration document the app's
-	// current generation was last written into.
+	// configHash is the content hash ("sha256:<hex>") of the configuration
+	// document the app's current generation was first written into; gateways
+	// that loaded a document with this hash or a later one enforce it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	ConfigHash string `json:"configHash,omitempty"`
