@@ -39,6 +39,9 @@ type Options struct {
 	KubeconfigPath string
 	// Output, when true, attaches the control plane's output to this process's.
 	Output bool
+	// SkipWebhooks leaves config/webhook uninstalled, as in a cluster where
+	// objects were created while the webhook was not there.
+	SkipWebhooks bool
 }
 
 // Cluster is a running local control plane.
@@ -122,10 +125,11 @@ func Start(opts Options) (*Cluster, error) {
 		ErrorIfCRDPathMissing:    true,
 		AttachControlPlaneOutput: opts.Output,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			Paths: []string{filepath.Join(root, "config", "webhook")},
-			// config/webhook/manifests.yaml exists only once a type has webhook markers.
-			IgnoreErrorIfPathMissing: true,
+			Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")},
 		},
+	}
+	if opts.SkipWebhooks {
+		c.Env.WebhookInstallOptions = envtest.WebhookInstallOptions{}
 	}
 	// envtest looks up binaries through KUBEBUILDER_ASSETS before
 	// BinaryAssetsDirectory; make both say the same.

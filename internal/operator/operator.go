@@ -4,6 +4,7 @@
 package operator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -19,6 +20,7 @@ import (
 
 	quotav1alpha1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
+	"github.com/appquota/appquota/webhook"
 )
 
 // Options are the operator's settings; the manager binary exposes each as a flag.
@@ -32,6 +34,9 @@ type Options struct {
 	// MaxConfigBytes is the size budget of the rendered document, kept well under
 	// the 1 MiB object limit so an object plus its metadata always fits.
 	MaxConfigBytes int
+	// DisableWebhook leaves the admission webhook out (tests that need to create
+	// objects a webhook would refuse, as if it had been down).
+	DisableWebhook bool
 }
 
 // DefaultOptions returns the defaults the manager's flags start from.
@@ -109,6 +114,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
+	}
+	if !o.DisableWebhook {
+		if err := webhook.SetupWithManager(context.Background(), mgr); err != nil {
+			return fmt.Errorf("set up webhook: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add healthz check: %w", err)

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/docform"
 	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -65,6 +66,9 @@ type Result struct {
 	NextExpiry *time.Time
 }
 
+// Profile converts a QuotaProfile to its document form.
+func Profile(p *quotav1.QuotaProfile) quotaconfig.Profile { return docform.Profile(p) }
+
 // Key is how Result.Apps names an AppQuota.
 func Key(a *quotav1.AppQuota) string { return a.Namespace + "/" + a.Name }
 
@@ -103,7 +107,7 @@ func Render(in Input) (*Result, error) {
 			res.Profiles[p.Name] = out
 			continue
 		}
-		res.Document.Profiles[p.Name] = Profile(p)
+		res.Document.Profiles[p.Name] = docform.Profile(p)
 		apiProfiles[p.Name] = p
 		res.Profiles[p.Name] = out
 	}
@@ -170,7 +174,7 @@ func Render(in Input) (*Result, error) {
 				out.Expired = append(out.Expired, o.Group)
 				continue
 			}
-			app.Overrides = append(app.Overrides, override(o))
+			app.Overrides = append(app.Overrides, docform.Override(o))
 			if o.ExpiresAt != nil {
 				out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
 				res.NextExpiry = earliest(res.NextExpiry, o.ExpiresAt.Time)
@@ -210,67 +214,6 @@ func earliest(cur *time.Time, t time.Time) *time.Time {
 		return &t
 	}
 	return cur
-}
-
-// Profile converts a QuotaProfile to its document form, in canonical order.
-func Profile(p *quotav1.QuotaProfile) quotaconfig.Profile {
-	out := quotaconfig.Profile{Fallback: limits(p.Spec.Fallback.Limits)}
-	for _, g := range p.Spec.EndpointGroups {
-		dg := quotaconfig.Group{Name: g.Name, RestOnly: g.RestOnly, Limits: limits(g.Limits)}
-		if g.PerCall != nil {
-			dg.MaxTargets = g.PerCall.MaxTargets
-		}
-		for _, r := range g.Routes {
-			dg.Routes = append(dg.Routes, quotaconfig.Route{Method: string(r.Method), Path: r.Path, UserParam: validation.UserParam(r)})
-		}
-		slices.SortFunc(dg.Routes, func(x, y quotaconfig.Route) int {
-			return cmp.Or(cmp.Compare(x.Path, y.Path), cmp.Compare(x.Method, y.Method))
-		})
-		out.Groups = append(out.Groups, dg)
-	}
-	slices.SortFunc(out.Groups, func(x, y quotaconfig.Group) int { return cmp.Compare(x.Name, y.Name) })
-	return out
-}
-
-func limits(in []quotav1.Limit) []quotaconfig.Limit {
-	out := make([]quotaconfig.Limit, 0, len(in))
-	for _, l := range in {
-		out = append(out, limit(l.Unit, l.Window, l.Scope, l.Max))
-	}
-	sortLimits(out)
-	return out
-}
-
-func limit(u quotav1.LimitUnit, w quotav1.LimitWindow, s quotav1.LimitScope, max int64) quotaconfig.Limit {
-	if s == "" {
-		s = quotav1.ScopeApp
-	}
-	return quotaconfig.Limit{Unit: string(u), Window: string(w), Scope: string(s), Max: max}
-}
-
-var windowOrder = map[string]int{quotaconfig.WindowSecond: 0, quotaconfig.WindowMinute: 1, quotaconfig.WindowHour: 2, quotaconfig.WindowDay: 3}
-
-// sortLimits orders limits by unit, then shortest window first, then scope.
-func sortLimits(ls []quotaconfig.Limit) {
-	slices.SortFunc(ls, func(x, y quotaconfig.Limit) int {
-		return cmp.Or(cmp.Compare(y.Unit, x.Unit), cmp.Compare(windowOrder[x.Window], windowOrder[y.Window]), cmp.Compare(x.Scope, y.Scope))
-	})
-}
-
-func override(o quotav1.Override) quotaconfig.Override {
-	out := quotaconfig.Override{Group: o.Group, Reason: o.Reason}
-	for _, l := range o.Limits {
-		out.Limits = append(out.Limits, limit(l.Unit, l.Window, l.Scope, l.Max))
-	}
-	sortLimits(out.Limits)
-	if o.PerCall != nil {
-		out.MaxTargets = o.PerCall.MaxTargets
-	}
-	if o.ExpiresAt != nil {
-		t := o.ExpiresAt.Time.UTC()
-		out.ExpiresAt = &t
-	}
-	return out
 }
 
 // apiProfile turns a profile from a previous document back into the API form,

@@ -5,20 +5,23 @@
 package validation
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/docform"
+	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 var (
-	paramRE     = regexp.MustCompile(`\{[^/{}]*\}`)
-	userParamRE = regexp.MustCompile(`(?i)^(user_?name|user_?id|uid|owner_?username)$`)
-	segmentRE   = regexp.MustCompile(`^(/([^/{}?#]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$`)
+	paramRE   = regexp.MustCompile(`\{[^/{}]*\}`)
+	segmentRE = regexp.MustCompile(`^(/([^/{}?#]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$`)
 )
 
 // RouteShape is what a gateway can tell about a route: its method and its
@@ -28,21 +31,9 @@ func RouteShape(method, path string) string {
 	return method + " " + paramRE.ReplaceAllString(path, "{}")
 }
 
-// UserParam returns the parameter of a route that identifies the user: the
-// explicit userParam, else the first parameter named like a user (username,
-// userName, user_id, userId, uid, owner_username), else "".
-func UserParam(r quotav1.Route) string {
-	if r.UserParam != "" {
-		return r.UserParam
-	}
-	for _, m := range paramRE.FindAllString(r.Path, -1) {
-		name := strings.Trim(m, "{}")
-		if userParamRE.MatchString(name) {
-			return name
-		}
-	}
-	return ""
-}
+// UserParam returns the parameter of a route that identifies the user; see
+// docform.UserParam.
+func UserParam(r quotav1.Route) string { return docform.UserParam(r) }
 
 // QuotaProfile checks a profile's rules that the schema cannot: route templates
 // that a gateway cannot tell apart, within a group or across groups, and the
@@ -64,6 +55,10 @@ func QuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
 					"must start with '/', have no query string, and each segment must be a non-empty literal or exactly one parameter {name}"))
 				continue
 			}
+			if dup := repeatedParam(r.Path); dup != "" {
+				errs = append(errs, field.Invalid(rp.Child("path"), r.Path, fmt.Sprintf("parameter {%s} appears twice; each parameter needs its own name", dup)))
+				continue
+			}
 			shape := RouteShape(string(r.Method), r.Path)
 			if prev, ok := seen[shape]; ok {
 				where := fmt.Sprintf("group %q", prev.group)
@@ -78,7 +73,56 @@ func QuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
 			seen[shape] = claim{group: g.Name, path: rp}
 		}
 	}
+	if len(errs) == 0 {
+		// Defence in depth for objects stored before the CRD had today's rules:
+		// what a gateway would refuse is refused here too.
+		doc := &quotaconfig.Document{
+			Version:        quotaconfig.FormatVersion,
+			DefaultProfile: p.Name,
+			Profiles:       map[string]quotaconfig.Profile{p.Name: docform.Profile(p)},
+		}
+		errs = append(errs, documentErrors(doc.Validate(), field.NewPath("spec"), p.Name, "profiles[")...)
+	}
 	return errs
+}
+
+// documentErrors turns a document's validation errors about the part starting
+// with prefix into one field error on path.
+func documentErrors(err error, path *field.Path, value any, prefix string) field.ErrorList {
+	if err == nil {
+		return nil
+	}
+	var msgs []string
+	for _, e := range unjoin(err) {
+		var fe *quotaconfig.FieldError
+		if errors.As(e, &fe) && !strings.HasPrefix(fe.Field, prefix) {
+			continue
+		}
+		msgs = append(msgs, e.Error())
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return field.ErrorList{field.Invalid(path, value, "does not render to a document gateways accept: "+strings.Join(msgs, "; "))}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// repeatedParam returns a parameter name that appears twice in path, or "".
+func repeatedParam(path string) string {
+	seen := map[string]bool{}
+	for _, m := range paramRE.FindAllString(path, -1) {
+		if seen[m] {
+			return strings.Trim(m, "{}")
+		}
+		seen[m] = true
+	}
+	return ""
 }
 
 // Reference is what AppQuota needs to know about the rest of the cluster.
@@ -138,7 +182,138 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 			}
 		}
 	}
+	if len(errs) == 0 {
+		app := quotaconfig.App{Profile: profile}
+		for _, o := range a.Spec.Overrides {
+			app.Overrides = append(app.Overrides, docform.Override(o))
+		}
+		doc := &quotaconfig.Document{
+			Version:        quotaconfig.FormatVersion,
+			DefaultProfile: profile,
+			Profiles:       map[string]quotaconfig.Profile{profile: docform.Profile(ref.Profile)},
+			Apps:           map[string]quotaconfig.App{a.Spec.AppID: app},
+		}
+		errs = append(errs, documentErrors(doc.Validate(), spec, a.Spec.AppID, "apps[")...)
+	}
 	return errs
+}
+
+// AppQuotaAdmission is what the webhook checks on create (old nil) and update:
+// AppQuota's rules, an expiresAt already past on create, and the warnings for
+// what is allowed but probably a mistake.
+func AppQuotaAdmission(old, a *quotav1.AppQuota, ref Reference, now time.Time) (warnings []string, errs field.ErrorList) {
+	errs = AppQuota(a, ref)
+	overrides := field.NewPath("spec", "overrides")
+	for i, o := range a.Spec.Overrides {
+		if o.ExpiresAt == nil || o.ExpiresAt.Time.After(now) {
+			continue
+		}
+		p := overrides.Index(i).Child("expiresAt")
+		at := o.ExpiresAt.UTC().Format(time.RFC3339)
+		if old == nil {
+			errs = append(errs, field.Invalid(p, at, "already in the past: the override would never apply; use a future instant, or omit expiresAt for a permanent override"))
+		} else {
+			warnings = append(warnings, fmt.Sprintf("%s: %s has passed; the override no longer applies and the profile's limits are back", p, at))
+		}
+	}
+	if ref.Profile != nil {
+		warnings = append(warnings, limitWarnings(a, ref.Profile)...)
+	}
+	return warnings, errs
+}
+
+var windowSeconds = map[quotav1.LimitWindow]int64{
+	quotav1.WindowSecond: 1, quotav1.WindowMinute: 60, quotav1.WindowHour: 3600, quotav1.WindowDay: 86400,
+}
+
+// raiseWarnFactor is how far above the profile a raise has to go to be worth a
+// second look (a typo such as an extra zero or two).
+const raiseWarnFactor = 100
+
+type limitKey struct {
+	unit   quotav1.LimitUnit
+	window quotav1.LimitWindow
+	scope  quotav1.LimitScope
+}
+
+func scopeOf(s quotav1.LimitScope) quotav1.LimitScope {
+	if s == "" {
+		return quotav1.ScopeApp
+	}
+	return s
+}
+
+func describe(k limitKey, max int64) string {
+	return fmt.Sprintf("%d %s/%s (scope %s)", max, k.unit, k.window, k.scope)
+}
+
+// limitWarnings compares each override with its profile group.
+func limitWarnings(a *quotav1.AppQuota, p *quotav1.QuotaProfile) []string {
+	var warnings []string
+	groups := map[string]*quotav1.EndpointGroup{}
+	for i := range p.Spec.EndpointGroups {
+		groups[p.Spec.EndpointGroups[i].Name] = &p.Spec.EndpointGroups[i]
+	}
+	for i, o := range a.Spec.Overrides {
+		g, ok := groups[o.Group]
+		if !ok {
+			continue
+		}
+		op := field.NewPath("spec", "overrides").Index(i)
+		type eff struct {
+			max      int64
+			override bool
+			path     *field.Path
+		}
+		effective := map[limitKey]eff{}
+		var order []limitKey
+		for _, l := range g.Limits {
+			k := limitKey{l.Unit, l.Window, scopeOf(l.Scope)}
+			effective[k] = eff{max: l.Max}
+			order = append(order, k)
+		}
+		for li, l := range o.Limits {
+			k := limitKey{l.Unit, l.Window, scopeOf(l.Scope)}
+			lp := op.Child("limits").Index(li)
+			prof, inProfile := effective[k]
+			switch {
+			case l.Max == 0:
+				warnings = append(warnings, fmt.Sprintf("%s: max 0 blocks group %s for app %s", lp, o.Group, a.Spec.AppID))
+			case inProfile && l.Max < prof.max:
+				warnings = append(warnings, fmt.Sprintf("%s: lowers %s/%s for group %s from the profile's %d to %d", lp, k.unit, k.window, o.Group, prof.max, l.Max))
+			case inProfile && l.Max > raiseWarnFactor*prof.max:
+				warnings = append(warnings, fmt.Sprintf("%s: raises %s/%s for group %s more than %dx, from the profile's %d to %d", lp, k.unit, k.window, o.Group, raiseWarnFactor, prof.max, l.Max))
+			}
+			if !inProfile {
+				order = append(order, k)
+			}
+			effective[k] = eff{max: l.Max, override: true, path: lp}
+		}
+		// A limit is unreachable when a shorter window of the same unit and scope
+		// caps the longer window below it (10/Second allows at most 600/Minute, so
+		// 6000/Minute never binds). Only limits this override touches are reported.
+		for _, long := range order {
+			for _, short := range order {
+				le, se := effective[long], effective[short]
+				if long.unit != short.unit || long.scope != short.scope || windowSeconds[short.window] >= windowSeconds[long.window] {
+					continue
+				}
+				if !le.override && !se.override || se.max == 0 {
+					continue
+				}
+				cap := se.max * (windowSeconds[long.window] / windowSeconds[short.window])
+				if cap < le.max {
+					where := op.String()
+					if le.override {
+						where = le.path.String()
+					}
+					warnings = append(warnings, fmt.Sprintf("%s: %s can never be reached for group %s: %s allows at most %d per %s",
+						where, describe(long, le.max), o.Group, describe(short, se.max), cap, long.window))
+				}
+			}
+		}
+	}
+	return warnings
 }
 
 // closest returns the candidate within edit distance 3 of s (and less than half

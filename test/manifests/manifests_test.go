@@ -140,6 +140,9 @@ func TestDefaultInstallBuilds(t *testing.T) {
 		"kind: Certificate",
 		"secretName: webhook-server-cert",
 		"name: appquota-webhook-service",
+		"kind: ValidatingWebhookConfiguration",
+		"cert-manager.io/inject-ca-from: appquota-system/appquota-serving-cert",
+		"path: /validate-quota-appquota-io-v1alpha1-appquota",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl kustomize config/default lacks %q", want)

@@ -1,0 +1,178 @@
+// Package webhook serves appquota's validating admission webhook: the rules
+// that need other objects (the profile an AppQuota names, another AppQuota with
+// the same appID, AppQuotas still using a profile) and warnings for what is
+// allowed but probably a mistake. The rules themselves live in
+// internal/validation, shared with the controller and the CLI.
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/validation"
+)
+
+// Cache indexes the webhook looks AppQuotas up by, so admission stays a map
+// lookup with 100,000 AppQuotas in the cache.
+const (
+	IndexAppID   = "spec.appID"
+	IndexProfile = "spec.profile"
+)
+
+// SetupWithManager registers the indexes and both validators with mgr.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	indexer := mgr.GetFieldIndexer()
+	if err := indexer.IndexField(ctx, &quotav1.AppQuota{}, IndexAppID, func(o client.Object) []string {
+		return []string{o.(*quotav1.AppQuota).Spec.AppID}
+	}); err != nil {
+		return fmt.Errorf("index AppQuotas by appID: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &quotav1.AppQuota{}, IndexProfile, func(o client.Object) []string {
+		return []string{profileOf(o.(*quotav1.AppQuota))}
+	}); err != nil {
+		return fmt.Errorf("index AppQuotas by profile: %w", err)
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.AppQuota{}).
+		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader()}).Complete(); err != nil {
+		return fmt.Errorf("AppQuota webhook: %w", err)
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.QuotaProfile{}).
+		WithValidator(&QuotaProfileValidator{Reader: mgr.GetClient()}).Complete(); err != nil {
+		return fmt.Errorf("QuotaProfile webhook: %w", err)
+	}
+	return nil
+}
+
+func profileOf(a *quotav1.AppQuota) string {
+	if a.Spec.Profile == "" {
+		return quotav1.DefaultProfileName
+	}
+	return a.Spec.Profile
+}
+
+// +kubebuilder:webhook:path=/validate-quota-appquota-io-v1alpha1-appquota,mutating=false,failurePolicy=fail,sideEffects=None,groups=quota.appquota.io,resources=appquotas,verbs=create;update,versions=v1alpha1,name=vappquota.quota.appquota.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// AppQuotaValidator validates AppQuotas against their profile and the other
+// AppQuotas.
+type AppQuotaValidator struct {
+	// Reader is the manager's cached client, with the indexes above.
+	Reader client.Reader
+	// ProfileReader reads the AppQuota's profile from the API server, not the
+	// cache: `kubectl apply` of a new profile and its AppQuotas in one go must not
+	// be refused because the cache has not seen the profile yet.
+	ProfileReader client.Reader
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+var _ admission.Validator[*quotav1.AppQuota] = &AppQuotaValidator{}
+
+func (v *AppQuotaValidator) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+// ValidateCreate implements admission.Validator.
+func (v *AppQuotaValidator) ValidateCreate(ctx context.Context, a *quotav1.AppQuota) (admission.Warnings, error) {
+	return v.validate(ctx, nil, a)
+}
+
+// ValidateUpdate implements admission.Validator.
+func (v *AppQuotaValidator) ValidateUpdate(ctx context.Context, old, a *quotav1.AppQuota) (admission.Warnings, error) {
+	return v.validate(ctx, old, a)
+}
+
+// ValidateDelete implements admission.Validator; deleting an AppQuota is always allowed.
+func (v *AppQuotaValidator) ValidateDelete(context.Context, *quotav1.AppQuota) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuota) (admission.Warnings, error) {
+	var ref validation.Reference
+	var p quotav1.QuotaProfile
+	switch err := v.ProfileReader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p); {
+	case err == nil:
+		ref.Profile = &p
+	case !apierrors.IsNotFound(err):
+		return nil, apierrors.NewInternalError(fmt.Errorf("read QuotaProfile %s: %w", profileOf(a), err))
+	}
+	var same quotav1.AppQuotaList
+	if err := v.Reader.List(ctx, &same, client.MatchingFields{IndexAppID: a.Spec.AppID}); err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("list AppQuotas by appID: %w", err))
+	}
+	for _, o := range same.Items {
+		if o.Namespace != a.Namespace || o.Name != a.Name {
+			ref.AppIDOwner = o.Namespace + "/" + o.Name
+			break
+		}
+	}
+	warnings, errs := validation.AppQuotaAdmission(old, a, ref, v.now())
+	if len(errs) > 0 {
+		return warnings, apierrors.NewInvalid(quotav1.GroupVersion.WithKind("AppQuota").GroupKind(), a.Name, errs)
+	}
+	return warnings, nil
+}
+
+// +kubebuilder:webhook:path=/validate-quota-appquota-io-v1alpha1-quotaprofile,mutating=false,failurePolicy=fail,sideEffects=None,groups=quota.appquota.io,resources=quotaprofiles,verbs=create;update;delete,versions=v1alpha1,name=vquotaprofile.quota.appquota.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// QuotaProfileValidator validates QuotaProfiles and refuses deleting one that
+// AppQuotas still use.
+type QuotaProfileValidator struct {
+	Reader client.Reader
+}
+
+var _ admission.Validator[*quotav1.QuotaProfile] = &QuotaProfileValidator{}
+
+// ValidateCreate implements admission.Validator.
+func (v *QuotaProfileValidator) ValidateCreate(_ context.Context, p *quotav1.QuotaProfile) (admission.Warnings, error) {
+	return nil, invalid(p, validation.QuotaProfile(p))
+}
+
+// ValidateUpdate implements admission.Validator.
+func (v *QuotaProfileValidator) ValidateUpdate(_ context.Context, _, p *quotav1.QuotaProfile) (admission.Warnings, error) {
+	return nil, invalid(p, validation.QuotaProfile(p))
+}
+
+// usersShown is how many of a profile's AppQuotas a refused deletion names.
+const usersShown = 3
+
+// ValidateDelete implements admission.Validator.
+func (v *QuotaProfileValidator) ValidateDelete(ctx context.Context, p *quotav1.QuotaProfile) (admission.Warnings, error) {
+	var users quotav1.AppQuotaList
+	if err := v.Reader.List(ctx, &users, client.MatchingFields{IndexProfile: p.Name}); err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("list AppQuotas by profile: %w", err))
+	}
+	if len(users.Items) == 0 {
+		return nil, nil
+	}
+	names := make([]string, 0, len(users.Items))
+	for _, a := range users.Items {
+		names = append(names, a.Namespace+"/"+a.Name)
+	}
+	slices.Sort(names)
+	shown := strings.Join(names[:min(usersShown, len(names))], ", ")
+	if len(names) > usersShown {
+		shown += fmt.Sprintf(" and %d more", len(names)-usersShown)
+	}
+	return nil, apierrors.NewForbidden(quotav1.GroupVersion.WithResource("quotaprofiles").GroupResource(), p.Name,
+		fmt.Errorf("%d AppQuotas still use it (%s); move them to another profile or delete them first", len(names), shown))
+}
+
+func invalid(p *quotav1.QuotaProfile, errs field.ErrorList) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(quotav1.GroupVersion.WithKind("QuotaProfile").GroupKind(), p.Name, errs)
+}
