@@ -33,6 +33,12 @@ envtest: ## Build (or find in the cache) the local control plane and print its d
 test: ## Every unit and integration test, against a real kube-apiserver and etcd.
 	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go test ./... -count=1
 
+FUZZTIME ?= 60s
+.PHONY: fuzz
+fuzz: ## Explore the validators with go's fuzzer (make test runs only the seed corpus).
+	go test ./internal/validation -run XXX -fuzz FuzzAppQuota -fuzztime $(FUZZTIME)
+	go test ./internal/validation -run XXX -fuzz FuzzQuotaProfile -fuzztime $(FUZZTIME)
+
 .PHONY: demo
 demo: ## Run the operator on a local control plane with the samples applied; Ctrl-C stops it.
 	go build -o bin/appquota-demo ./cmd/demo

@@ -22,6 +22,7 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -31,6 +32,7 @@ Usage:
   kubectl appquota explain APP_ID METHOD PATH [flags]   effective limits for one call, and why
   kubectl appquota list APP_ID [flags]                  effective limits of every group for an app
   kubectl appquota render -f DIR_OR_FILE [flags]        render the gateway document from manifests, offline
+  kubectl appquota validate -f DIR_OR_FILE              check manifests as the webhook would, offline (for CI)
 
 explain and list read the live ConfigMap through the kubeconfig, or --config
 (a limits.json file, a ConfigMap manifest, or a mounted ConfigMap directory).
@@ -41,6 +43,9 @@ Flags of explain and list:
   -n, --namespace NS   namespace of the ConfigMap (default appquota-system)
   --configmap NAME     name of the ConfigMap (default appquota-limits)
   -o, --output FORMAT  text (default) or json
+validate checks each QuotaProfile and AppQuota in the files against the others
+in the files (as if creating them), prints the webhook's errors and warnings, and
+exits 1 if any object is invalid.
 Flags of render:
   -f, --filename PATH      a manifest file or a directory of them (QuotaProfiles, AppQuotas; other kinds are skipped)
   --default-profile NAME   profile of apps without an AppQuota (default "default", as the manager's flag)
@@ -61,8 +66,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = list(ctx, args[1:], stdout)
 	case "render":
 		err = renderCmd(args[1:], stdout, stderr)
+	case "validate":
+		err = validateCmd(args[1:], stdout)
 	default:
-		err = fmt.Errorf("unknown command %q; want explain, list or render", args[0])
+		err = fmt.Errorf("unknown command %q; want explain, list, render or validate", args[0])
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)
@@ -529,4 +536,58 @@ func splitYAML(s string) []string {
 	}
 	docs = append(docs, cur.String())
 	return docs
+}
+
+func validateCmd(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	var file string
+	fs.StringVar(&file, "f", "", "")
+	fs.StringVar(&file, "filename", "", "")
+	if _, err := parse(fs, args, 0); err != nil {
+		return fmt.Errorf("validate -f DIR_OR_FILE: %w", err)
+	}
+	if file == "" {
+		return errors.New("validate: -f DIR_OR_FILE is required")
+	}
+	profiles, apps, err := ReadManifests(file)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*quotav1.QuotaProfile{}
+	invalid := 0
+	for i := range profiles {
+		p := &profiles[i]
+		byName[p.Name] = p
+		if errs := validation.QuotaProfile(p); len(errs) > 0 {
+			invalid++
+			fmt.Fprintf(stdout, "QuotaProfile %s is invalid: %s\n", p.Name, errs.ToAggregate())
+		}
+	}
+	owner := map[string]string{}
+	now := time.Now()
+	for i := range apps {
+		a := &apps[i]
+		key := a.Namespace + "/" + a.Name
+		name := a.Spec.Profile
+		if name == "" {
+			name = quotav1.DefaultProfileName
+		}
+		ref := validation.Reference{Profile: byName[name], AppIDOwner: owner[a.Spec.AppID]}
+		if ref.AppIDOwner == "" {
+			owner[a.Spec.AppID] = key
+		}
+		warnings, errs := validation.AppQuotaAdmission(nil, a, ref, now)
+		for _, w := range warnings {
+			fmt.Fprintf(stdout, "Warning: AppQuota %s: %s\n", key, w)
+		}
+		if len(errs) > 0 {
+			invalid++
+			fmt.Fprintf(stdout, "AppQuota %s is invalid: %s\n", key, errs.ToAggregate())
+		}
+	}
+	if invalid > 0 {
+		return fmt.Errorf("%d of %d objects are invalid", invalid, len(profiles)+len(apps))
+	}
+	fmt.Fprintf(stdout, "%d QuotaProfiles and %d AppQuotas are valid\n", len(profiles), len(apps))
+	return nil
 }

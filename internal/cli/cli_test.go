@@ -113,7 +113,7 @@ spec:
 		args []string
 		want string
 	}{
-		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list or render`},
+		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list, render or validate`},
 		{[]string{"explain", "1", "GET", "--config", dir}, "error: explain APP_ID METHOD PATH: want 3 arguments, got 2 (1 GET); see --help"},
 		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
 		{[]string{"explain", "1", "GET", "/x", "--config", "/does/not/exist"}, "error: stat /does/not/exist: no such file or directory"},
@@ -127,5 +127,50 @@ spec:
 		if code != 1 || !strings.HasPrefix(stderr, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 1 and %q", tc.args, code, stderr, tc.want)
 		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	out, stderr, code := run("validate", "-f", "../../config/samples")
+	if code != 0 {
+		t.Fatalf("the samples do not validate: %s%s", out, stderr)
+	}
+	for _, want := range []string{
+		"Warning: AppQuota tenants/initech-review: spec.overrides[0].limits[0]: max 0 blocks group messages-broadcast-chatrooms for app 9988776655",
+		"Warning: AppQuota tenants/initech-review: spec.overrides[1].limits[0]: lowers Requests/Second for group messages-send-users from the profile's 100 to 20",
+		"1 QuotaProfiles and 3 AppQuotas are valid",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, out)
+		}
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte(`apiVersion: quota.appquota.io/v1alpha1
+kind: QuotaProfile
+metadata: {name: default}
+spec:
+  fallback: {limits: [{unit: Requests, window: Second, max: 100}]}
+  endpointGroups:
+  - {name: a, routes: [{method: GET, path: "/x/{a}"}], limits: [{unit: Requests, window: Second, max: 1}]}
+---
+apiVersion: quota.appquota.io/v1alpha1
+kind: AppQuota
+metadata: {name: one, namespace: team}
+spec: {appID: "1", overrides: [{group: b, limits: [{unit: Requests, window: Second, max: 5}]}]}
+---
+apiVersion: quota.appquota.io/v1alpha1
+kind: AppQuota
+metadata: {name: two, namespace: team}
+spec: {appID: "1"}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = run("validate", "-f", dir)
+	want := `AppQuota team/one is invalid: spec.overrides[0].group: Invalid value: "b": not a group of QuotaProfile "default"
+AppQuota team/two is invalid: spec.appID: Invalid value: "1": already claimed by AppQuota team/one; an app may have only one AppQuota
+`
+	if code != 1 || out != want || stderr != "error: 2 of 3 objects are invalid\n" {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr: %s\nwant stdout:\n%s", code, out, stderr, want)
 	}
 }

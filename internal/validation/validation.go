@@ -295,13 +295,17 @@ func limitWarnings(a *quotav1.AppQuota, p *quotav1.QuotaProfile) []string {
 		for _, long := range order {
 			for _, short := range order {
 				le, se := effective[long], effective[short]
-				if long.unit != short.unit || long.scope != short.scope || windowSeconds[short.window] >= windowSeconds[long.window] {
+				ls, ss := windowSeconds[long.window], windowSeconds[short.window]
+				if ss == 0 || ls == 0 { // not a window: an error reported elsewhere
+					continue
+				}
+				if long.unit != short.unit || long.scope != short.scope || ss >= ls {
 					continue
 				}
 				if !le.override && !se.override || se.max == 0 {
 					continue
 				}
-				cap := se.max * (windowSeconds[long.window] / windowSeconds[short.window])
+				cap := se.max * (ls / ss)
 				if cap < le.max {
 					where := op.String()
 					if le.override {
