@@ -25,7 +25,8 @@ func TestMain(m *testing.M) {
 }
 
 func runWithCluster(m *testing.M) int {
-	cluster, err := localcluster.Start(localcluster.Options{})
+	// The schema and CEL rules alone: no webhook (test/webhook covers it).
+	cluster, err := localcluster.Start(localcluster.Options{SkipWebhooks: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
