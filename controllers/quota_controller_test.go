@@ -51,17 +51,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = cluster.Stop() }()
-	k8s, err = client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	k8s, err = cluster.Client()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	stopOperator, err = cluster.RunOperator(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

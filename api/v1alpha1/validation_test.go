@@ -32,7 +32,7 @@ func runWithCluster(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = cluster.Stop() }()
-	k8s, err = client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	k8s, err = cluster.Client()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,15 +53,9 @@ func run(ctx context.Context) error {
 	}()
 
 	opts := operator.DefaultOptions()
-	c, err := client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	c, err := cluster.Client()
 	if err != nil {
 		return err
-	}
-	for _, ns := range []string{opts.Namespace, "tenants"} {
-		err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create namespace %s: %w", ns, err)
-		}
 	}
 
 	stopOperator, err := cluster.RunOperator(ctx, opts)

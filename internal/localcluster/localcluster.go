@@ -16,10 +16,14 @@ import (
 	"sync"
 	"syscall"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -251,11 +255,35 @@ func ControlPlanePIDs() []int {
 	return childPIDs(os.Getpid(), "etcd", "kube-apiserver")
 }
 
+// Client returns an uncached client for the cluster.
+func (c *Cluster) Client() (client.Client, error) {
+	return client.New(c.Config, client.Options{Scheme: c.Scheme})
+}
+
+// CreateNamespaces creates the namespaces that do not exist yet.
+func (c *Cluster) CreateNamespaces(ctx context.Context, names ...string) error {
+	cl, err := c.Client()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("localcluster: create namespace %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
 // RunOperator runs the operator in this process against the cluster, as the
 // manager binary would (operator.Setup), with the webhook server on envtest's
-// local address and certificates, and metrics and probes off. It returns once
-// the caches have synced; stop stops the manager and waits for it.
+// local address and certificates, and metrics and probes off. It creates the
+// operator's namespace, and returns once the caches have synced; stop stops the
+// manager and waits for it.
 func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop func(), err error) {
+	if err := c.CreateNamespaces(ctx, opts.Namespace); err != nil {
+		return nil, err
+	}
 	wh := c.Env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(c.Config, ctrl.Options{
 		Scheme:                 c.Scheme,

@@ -12,10 +12,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
@@ -37,17 +33,7 @@ func run(m *testing.M) int {
 	defer func() { _ = cluster.Stop() }()
 	// The operator runs in-process, as in `make demo`, so applied samples are
 	// rendered into the ConfigMap.
-	opts := operator.DefaultOptions()
-	c, err := client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.Namespace}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	stop, err := cluster.RunOperator(context.Background(), opts)
+	stop, err := cluster.RunOperator(context.Background(), operator.DefaultOptions())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

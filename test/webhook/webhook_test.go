@@ -12,10 +12,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
 )
@@ -34,19 +30,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = cluster.Stop() }()
-	opts := operator.DefaultOptions()
-	c, err := client.New(cluster.Config, client.Options{Scheme: cluster.Scheme})
-	if err != nil {
+	if err := cluster.CreateNamespaces(context.Background(), "team-a", "team-b"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	for _, ns := range []string{opts.Namespace, "team-a", "team-b"} {
-		if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
-	stop, err := cluster.RunOperator(context.Background(), opts)
+	stop, err := cluster.RunOperator(context.Background(), operator.DefaultOptions())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
