@@ -3,6 +3,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -112,7 +113,12 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	}
 	previous := r.lastGood
 	if cmExists {
-		if doc, err := quotaconfig.Parse([]byte(cm.Data[quotaconfig.DataKey])); err == nil {
+		data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+		var doc *quotaconfig.Document
+		if err == nil {
+			doc, err = quotaconfig.Parse(data)
+		}
+		if err == nil {
 			previous = doc
 		} else if previous != nil {
 			log.Info("ConfigMap content is unreadable; rendering from the last document written", "err", err.Error())
@@ -130,17 +136,36 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		return ctrl.Result{}, fmt.Errorf("render: %w", err)
 	}
 
-	tooLarge := len(res.Data) > r.MaxConfigBytes
+	// Over the budget, the document goes out gzip-compressed in binaryData
+	// (JSON of many similar apps compresses about tenfold); over the budget even
+	// then, nothing is written and the last good document stays.
+	var gz []byte
+	size := len(res.Data)
+	if size > r.MaxConfigBytes {
+		if gz, err = quotaconfig.Compress(res.Data); err != nil {
+			return ctrl.Result{}, fmt.Errorf("compress: %w", err)
+		}
+		size = len(gz)
+	}
+	tooLarge := size > r.MaxConfigBytes
 	if tooLarge {
-		log.Info("rendered configuration exceeds its size budget; keeping the last good one", "bytes", len(res.Data), "budget", r.MaxConfigBytes)
-	} else if !cmExists || cm.Data[quotaconfig.DataKey] != string(res.Data) || cm.Data[quotaconfig.HashKey] != res.Hash {
+		log.Info("rendered configuration exceeds its size budget even compressed; keeping the last good one", "bytes", len(res.Data), "compressedBytes", size, "budget", r.MaxConfigBytes)
+	} else if !cmExists || !holds(&cm, res, gz) {
+		data := map[string]string{quotaconfig.HashKey: res.Hash}
 		apply := corev1ac.ConfigMap(r.ConfigMap.Name, r.ConfigMap.Namespace).
-			WithLabels(map[string]string{"app.kubernetes.io/managed-by": "appquota"}).
-			WithData(map[string]string{quotaconfig.DataKey: string(res.Data), quotaconfig.HashKey: res.Hash})
+			WithLabels(map[string]string{"app.kubernetes.io/managed-by": "appquota"})
+		if gz == nil {
+			data[quotaconfig.DataKey] = string(res.Data)
+		} else {
+			apply.WithBinaryData(map[string][]byte{quotaconfig.GzipDataKey: gz})
+		}
+		// Server-side apply drops the keys this field owner no longer sets, so a
+		// switch between plain and compressed leaves no stale copy behind.
+		apply.WithData(data)
 		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			return ctrl.Result{}, fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
 		}
-		log.Info("wrote configuration", "hash", res.Hash, "bytes", len(res.Data), "apps", len(res.Document.Apps), "profiles", len(res.Document.Profiles))
+		log.Info("wrote configuration", "hash", res.Hash, "bytes", len(res.Data), "compressed", gz != nil, "writtenBytes", size, "apps", len(res.Document.Apps), "profiles", len(res.Document.Profiles))
 	}
 	if !tooLarge {
 		r.lastGood = res.Document
@@ -148,12 +173,12 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 
 	var errs []error
 	for i := range profiles.Items {
-		if err := r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge); err != nil {
+		if err := r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge, size); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for i := range apps.Items {
-		if err := r.updateAppStatus(ctx, &apps.Items[i], res, previous, tooLarge); err != nil {
+		if err := r.updateAppStatus(ctx, &apps.Items[i], res, previous, tooLarge, size); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -168,7 +193,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	return ctrl.Result{}, nil
 }
 
-func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.QuotaProfile, res *render.Result, tooLarge bool) error {
+func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.QuotaProfile, res *render.Result, tooLarge bool, size int) error {
 	if p.DeletionTimestamp != nil {
 		return nil
 	}
@@ -187,7 +212,7 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.Qu
 		}
 	case tooLarge:
 		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
-		cond.Message = fmt.Sprintf("the configuration would be %d bytes, over the %d-byte budget; gateways keep the last good version", len(res.Data), r.MaxConfigBytes)
+		cond.Message = fmt.Sprintf("the configuration would be %d bytes (%d compressed), over the %d-byte budget; gateways keep the last good version", len(res.Data), size, r.MaxConfigBytes)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
 		cond.Message = "in configuration " + res.Hash
@@ -211,7 +236,7 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.Qu
 	return nil
 }
 
-func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, tooLarge bool) error {
+func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, tooLarge bool, size int) error {
 	if a.DeletionTimestamp != nil {
 		return nil
 	}
@@ -232,7 +257,7 @@ func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuo
 		}
 	case tooLarge && !alreadyApplied:
 		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
-		cond.Message = fmt.Sprintf("the configuration would be %d bytes, over the %d-byte budget; gateways keep the last good version", len(res.Data), r.MaxConfigBytes)
+		cond.Message = fmt.Sprintf("the configuration would be %d bytes (%d compressed), over the %d-byte budget; gateways keep the last good version", len(res.Data), size, r.MaxConfigBytes)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
 		cond.Message = fmt.Sprintf("%d active overrides", out.ActiveOverrides)
@@ -293,6 +318,19 @@ func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuo
 func sameCondition(conds []metav1.Condition, c metav1.Condition) bool {
 	old := meta.FindStatusCondition(conds, c.Type)
 	return old != nil && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message && old.ObservedGeneration == c.ObservedGeneration
+}
+
+// holds reports whether cm already holds exactly the rendered content, in the
+// form (plain or compressed) it would be written in.
+func holds(cm *corev1.ConfigMap, res *render.Result, gz []byte) bool {
+	if cm.Data[quotaconfig.HashKey] != res.Hash {
+		return false
+	}
+	plain, hasPlain := cm.Data[quotaconfig.DataKey]
+	if gz == nil {
+		return hasPlain && plain == string(res.Data) && len(cm.BinaryData) == 0
+	}
+	return !hasPlain && bytes.Equal(cm.BinaryData[quotaconfig.GzipDataKey], gz)
 }
 
 func lookupApp(d *quotaconfig.Document, appID string) (quotaconfig.App, bool) {

@@ -142,7 +142,11 @@ func document() (*quotaconfig.Document, *corev1.ConfigMap, error) {
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: opts.Namespace, Name: opts.ConfigMapName}, &cm); err != nil {
 		return nil, nil, err
 	}
-	doc, err := quotaconfig.Parse([]byte(cm.Data[quotaconfig.DataKey]))
+	data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+	if err != nil {
+		return nil, &cm, err
+	}
+	doc, err := quotaconfig.Parse(data)
 	return doc, &cm, err
 }
 
@@ -459,8 +463,14 @@ func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Compressed, the document is far smaller than plain: the budget must be
+	// below what the new app adds even compressed.
+	gz, err := quotaconfig.Compress([]byte(before.Data[quotaconfig.DataKey]))
+	if err != nil {
+		t.Fatal(err)
+	}
 	small := opts
-	small.MaxConfigBytes = len(before.Data[quotaconfig.DataKey]) + 100
+	small.MaxConfigBytes = len(gz) + 20
 	stopOperator()
 	stopSmall, err := cluster.RunOperator(ctx, small)
 	if err != nil {
@@ -492,4 +502,78 @@ func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
 	if err := k8s.Delete(ctx, a); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCompressedOverBudget: a document over the size budget goes out gzipped in
+// binaryData, which gateways (pkg/quotaconfig) read like the plain one; back
+// under the budget, it is plain again and the compressed copy is gone.
+func TestCompressedOverBudget(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	_, before, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := len(before.Data[quotaconfig.DataKey])
+	if plain == 0 {
+		t.Fatalf("expected a plain document to start from: %v", before.Data)
+	}
+	small := opts
+	small.MaxConfigBytes = plain + 50 // the next app tips the plain document over
+	stopOperator()
+	stopSmall, err := cluster.RunOperator(ctx, small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		stopSmall()
+		var err error
+		if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(restore)
+
+	a := appQuota(ns, "gz", "gzip-1", raise("messages-send-users", 321))
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("gzip-1", "messages-send-users", 321))
+	_, cm, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cm.Data[quotaconfig.DataKey]; ok || len(cm.BinaryData[quotaconfig.GzipDataKey]) == 0 {
+		t.Fatalf("want only the compressed document; data keys %v, binaryData keys %v", keys(cm.Data), len(cm.BinaryData))
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+
+	// With the normal budget the plain document returns and the gzip goes.
+	restore()
+	eventually(t, wait, func() error {
+		_, cm, err := document()
+		if err != nil {
+			return err
+		}
+		if _, ok := cm.Data[quotaconfig.DataKey]; !ok || len(cm.BinaryData) != 0 {
+			return fmt.Errorf("data keys %v, binaryData %d keys", keys(cm.Data), len(cm.BinaryData))
+		}
+		return nil
+	})
+	if err := k8s.Delete(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

@@ -146,7 +146,11 @@ func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) 
 		return nil, "", fmt.Errorf("read ConfigMap %s/%s: %w", s.namespace, s.configMap, err)
 	}
 	where := fmt.Sprintf("ConfigMap %s/%s", s.namespace, s.configMap)
-	cfg, err := quotaconfig.Load([]byte(cm.Data[quotaconfig.DataKey]))
+	data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", where, err)
+	}
+	cfg, err := quotaconfig.Load(data)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", where, err)
 	}
@@ -154,29 +158,50 @@ func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) 
 }
 
 // readConfig reads a document from a mounted ConfigMap directory, a ConfigMap
-// manifest (YAML or JSON), or a bare limits.json.
+// manifest (YAML or JSON), or a bare limits.json or limits.json.gz.
 func readConfig(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if fi.IsDir() {
-		path = filepath.Join(path, quotaconfig.DataKey)
+		files := map[string]string{}
+		binary := map[string][]byte{}
+		for _, key := range []string{quotaconfig.DataKey, quotaconfig.HashKey} {
+			if b, err := os.ReadFile(filepath.Join(path, key)); err == nil {
+				files[key] = strings.TrimSpace(string(b))
+				if key == quotaconfig.DataKey {
+					files[key] = string(b)
+				}
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(path, quotaconfig.GzipDataKey)); err == nil {
+			binary[quotaconfig.GzipDataKey] = b
+		}
+		data, err := quotaconfig.FromConfigMap(files, binary)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return data, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	if strings.HasSuffix(path, ".gz") {
+		return quotaconfig.Decompress(data)
+	}
 	var probe struct {
-		Kind string            `json:"kind"`
-		Data map[string]string `json:"data"`
+		Kind       string            `json:"kind"`
+		Data       map[string]string `json:"data"`
+		BinaryData map[string][]byte `json:"binaryData"`
 	}
 	if err := yaml.Unmarshal(data, &probe); err == nil && probe.Kind == "ConfigMap" {
-		doc, ok := probe.Data[quotaconfig.DataKey]
-		if !ok {
-			return nil, fmt.Errorf("%s: ConfigMap has no %s key", path, quotaconfig.DataKey)
+		doc, err := quotaconfig.FromConfigMap(probe.Data, probe.BinaryData)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return []byte(doc), nil
+		return doc, nil
 	}
 	return data, nil
 }

@@ -8,7 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/appquota/appquota/internal/cli"
+	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 func run(args ...string) (stdout, stderr string, code int) {
@@ -172,5 +176,54 @@ AppQuota team/two is invalid: spec.appID: Invalid value: "1": already claimed by
 `
 	if code != 1 || out != want || stderr != "error: 2 of 3 objects are invalid\n" {
 		t.Errorf("exit %d\nstdout:\n%s\nstderr: %s\nwant stdout:\n%s", code, out, stderr, want)
+	}
+}
+
+// TestReadsEveryForm: the CLI reads the document plain, compressed, from a
+// mounted directory either way, and from a ConfigMap manifest either way.
+func TestReadsEveryForm(t *testing.T) {
+	plain, _, code := run("render", "-f", "../../config/samples")
+	if code != 0 {
+		t.Fatal("render failed")
+	}
+	gz, err := quotaconfig.Compress([]byte(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := render.Hash([]byte(plain))
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("plain/limits.json", []byte(plain))
+	write("plain/limits.sha256", []byte(hash))
+	write("gz/limits.json.gz", gz)
+	write("gz/limits.sha256", []byte(hash))
+	write("badhash/limits.json.gz", gz)
+	write("badhash/limits.sha256", []byte("sha256:00"))
+	cmGz, _ := yaml.Marshal(map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"data": map[string]string{"limits.sha256": hash}, "binaryData": map[string][]byte{"limits.json.gz": gz}})
+	forms := map[string]string{
+		"plain file":          write("limits.json", []byte(plain)),
+		"gzip file":           write("limits.json.gz", gz),
+		"mounted, plain":      filepath.Join(dir, "plain"),
+		"mounted, compressed": filepath.Join(dir, "gz"),
+		"ConfigMap, gzip":     write("cm.yaml", cmGz),
+	}
+	for name, path := range forms {
+		out, stderr, code := run("explain", "1122334455", "POST", "/app-id/1122334455/messages/users", "--config", path)
+		if code != 0 || !strings.Contains(out, "500 Requests/Second per app") {
+			t.Errorf("%s: exit %d, %s%s", name, code, out, stderr)
+		}
+	}
+	if _, stderr, code := run("explain", "1", "GET", "/x", "--config", filepath.Join(dir, "badhash")); code != 1 || !strings.Contains(stderr, "limits.sha256 is \"sha256:00\" but the document hashes to") {
+		t.Errorf("a hash mismatch: exit %d, %s", code, stderr)
 	}
 }

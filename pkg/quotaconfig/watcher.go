@@ -224,13 +224,25 @@ func readVersion(dir string) (*version, error) {
 }
 
 func readVersionOnce(dir string) (*version, error) {
-	file, err := filepath.EvalSymlinks(filepath.Join(dir, DataKey))
+	// The document is plain or, for large ones, gzip-compressed.
+	name, compressed := DataKey, false
+	if _, err := os.Lstat(filepath.Join(dir, DataKey)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(dir, GzipDataKey)); err == nil {
+			name, compressed = GzipDataKey, true
+		}
+	}
+	file, err := filepath.EvalSymlinks(filepath.Join(dir, name))
 	if err != nil {
 		return nil, fmt.Errorf("quotaconfig: %w", err)
 	}
 	v := &version{file: file, hashFile: filepath.Join(filepath.Dir(file), HashKey)}
 	if v.data, err = os.ReadFile(file); err != nil {
 		return nil, fmt.Errorf("quotaconfig: %w", err)
+	}
+	if compressed {
+		if v.data, err = Decompress(v.data); err != nil {
+			return nil, err
+		}
 	}
 	hash, err := os.ReadFile(v.hashFile)
 	switch {

@@ -226,3 +226,19 @@ func TestNewWatcherFails(t *testing.T) {
 		})
 	}
 }
+
+// link adds the top-level symlink for a key that a later version introduced.
+func (k *kubelet) link(name string) {
+	k.t.Helper()
+	if err := os.Symlink(filepath.Join("..data", name), filepath.Join(k.dir, name)); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+// unlink removes the top-level symlink of a key the ConfigMap no longer has.
+func (k *kubelet) unlink(name string) {
+	k.t.Helper()
+	if err := os.Remove(filepath.Join(k.dir, name)); err != nil {
+		k.t.Fatal(err)
+	}
+}
