@@ -39,6 +39,10 @@ fuzz: ## Explore the validators with go's fuzzer (make test runs only the seed c
 	go test ./internal/validation -run XXX -fuzz FuzzAppQuota -fuzztime $(FUZZTIME)
 	go test ./internal/validation -run XXX -fuzz FuzzQuotaProfile -fuzztime $(FUZZTIME)
 
+.PHONY: bench
+bench: ## The scale benchmarks (10,000 and 100,000 apps); writes docs/benchmarks.md. Takes a while.
+	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go run ./test/bench -out docs/benchmarks.md
+
 .PHONY: demo
 demo: ## Run the operator on a local control plane with the samples applied; Ctrl-C stops it.
 	go build -o bin/appquota-demo ./cmd/demo

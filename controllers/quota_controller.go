@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,6 +43,9 @@ const (
 	EventConfigTooLarge   = "ConfigTooLarge"
 )
 
+// statusWriters bounds the concurrent status writes of one reconcile.
+const statusWriters = 16
+
 // QuotaReconciler renders QuotaProfiles and AppQuotas into the output ConfigMap.
 // Every event maps to one fixed request, so there is one writer and a burst of
 // changes collapses into one render.
@@ -59,8 +63,10 @@ type QuotaReconciler struct {
 	Now func() time.Time
 
 	// lastGood is the last document written, for when the ConfigMap's copy is
-	// missing or was edited into something unreadable.
-	lastGood *quotaconfig.Document
+	// missing or was edited into something unreadable, and lastGoodHash its
+	// hash: while the ConfigMap still holds it, it need not be parsed again.
+	lastGood     *quotaconfig.Document
+	lastGoodHash string
 }
 
 // SetupWithManager registers the reconciler. The manager's cache must limit
@@ -97,11 +103,14 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	now := r.now()
 
 	var profiles quotav1.QuotaProfileList
-	if err := r.List(ctx, &profiles); err != nil {
+	// The cache's own objects, not copies: with 100,000 AppQuotas a deep copy per
+	// render would dominate it. Nothing below modifies them (status updates work
+	// on copies).
+	if err := r.List(ctx, &profiles, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list QuotaProfiles: %w", err)
 	}
 	var apps quotav1.AppQuotaList
-	if err := r.List(ctx, &apps); err != nil {
+	if err := r.List(ctx, &apps, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list AppQuotas: %w", err)
 	}
 	var cm corev1.ConfigMap
@@ -112,7 +121,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		return ctrl.Result{}, fmt.Errorf("get ConfigMap %s: %w", r.ConfigMap, err)
 	}
 	previous := r.lastGood
-	if cmExists {
+	if cmExists && (r.lastGood == nil || cm.Data[quotaconfig.HashKey] != r.lastGoodHash) {
 		data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
 		var doc *quotaconfig.Document
 		if err == nil {
@@ -168,22 +177,21 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		log.Info("wrote configuration", "hash", res.Hash, "bytes", len(res.Data), "compressed", gz != nil, "writtenBytes", size, "apps", len(res.Document.Apps), "profiles", len(res.Document.Profiles))
 	}
 	if !tooLarge {
-		r.lastGood = res.Document
+		r.lastGood, r.lastGoodHash = res.Document, res.Hash
 	}
 
-	var errs []error
+	// Statuses go out in parallel: after a bulk change thousands of them differ,
+	// and one at a time they would hold up the next render.
+	var g errgroup.Group
+	g.SetLimit(statusWriters)
 	for i := range profiles.Items {
-		if err := r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge, size); err != nil {
-			errs = append(errs, err)
-		}
+		g.Go(func() error { return r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge, size) })
 	}
 	for i := range apps.Items {
-		if err := r.updateAppStatus(ctx, &apps.Items[i], res, previous, tooLarge, size); err != nil {
-			errs = append(errs, err)
-		}
+		g.Go(func() error { return r.updateAppStatus(ctx, &apps.Items[i], res, previous, tooLarge, size) })
 	}
-	if len(errs) > 0 {
-		return ctrl.Result{}, fmt.Errorf("update status: %w", errs[0])
+	if err := g.Wait(); err != nil {
+		return ctrl.Result{}, fmt.Errorf("update status: %w", err)
 	}
 
 	if res.NextExpiry != nil {
@@ -193,7 +201,9 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	return ctrl.Result{}, nil
 }
 
-func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.QuotaProfile, res *render.Result, tooLarge bool, size int) error {
+func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quotav1.QuotaProfile, res *render.Result, tooLarge bool, size int) error {
+	// p carries the desired status; cached (shared with the cache) stays as is.
+	p := &quotav1.QuotaProfile{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
 	if p.DeletionTimestamp != nil {
 		return nil
 	}
@@ -201,7 +211,7 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.Qu
 	if !ok {
 		return nil
 	}
-	orig := p.DeepCopy()
+	orig := cached
 	cond := metav1.Condition{Type: quotav1.ConditionReady, ObservedGeneration: p.Generation}
 	switch {
 	case !out.Valid:
@@ -228,15 +238,19 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, p *quotav1.Qu
 		return nil
 	}
 	if !out.Valid && !sameCondition(orig.Status.Conditions, cond) {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, EventRejected, "Validate", "%s", cond.Message)
+		r.Recorder.Eventf(cached, nil, corev1.EventTypeWarning, EventRejected, "Validate", "%s", cond.Message)
 	}
-	if err := r.Status().Patch(ctx, p, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+	patched := cached.DeepCopy()
+	patched.Status = p.Status
+	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("QuotaProfile %s: %w", p.Name, err)
 	}
 	return nil
 }
 
-func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, tooLarge bool, size int) error {
+func (r *QuotaReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, tooLarge bool, size int) error {
+	// a carries the desired status; cached (shared with the cache) stays as is.
+	a := &quotav1.AppQuota{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
 	if a.DeletionTimestamp != nil {
 		return nil
 	}
@@ -244,7 +258,7 @@ func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuo
 	if !ok {
 		return nil
 	}
-	orig := a.DeepCopy()
+	orig := cached
 	cond := metav1.Condition{Type: quotav1.ConditionReady, ObservedGeneration: a.Generation}
 	alreadyApplied := orig.Status.ObservedGeneration == a.Generation &&
 		meta.IsStatusConditionTrue(orig.Status.Conditions, quotav1.ConditionReady) &&
@@ -279,7 +293,7 @@ func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuo
 		if prevApp, ok := lookupApp(previous, a.Spec.AppID); ok && prevApp.Source == render.Key(a) {
 			for _, g := range out.Expired {
 				if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
-					r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
+					r.Recorder.Eventf(cached, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
 						"override for group %s expired; the profile's limits apply again", g)
 				}
 			}
@@ -291,7 +305,7 @@ func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuo
 					groups = append(groups, o.Group)
 				}
 			}
-			r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventOverridesApplied, "Apply",
+			r.Recorder.Eventf(cached, nil, corev1.EventTypeNormal, EventOverridesApplied, "Apply",
 				"generation %d in configuration %s: overrides for [%s]", a.Generation, res.Hash, strings.Join(groups, ", "))
 		}
 	}
@@ -300,14 +314,16 @@ func (r *QuotaReconciler) updateAppStatus(ctx context.Context, a *quotav1.AppQuo
 		if cond.Reason == quotav1.ReasonConfigTooLarge {
 			reason = EventConfigTooLarge
 		}
-		r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, reason, "Validate", "%s", cond.Message)
+		r.Recorder.Eventf(cached, nil, corev1.EventTypeWarning, reason, "Validate", "%s", cond.Message)
 	}
 
 	if equality.Semantic.DeepEqual(orig.Status, a.Status) {
 		return nil
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("updating status", "appQuota", klog.KObj(a), "ready", cond.Status, "reason", cond.Reason)
-	if err := r.Status().Patch(ctx, a, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+	patched := cached.DeepCopy()
+	patched.Status = a.Status
+	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
 	}
 	return nil

@@ -67,9 +67,9 @@ func profileOf(a *quotav1.AppQuota) string {
 type AppQuotaValidator struct {
 	// Reader is the manager's cached client, with the indexes above.
 	Reader client.Reader
-	// ProfileReader reads the AppQuota's profile from the API server, not the
-	// cache: `kubectl apply` of a new profile and its AppQuotas in one go must not
-	// be refused because the cache has not seen the profile yet.
+	// ProfileReader reads the AppQuota's profile from the API server when the
+	// cache has not seen it: `kubectl apply` of a new profile and its AppQuotas in
+	// one go must not be refused because the cache lags.
 	ProfileReader client.Reader
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -102,7 +102,13 @@ func (v *AppQuotaValidator) ValidateDelete(context.Context, *quotav1.AppQuota) (
 func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuota) (admission.Warnings, error) {
 	var ref validation.Reference
 	var p quotav1.QuotaProfile
-	switch err := v.ProfileReader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p); {
+	// The cache answers almost always; a profile it has not seen yet (created a
+	// moment ago in the same `kubectl apply`) is looked up on the API server.
+	err := v.Reader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p)
+	if apierrors.IsNotFound(err) {
+		err = v.ProfileReader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p)
+	}
+	switch {
 	case err == nil:
 		ref.Profile = &p
 	case !apierrors.IsNotFound(err):

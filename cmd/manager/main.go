@@ -5,7 +5,10 @@ package main
 
 import (
 	"flag"
+	"net/http"
 	"os"
+
+	"k8s.io/client-go/rest"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -26,10 +29,20 @@ func main() {
 		probeAddr      string
 		leaderElect    bool
 		webhookCertDir string
+		webhookHost    string
+		webhookPort    int
+		metricsSecure  bool
+		apiQPS         float64
+		apiBurst       int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint (HTTPS, authenticated) binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes the ConfigMap; every replica serves the webhook.")
+	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second to the API server (status writes after a bulk change are the bulk of them).")
+	flag.IntVar(&apiBurst, "kube-api-burst", 200, "Burst of requests to the API server.")
+	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")
+	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP, for local benchmarks only.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server (default: controller-runtime's).")
 	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
 	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
@@ -46,19 +59,21 @@ func main() {
 		log.Error(err, "build scheme")
 		os.Exit(1)
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(apiQPS), apiBurst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		Metrics: metricsserver.Options{
 			BindAddress:   metricsAddr,
-			SecureServing: true,
+			SecureServing: metricsSecure,
 			// Only callers allowed to GET /metrics (see config/rbac) may scrape.
-			FilterProvider: filters.WithAuthenticationAndAuthorization,
+			FilterProvider: metricsFilter(metricsSecure),
 		},
 		HealthProbeBindAddress: probeAddr,
 		Cache:                  operator.CacheOptions(opts),
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "appquota-leader.quota.appquota.io",
-		WebhookServer:          webhook.NewServer(webhook.Options{CertDir: webhookCertDir}),
+		WebhookServer:          webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir}),
 	})
 	if err != nil {
 		log.Error(err, "create manager")
@@ -73,4 +88,11 @@ func main() {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+func metricsFilter(secure bool) func(*rest.Config, *http.Client) (metricsserver.Filter, error) {
+	if !secure {
+		return nil
+	}
+	return filters.WithAuthenticationAndAuthorization
 }

@@ -91,6 +91,16 @@ func Render(in Input) (*Result, error) {
 
 	// Profiles: valid ones as they are, invalid ones as they last were.
 	apiProfiles := map[string]*quotav1.QuotaProfile{}
+	indexes := map[*quotav1.QuotaProfile]*validation.ProfileIndex{}
+	index := func(p *quotav1.QuotaProfile) *validation.ProfileIndex {
+		if p == nil {
+			return nil
+		}
+		if indexes[p] == nil {
+			indexes[p] = validation.IndexProfile(p)
+		}
+		return indexes[p]
+	}
 	for i := range in.Profiles {
 		p := &in.Profiles[i]
 		if p.DeletionTimestamp != nil {
@@ -141,7 +151,7 @@ func Render(in Input) (*Result, error) {
 	for _, a := range apps {
 		profile := profileName(a)
 		keepDeleted(profile)
-		ref := validation.Reference{Profile: apiProfiles[profile]}
+		ref := validation.Reference{Profile: apiProfiles[profile], Index: index(apiProfiles[profile])}
 		if o, ok := owner[a.Spec.AppID]; ok {
 			ref.AppIDOwner = o
 		} else {

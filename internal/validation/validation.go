@@ -129,9 +129,31 @@ func repeatedParam(path string) string {
 type Reference struct {
 	// Profile is the AppQuota's QuotaProfile, nil when it does not exist.
 	Profile *quotav1.QuotaProfile
+	// Index, when set, is IndexProfile(Profile), built once for many AppQuotas.
+	Index *ProfileIndex
 	// AppIDOwner is the other AppQuota ("namespace/name") that already holds the
 	// appID, "" when none does.
 	AppIDOwner string
+}
+
+// ProfileIndex is a profile's groups by name, for checking many AppQuotas
+// against one profile without rebuilding it for each.
+type ProfileIndex struct {
+	profile *quotav1.QuotaProfile
+	groups  map[string]*quotav1.EndpointGroup
+	names   []string // sorted, for suggestions
+}
+
+// IndexProfile indexes p; p must not change while the index is in use.
+func IndexProfile(p *quotav1.QuotaProfile) *ProfileIndex {
+	idx := &ProfileIndex{profile: p, groups: make(map[string]*quotav1.EndpointGroup, len(p.Spec.EndpointGroups))}
+	for i := range p.Spec.EndpointGroups {
+		g := &p.Spec.EndpointGroups[i]
+		idx.groups[g.Name] = g
+		idx.names = append(idx.names, g.Name)
+	}
+	sort.Strings(idx.names)
+	return idx
 }
 
 // AppQuota checks an AppQuota against the rest of the cluster.
@@ -150,14 +172,11 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 		errs = append(errs, field.Invalid(spec.Child("profile"), profile, "no QuotaProfile of that name exists"))
 		return errs
 	}
-	groups := make(map[string]*quotav1.EndpointGroup, len(ref.Profile.Spec.EndpointGroups))
-	names := make([]string, 0, len(ref.Profile.Spec.EndpointGroups))
-	for i := range ref.Profile.Spec.EndpointGroups {
-		g := &ref.Profile.Spec.EndpointGroups[i]
-		groups[g.Name] = g
-		names = append(names, g.Name)
+	idx := ref.Index
+	if idx == nil || idx.profile != ref.Profile {
+		idx = IndexProfile(ref.Profile)
 	}
-	sort.Strings(names)
+	groups, names := idx.groups, idx.names
 	for i, o := range a.Spec.Overrides {
 		op := spec.Child("overrides").Index(i)
 		g, ok := groups[o.Group]
@@ -187,10 +206,20 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 		for _, o := range a.Spec.Overrides {
 			app.Overrides = append(app.Overrides, docform.Override(o))
 		}
+		// Only the groups the app overrides matter here; converting the whole
+		// catalog on every admission would cost more than the rest of the check.
+		slim := &quotav1.QuotaProfile{Spec: quotav1.QuotaProfileSpec{Fallback: ref.Profile.Spec.Fallback}}
+		seen := map[string]bool{}
+		for _, o := range a.Spec.Overrides {
+			if g, ok := groups[o.Group]; ok && !seen[o.Group] {
+				slim.Spec.EndpointGroups = append(slim.Spec.EndpointGroups, *g)
+				seen[o.Group] = true // once, even if (invalidly) overridden twice
+			}
+		}
 		doc := &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
 			DefaultProfile: profile,
-			Profiles:       map[string]quotaconfig.Profile{profile: docform.Profile(ref.Profile)},
+			Profiles:       map[string]quotaconfig.Profile{profile: docform.Profile(slim)},
 			Apps:           map[string]quotaconfig.App{a.Spec.AppID: app},
 		}
 		errs = append(errs, documentErrors(doc.Validate(), spec, a.Spec.AppID, "apps[")...)

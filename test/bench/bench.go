@@ -1,0 +1,721 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/cli"
+	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// Config sizes a run.
+type Config struct {
+	Apps, BigApps, Samples, AdmissionSamples, Workers int
+	Resolve                                           bool
+	Out                                               string
+}
+
+func defaultConfig() Config {
+	return Config{Apps: 10000, BigApps: 100000, Samples: 200, AdmissionSamples: 200, Workers: 16, Resolve: true, Grow: true}
+}
+
+// Row is one line of the report.
+type Row struct {
+	Name, Measured, Baseline, Ratio, Target, Met string
+}
+
+// Report is a run's result.
+type Report struct {
+	Config Config
+	Rows   []Row
+	Notes  []string
+}
+
+func (r *Report) add(row Row) { r.Rows = append(r.Rows, row) }
+
+// Markdown renders the report with the machine it ran on.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| measurement | measured | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|\n")
+	for _, row := range r.Rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", row.Name, row.Measured, row.Baseline, row.Ratio, row.Target, row.Met)
+	}
+	fmt.Fprintf(&b, "\nMachine: %d cores, %s memory, %s/%s, %s; control plane kube-apiserver v1.37.2, etcd 3.7.3 (built by hack/setup-envtest.sh).\n",
+		runtime.NumCPU(), memTotal(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(&b, "Run: %d apps (bulk, propagation, footprint), %d apps (document size%s), %d propagation samples, %d admission samples, %d bulk workers.\n",
+		r.Config.Apps, r.Config.BigApps, map[bool]string{true: ", second footprint point", false: "; -grow=false: not loaded into the cluster"}[r.Config.Grow], r.Config.Samples, r.Config.AdmissionSamples, r.Config.Workers)
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\n%s\n", n)
+	}
+	return b.String()
+}
+
+func memTotal() string {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "unknown"
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func met(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// bench holds a run's moving parts.
+type bench struct {
+	cfg     Config
+	log     io.Writer
+	cluster *localcluster.Cluster
+	c       client.Client
+	cs      *kubernetes.Clientset
+	opts    operator.Options
+	mgr     *exec.Cmd
+	metrics string // the manager's metrics URL
+	groups  []string
+	events  chan cmEvent // the output ConfigMap's watch events, timestamped on arrival
+	writes  atomic.Int64
+}
+
+type cmEvent struct {
+	at time.Time
+	cm *corev1.ConfigMap
+}
+
+func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
+	ctrl.SetLogger(logr.Discard()) // the harness's own client logs nothing worth reading
+	b := &bench{cfg: cfg, log: log, opts: operator.DefaultOptions()}
+	rep := &Report{Config: cfg}
+	var err error
+	fmt.Fprintln(log, "starting the control plane")
+	if b.cluster, err = localcluster.Start(localcluster.Options{}); err != nil {
+		return nil, err
+	}
+	defer func() { _ = b.cluster.Stop() }()
+	if b.c, err = b.cluster.Client(); err != nil {
+		return nil, err
+	}
+	if b.cs, err = kubernetes.NewForConfig(b.cluster.Config); err != nil {
+		return nil, err
+	}
+	if err := b.cluster.CreateNamespaces(ctx, b.opts.Namespace, "bench"); err != nil {
+		return nil, err
+	}
+	if err := b.startManager(ctx); err != nil {
+		return nil, err
+	}
+	defer b.stopManager()
+	if err := b.loadCatalog(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.watchOutput(ctx); err != nil {
+		return nil, err
+	}
+
+	steps := []func(context.Context, *Report) error{b.bulk, b.propagation, b.admission, b.footprint(cfg.Apps)}
+	if cfg.Grow && cfg.BigApps > cfg.Apps {
+		steps = append(steps, b.grow(cfg.BigApps), b.footprint(cfg.BigApps))
+	}
+	steps = append(steps, b.documentSize)
+	if cfg.Resolve {
+		steps = append(steps, b.resolve)
+	}
+	for _, step := range steps {
+		if err := step(ctx, rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// startManager runs the manager binary as its own process, so its memory is
+// its own, with the webhook on envtest's address and certificates.
+func (b *bench) startManager(ctx context.Context) error {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(os.TempDir(), fmt.Sprintf("appquota-bench-manager-%d", os.Getpid()))
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build manager: %w\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b.metrics = "http://" + addr + "/metrics"
+	wh := b.cluster.Env.WebhookInstallOptions
+	b.mgr = exec.Command(bin,
+		"--kubeconfig", b.cluster.KubeconfigPath,
+		"--namespace", b.opts.Namespace,
+		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
+		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0",
+		"--zap-log-level", "error")
+	b.mgr.Stderr = b.log
+	// The manager must not outlive the benchmark, however it ends.
+	b.mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := b.mgr.Start(); err != nil {
+		return err
+	}
+	os.Remove(bin) // the running process keeps it
+	return nil
+}
+
+func (b *bench) stopManager() {
+	if b.mgr != nil && b.mgr.Process != nil {
+		_ = b.mgr.Process.Signal(syscall.SIGTERM)
+		_ = b.mgr.Wait()
+	}
+}
+
+// loadCatalog creates the default profile, retrying until the manager's webhook answers.
+func (b *bench) loadCatalog(ctx context.Context) error {
+	root, _ := localcluster.RepoRoot()
+	profiles, _, err := cli.ReadManifests(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	if err != nil || len(profiles) != 1 {
+		return fmt.Errorf("read the catalog: %v", err)
+	}
+	p := profiles[0]
+	for _, g := range p.Spec.EndpointGroups {
+		b.groups = append(b.groups, g.Name)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := b.c.Create(ctx, p.DeepCopy())
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("create the catalog (is the manager's webhook up?): %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// watchOutput follows the output ConfigMap: one goroutine timestamps events as
+// they arrive, so decoding them later does not delay the clock.
+func (b *bench) watchOutput(ctx context.Context) error {
+	w, err := b.cs.CoreV1().ConfigMaps(b.opts.Namespace).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", b.opts.ConfigMapName).String(),
+	})
+	if err != nil {
+		return err
+	}
+	b.events = make(chan cmEvent, 1<<16)
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			cm, ok := ev.Object.(*corev1.ConfigMap)
+			if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
+				continue
+			}
+			b.writes.Add(1)
+			select {
+			case b.events <- cmEvent{at: time.Now(), cm: cm}:
+			default: // nobody is waiting; the count is what matters
+			}
+		}
+	}()
+	return nil
+}
+
+func decode(cm *corev1.ConfigMap) (*quotaconfig.Document, error) {
+	data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+	if err != nil {
+		return nil, err
+	}
+	var d quotaconfig.Document
+	return &d, json.Unmarshal(data, &d)
+}
+
+// waitOutput returns the arrival time of the first ConfigMap event (from now on)
+// whose document satisfies ok.
+func (b *bench) waitOutput(ctx context.Context, timeout time.Duration, ok func(*quotaconfig.Document) bool) (time.Time, error) {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev := <-b.events:
+			d, err := decode(ev.cm)
+			if err == nil && ok(d) {
+				return ev.at, nil
+			}
+		case <-deadline:
+			return time.Time{}, fmt.Errorf("the ConfigMap did not get there within %s", timeout)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
+	}
+}
+
+func (b *bench) drain() {
+	for {
+		select {
+		case <-b.events:
+		default:
+			return
+		}
+	}
+}
+
+func appID(i int) string { return fmt.Sprintf("bench-%07d", i) }
+
+func (b *bench) appQuota(i int) *quotav1.AppQuota {
+	return &quotav1.AppQuota{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(i)},
+		Spec: quotav1.AppQuotaSpec{AppID: appID(i), Overrides: []quotav1.Override{{
+			Group:  b.groups[i%len(b.groups)],
+			Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowHour, Max: int64(1000 + i)}},
+			Reason: "benchmark",
+		}}},
+	}
+}
+
+// createApps creates AppQuotas [from, to) with the configured workers and
+// returns when the last create was acknowledged.
+func (b *bench) createApps(ctx context.Context, from, to int) (time.Time, error) {
+	next := atomic.Int64{}
+	next.Store(int64(from))
+	var wg sync.WaitGroup
+	errs := make(chan error, b.cfg.Workers)
+	for range b.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= to {
+					return
+				}
+				if err := b.c.Create(ctx, b.appQuota(i)); err != nil {
+					errs <- fmt.Errorf("create %s: %w", appID(i), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	last := time.Now()
+	select {
+	case err := <-errs:
+		return last, err
+	default:
+		return last, nil
+	}
+}
+
+func countBench(d *quotaconfig.Document) int {
+	n := 0
+	for id := range d.Apps {
+		if strings.HasPrefix(id, "bench-") {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *bench) bulk(ctx context.Context, rep *Report) error {
+	fmt.Fprintf(b.log, "bulk: creating %d AppQuotas with %d workers\n", b.cfg.Apps, b.cfg.Workers)
+	b.drain()
+	writesBefore := b.writes.Load()
+	start := time.Now()
+	last, err := b.createApps(ctx, 0, b.cfg.Apps)
+	if err != nil {
+		return err
+	}
+	done, err := b.waitOutput(ctx, 10*time.Minute, func(d *quotaconfig.Document) bool { return countBench(d) == b.cfg.Apps })
+	if err != nil {
+		return fmt.Errorf("bulk: %w", err)
+	}
+	writes := b.writes.Load() - writesBefore
+	converge := max(done.Sub(last), 0)
+	// Statuses follow the ConfigMap; later rows measure a settled system.
+	settled, err := b.waitReady(ctx, b.cfg.Apps)
+	if err != nil {
+		return err
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("Bulk: every AppQuota reported Ready=True %s after the last create was acknowledged (status writes follow the ConfigMap).", settled.Sub(last).Round(100*time.Millisecond)))
+	rate := float64(b.cfg.Apps) / last.Sub(start).Seconds()
+	rep.add(Row{"Bulk convergence: last create acknowledged to ConfigMap holding all " + strconv.Itoa(b.cfg.Apps),
+		ms(converge), fmt.Sprintf("creates took %s (%.0f/s)", last.Sub(start).Round(time.Millisecond), rate), "", "≤ 5 s", met(converge <= 5*time.Second)})
+	amp := float64(writes) / float64(b.cfg.Apps)
+	rep.add(Row{"Bulk write amplification: ConfigMap writes / AppQuota changes", fmt.Sprintf("%d / %d = %.4f", writes, b.cfg.Apps, amp), "", "", "≤ 0.01", met(amp <= 0.01)})
+	return nil
+}
+
+// waitReady polls until n bench AppQuotas report Ready=True for their generation.
+func (b *bench) waitReady(ctx context.Context, n int) (time.Time, error) {
+	deadline := time.Now().Add(15 * time.Minute)
+	for {
+		var list quotav1.AppQuotaList
+		if err := b.c.List(ctx, &list, client.InNamespace("bench")); err != nil {
+			return time.Time{}, err
+		}
+		ready := 0
+		for _, a := range list.Items {
+			for _, c := range a.Status.Conditions {
+				if c.Type == quotav1.ConditionReady && c.Status == metav1.ConditionTrue && c.ObservedGeneration == a.Generation {
+					ready++
+				}
+			}
+		}
+		if ready >= n {
+			return time.Now(), nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("only %d of %d AppQuotas Ready after 15 minutes", ready, n)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (b *bench) propagation(ctx context.Context, rep *Report) error {
+	fmt.Fprintf(b.log, "propagation: %d samples with %d apps loaded\n", b.cfg.Samples, b.cfg.Apps)
+	recBefore, err := b.histogram("controller_runtime_reconcile_time_seconds", "controller", "appquota")
+	if err != nil {
+		return err
+	}
+	var got []time.Duration
+	for s := range b.cfg.Samples {
+		i := rand.IntN(b.cfg.Apps)
+		want := int64(5_000_000 + s)
+		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":%d}]`, want)
+		b.drain()
+		sent := time.Now()
+		if err := b.c.Patch(ctx, &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(i)}}, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
+			return err
+		}
+		at, err := b.waitOutput(ctx, time.Minute, func(d *quotaconfig.Document) bool {
+			a, ok := d.Apps[appID(i)]
+			return ok && len(a.Overrides) == 1 && len(a.Overrides[0].Limits) == 1 && a.Overrides[0].Limits[0].Max == want
+		})
+		if err != nil {
+			return fmt.Errorf("propagation sample %d: %w", s, err)
+		}
+		got = append(got, at.Sub(sent))
+	}
+	// Baseline: a plain ConfigMap update, acknowledged to seen by a watch.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "baseline"}, Data: map[string]string{"v": "0"}}
+	if err := b.c.Create(ctx, cm); err != nil {
+		return err
+	}
+	w, err := b.cs.CoreV1().ConfigMaps("bench").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=baseline", ResourceVersion: cm.ResourceVersion})
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	var base []time.Duration
+	for s := range b.cfg.Samples {
+		cm.Data["v"] = strconv.Itoa(s + 1)
+		sent := time.Now()
+		if err := b.c.Update(ctx, cm); err != nil {
+			return err
+		}
+		for ev := range w.ResultChan() {
+			if c, ok := ev.Object.(*corev1.ConfigMap); ok && c.Data["v"] == cm.Data["v"] {
+				base = append(base, time.Since(sent))
+				break
+			}
+		}
+	}
+	recAfter, err := b.histogram("controller_runtime_reconcile_time_seconds", "controller", "appquota")
+	if err != nil {
+		return err
+	}
+	p99, b99 := quantile(got, 0.99), quantile(base, 0.99)
+	ratio := float64(p99) / float64(max(b99, time.Microsecond))
+	rep.add(Row{"Propagation: one render (reconcile) p50 / p99, from the manager's histogram",
+		fmt.Sprintf("≤ %s / ≤ %s", histQuantile(recBefore, recAfter, 0.5), histQuantile(recBefore, recAfter, 0.99)), "", "", "", ""})
+	rep.add(Row{fmt.Sprintf("Propagation p50, %d apps loaded: AppQuota patch sent to ConfigMap watch event holding it", b.cfg.Apps),
+		ms(quantile(got, 0.5)), ms(quantile(base, 0.5)) + " (ConfigMap update sent to its watch event)", fmt.Sprintf("%.1fx", float64(quantile(got, 0.5))/float64(max(quantile(base, 0.5), time.Microsecond))), "", ""})
+	rep.add(Row{"Propagation p99", ms(p99), ms(b99), fmt.Sprintf("%.1fx", ratio), "≤ 3x", met(ratio <= 3)})
+	return nil
+}
+
+func (b *bench) admission(ctx context.Context, rep *Report) error {
+	fmt.Fprintf(b.log, "admission: %d AppQuota and ConfigMap creates\n", b.cfg.AdmissionSamples)
+	before, err := b.webhookHistogram()
+	if err != nil {
+		return err
+	}
+	var aq, cm []time.Duration
+	for s := range b.cfg.AdmissionSamples {
+		a := b.appQuota(10_000_000 + s)
+		size, _ := json.Marshal(a)
+		t0 := time.Now()
+		if err := b.c.Create(ctx, a); err != nil {
+			return err
+		}
+		aq = append(aq, time.Since(t0))
+		c := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("similar-%d", s)}, Data: map[string]string{"spec": strings.Repeat("x", len(size))}}
+		t0 = time.Now()
+		if err := b.c.Create(ctx, c); err != nil {
+			return err
+		}
+		cm = append(cm, time.Since(t0))
+	}
+	after, err := b.webhookHistogram()
+	if err != nil {
+		return err
+	}
+	p99, b99 := quantile(aq, 0.99), quantile(cm, 0.99)
+	ratio := float64(p99) / float64(max(b99, time.Microsecond))
+	rep.add(Row{"Admission: AppQuota create p50 (webhook on)", ms(quantile(aq, 0.5)), ms(quantile(cm, 0.5)) + " (ConfigMap create, no webhook)", "", "", ""})
+	rep.add(Row{"Admission: AppQuota create p99", ms(p99), ms(b99), fmt.Sprintf("%.1fx", ratio), "≤ 2x", met(ratio <= 2)})
+	rep.add(Row{"Admission: webhook handler p50 / p99 (its latency histogram, bucket upper bounds)",
+		fmt.Sprintf("≤ %s / ≤ %s", histQuantile(before, after, 0.5), histQuantile(before, after, 0.99)), "", "", "", ""})
+	return nil
+}
+
+// webhookHistogram reads the AppQuota webhook's latency histogram from the
+// manager's metrics: bucket upper bound (seconds) to cumulative count.
+func (b *bench) webhookHistogram() (map[float64]uint64, error) {
+	return b.histogram("controller_runtime_webhook_latency_seconds", "webhook", "-appquota")
+}
+
+// histogram reads a histogram from the manager's metrics, summing the series
+// whose label ends with suffix: bucket upper bound (seconds) to cumulative count.
+func (b *bench) histogram(name, label, suffix string) (map[float64]uint64, error) {
+	resp, err := http.Get(b.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("scrape manager metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[float64]uint64{}
+	fam, ok := families[name]
+	if !ok {
+		return out, nil
+	}
+	for _, m := range fam.Metric {
+		for _, l := range m.Label {
+			if l.GetName() == label && strings.HasSuffix(l.GetValue(), suffix) {
+				for _, bk := range m.Histogram.Bucket {
+					out[bk.GetUpperBound()] += bk.GetCumulativeCount()
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func histQuantile(before, after map[float64]uint64, q float64) string {
+	bounds := make([]float64, 0, len(after))
+	for ub := range after {
+		bounds = append(bounds, ub)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return "n/a"
+	}
+	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	for _, ub := range bounds {
+		if float64(after[ub]-before[ub]) >= q*float64(total) {
+			return ms(time.Duration(ub * float64(time.Second)))
+		}
+	}
+	return "n/a"
+}
+
+func (b *bench) footprint(apps int) func(context.Context, *Report) error {
+	return func(ctx context.Context, rep *Report) error {
+		rss, err := procRSS(b.mgr.Process.Pid)
+		if err != nil {
+			return err
+		}
+		heap, err := b.gauge("go_memstats_heap_alloc_bytes")
+		if err != nil {
+			return err
+		}
+		target, ok := "", ""
+		if apps >= 100000 {
+			target, ok = "RSS < 300 MiB", met(rss < 300<<20)
+		}
+		rep.add(Row{fmt.Sprintf("Footprint: manager heap / RSS with %d AppQuotas in its cache", apps),
+			fmt.Sprintf("%.0f MiB / %.0f MiB", heap/(1<<20), float64(rss)/(1<<20)), "", "", target, ok})
+		return nil
+	}
+}
+
+func (b *bench) gauge(name string) (float64, error) {
+	resp, err := http.Get(b.metrics)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	f, ok := families[name]
+	if !ok || len(f.Metric) == 0 {
+		return 0, fmt.Errorf("metric %s not exported", name)
+	}
+	return f.Metric[0].GetGauge().GetValue(), nil
+}
+
+func procRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) >= 2 && fs[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(fs[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// grow adds AppQuotas up to n, for the second footprint point, and waits until
+// the manager's cache has seen them (their statuses are written).
+func (b *bench) grow(n int) func(context.Context, *Report) error {
+	return func(ctx context.Context, rep *Report) error {
+		fmt.Fprintf(b.log, "growing to %d AppQuotas\n", n)
+		if _, err := b.createApps(ctx, b.cfg.Apps, n); err != nil {
+			return err
+		}
+		// The last one created has a status once the controller rendered it.
+		deadline := time.Now().Add(15 * time.Minute)
+		for {
+			var a quotav1.AppQuota
+			if err := b.c.Get(ctx, client.ObjectKey{Namespace: "bench", Name: appID(n - 1)}, &a); err == nil && len(a.Status.Conditions) > 0 {
+				c := a.Status.Conditions[0]
+				rep.Notes = append(rep.Notes, fmt.Sprintf("At %d apps the last AppQuota reports Ready=%s (%s): %s", n, c.Status, c.Reason, c.Message))
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the controller did not report on %d AppQuotas within 15 minutes", n)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+// documentSize renders documents offline, the way the controller does, for
+// the run's app counts with one override each.
+func (b *bench) documentSize(_ context.Context, rep *Report) error {
+	root, _ := localcluster.RepoRoot()
+	profiles, _, err := cli.ReadManifests(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, n := range []int{b.cfg.Apps, b.cfg.BigApps} {
+		if n == 0 {
+			continue
+		}
+		apps := make([]quotav1.AppQuota, n)
+		for i := range n {
+			apps[i] = *b.appQuota(i)
+		}
+		res, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: time.Now()})
+		if err != nil {
+			return err
+		}
+		gz, err := quotaconfig.Compress(res.Data)
+		if err != nil {
+			return err
+		}
+		budget := b.opts.MaxConfigBytes
+		fits := len(res.Data) <= budget || len(gz) <= budget
+		rep.add(Row{fmt.Sprintf("Document size, %d apps with one override: plain / gzip (one ConfigMap)", n),
+			fmt.Sprintf("%.2f MB / %.2f MB", float64(len(res.Data))/1e6, float64(len(gz))/1e6),
+			fmt.Sprintf("budget %d KiB per ConfigMap", budget/1024), fmt.Sprintf("gzip %.1fx smaller", float64(len(res.Data))/float64(len(gz))),
+			"fits Kubernetes limits", met(fits)})
+	}
+	return nil
+}
+
+// resolve runs pkg/quotaconfig's benchmarks next to golang.org/x/time/rate.
+func (b *bench) resolve(ctx context.Context, rep *Report) error {
+	root, _ := localcluster.RepoRoot()
+	cmd := exec.CommandContext(ctx, "go", "test", "./pkg/quotaconfig", "-run", "^$", "-bench", "^(BenchmarkResolve|BenchmarkRateLimiterAllow)$", "-benchmem", "-count", "1")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go test -bench: %w\n%s", err, out)
+	}
+	res := map[string][2]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasPrefix(f[0], "Benchmark") {
+			name := strings.SplitN(f[0], "-", 2)[0]
+			res[name] = [2]string{f[2], f[6]} // ns/op value, allocs/op value
+		}
+	}
+	r, y := res["BenchmarkResolve"], res["BenchmarkRateLimiterAllow"]
+	if r[0] == "" || y[0] == "" {
+		return fmt.Errorf("unexpected benchmark output:\n%s", out)
+	}
+	ns, _ := strconv.ParseFloat(r[0], 64)
+	yn, _ := strconv.ParseFloat(y[0], 64)
+	rep.add(Row{"Resolve, full catalog, 100,000 apps (ns/op, allocs/op)", r[0] + " ns, " + r[1] + " allocs",
+		y[0] + " ns, " + y[1] + " allocs (x/time/rate Limiter.Allow)", fmt.Sprintf("%.1fx", ns/yn), "< 300 ns, 0 allocs", met(ns < 300 && r[1] == "0")})
+	return nil
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestSmoke runs the whole benchmark at 100 apps so that it cannot rot. It
+// asserts that every row is measured, never how fast: timings belong to
+// `make bench`, not to `make test`.
+func TestSmoke(t *testing.T) {
+	cfg := Config{Apps: 100, BigApps: 300, Samples: 5, AdmissionSamples: 5, Workers: 4, Grow: true}
+	var log io.Writer = io.Discard
+	if testing.Verbose() {
+		log = os.Stderr
+	}
+	rep, err := run(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := rep.Markdown()
+	for _, want := range []string{
+		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99",
+		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS with 100 AppQuotas",
+		"Footprint: manager heap / RSS with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "n/a") {
+		t.Errorf("a row was not measured:\n%s", md)
+	}
+}

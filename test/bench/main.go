@@ -1,0 +1,41 @@
+// Command bench measures appquota at scale on a local control plane: `make bench`.
+// Every row is measured next to a baseline taken in the same run, and the table
+// is printed and, with -out, written to docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	cfg := defaultConfig()
+	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas for the bulk, propagation and footprint rows")
+	flag.IntVar(&cfg.BigApps, "big-apps", cfg.BigApps, "AppQuotas for the second footprint point and document size (0 skips the footprint point)")
+	flag.IntVar(&cfg.Samples, "samples", cfg.Samples, "propagation samples")
+	flag.IntVar(&cfg.AdmissionSamples, "admission-samples", cfg.AdmissionSamples, "admission samples")
+	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in the bulk load")
+	flag.BoolVar(&cfg.Grow, "grow", cfg.Grow, "load -big-apps AppQuotas into the cluster for the second footprint point")
+	flag.BoolVar(&cfg.Resolve, "resolve", cfg.Resolve, "run pkg/quotaconfig's Resolve benchmark")
+	flag.StringVar(&cfg.Out, "out", "", "also write the report (markdown) to this file")
+	flag.Parse()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := run(ctx, cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	md := rep.Markdown()
+	fmt.Print(md)
+	if cfg.Out != "" {
+		if err := os.WriteFile(cfg.Out, []byte(md), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+}
