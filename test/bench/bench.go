@@ -46,7 +46,10 @@ import (
 type Config struct {
 	Apps, BigApps, Samples, AdmissionSamples, Workers int
 	Resolve                                           bool
-	Out                                               string
+	// Grow loads BigApps AppQuotas into the cluster for the second footprint
+	// point; without it BigApps sizes only the offline document row.
+	Grow bool
+	Out  string
 }
 
 func defaultConfig() Config {
