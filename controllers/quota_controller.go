@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,6 +59,9 @@ type QuotaReconciler struct {
 	MaxConfigBytes int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+
+	// Board hands each render's result to the status controller.
+	Board *Board
 
 	// lastGood is the last document written, for when the ConfigMap's copy is
 	// missing or was edited into something unreadable, and lastGoodHash its
@@ -180,19 +181,41 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		r.lastGood, r.lastGoodHash = res.Document, res.Hash
 	}
 
-	// Statuses go out in parallel: after a bulk change thousands of them differ,
-	// and one at a time they would hold up the next render.
+	// QuotaProfiles are few: their statuses are written here, in parallel.
 	var g errgroup.Group
 	g.SetLimit(statusWriters)
 	for i := range profiles.Items {
 		g.Go(func() error { return r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge, size) })
 	}
-	for i := range apps.Items {
-		g.Go(func() error { return r.updateAppStatus(ctx, &apps.Items[i], res, previous, tooLarge, size) })
-	}
 	if err := g.Wait(); err != nil {
 		return ctrl.Result{}, fmt.Errorf("update status: %w", err)
 	}
+	// An override that was in the previous document and has expired now: tell
+	// its AppQuota. Only the render loop knows the exact previous document.
+	if !tooLarge {
+		for i := range apps.Items {
+			a := &apps.Items[i]
+			out := res.Apps[render.Key(a)]
+			if len(out.Expired) == 0 {
+				continue
+			}
+			prevApp, ok := lookupApp(previous, a.Spec.AppID)
+			if !ok || prevApp.Source != render.Key(a) {
+				continue
+			}
+			for _, g := range out.Expired {
+				if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
+					r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
+						"override for group %s expired; the profile's limits apply again", g)
+				}
+			}
+		}
+	}
+
+	// AppQuotas can be 100,000: their statuses are the status controller's job,
+	// so that writing them never holds up the next render. It gets the result
+	// and the apps whose outcome changed.
+	r.Board.publish(&snapshot{res: res, previous: previous, tooLarge: tooLarge, size: size, budget: r.MaxConfigBytes}, apps.Items)
 
 	if res.NextExpiry != nil {
 		// The document changes when the next override expires: render again then.
@@ -244,87 +267,6 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quota
 	patched.Status = p.Status
 	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("QuotaProfile %s: %w", p.Name, err)
-	}
-	return nil
-}
-
-func (r *QuotaReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, tooLarge bool, size int) error {
-	// a carries the desired status; cached (shared with the cache) stays as is.
-	a := &quotav1.AppQuota{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
-	if a.DeletionTimestamp != nil {
-		return nil
-	}
-	out, ok := res.Apps[render.Key(a)]
-	if !ok {
-		return nil
-	}
-	orig := cached
-	cond := metav1.Condition{Type: quotav1.ConditionReady, ObservedGeneration: a.Generation}
-	alreadyApplied := orig.Status.ObservedGeneration == a.Generation &&
-		meta.IsStatusConditionTrue(orig.Status.Conditions, quotav1.ConditionReady) &&
-		orig.Status.ActiveOverrides == out.ActiveOverrides
-	switch {
-	case !out.Valid:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, out.Reason, out.Message
-		if out.KeptLastGood {
-			cond.Message += "; gateways keep the app's last good limits"
-		}
-	case tooLarge && !alreadyApplied:
-		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
-		cond.Message = fmt.Sprintf("the configuration would be %d bytes (%d compressed), over the %d-byte budget; gateways keep the last good version", len(res.Data), size, r.MaxConfigBytes)
-	default:
-		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
-		cond.Message = fmt.Sprintf("%d active overrides", out.ActiveOverrides)
-		if !alreadyApplied {
-			a.Status.ConfigHash = res.Hash
-		}
-		a.Status.ActiveOverrides = out.ActiveOverrides
-		a.Status.NextExpiry = nil
-		if out.NextExpiry != nil {
-			t := metav1.NewTime(*out.NextExpiry)
-			a.Status.NextExpiry = &t
-		}
-	}
-	meta.SetStatusCondition(&a.Status.Conditions, cond)
-	a.Status.ObservedGeneration = a.Generation
-
-	// Events for what changed since the previous document.
-	if out.Valid && !tooLarge {
-		if prevApp, ok := lookupApp(previous, a.Spec.AppID); ok && prevApp.Source == render.Key(a) {
-			for _, g := range out.Expired {
-				if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
-					r.Recorder.Eventf(cached, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
-						"override for group %s expired; the profile's limits apply again", g)
-				}
-			}
-		}
-		if !alreadyApplied && orig.Status.ObservedGeneration != a.Generation {
-			groups := make([]string, 0, len(a.Spec.Overrides))
-			for _, o := range a.Spec.Overrides {
-				if !slices.Contains(out.Expired, o.Group) {
-					groups = append(groups, o.Group)
-				}
-			}
-			r.Recorder.Eventf(cached, nil, corev1.EventTypeNormal, EventOverridesApplied, "Apply",
-				"generation %d in configuration %s: overrides for [%s]", a.Generation, res.Hash, strings.Join(groups, ", "))
-		}
-	}
-	if cond.Status == metav1.ConditionFalse && !sameCondition(orig.Status.Conditions, cond) {
-		reason := EventRejected
-		if cond.Reason == quotav1.ReasonConfigTooLarge {
-			reason = EventConfigTooLarge
-		}
-		r.Recorder.Eventf(cached, nil, corev1.EventTypeWarning, reason, "Validate", "%s", cond.Message)
-	}
-
-	if equality.Semantic.DeepEqual(orig.Status, a.Status) {
-		return nil
-	}
-	ctrl.LoggerFrom(ctx).V(1).Info("updating status", "appQuota", klog.KObj(a), "ready", cond.Status, "reason", cond.Reason)
-	patched := cached.DeepCopy()
-	patched.Status = a.Status
-	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
 	}
 	return nil
 }

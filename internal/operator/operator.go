@@ -105,15 +105,22 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := o.Validate(); err != nil {
 		return fmt.Errorf("operator options: %w", err)
 	}
+	board := controllers.NewBoard()
+	recorder := mgr.GetEventRecorder("appquota-controller")
 	r := &controllers.QuotaReconciler{
 		Client:         mgr.GetClient(),
-		Recorder:       mgr.GetEventRecorder("appquota-controller"),
+		Recorder:       recorder,
+		Board:          board,
 		ConfigMap:      types.NamespacedName{Namespace: o.Namespace, Name: o.ConfigMapName},
 		DefaultProfile: o.DefaultProfile,
 		MaxConfigBytes: o.MaxConfigBytes,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
+	}
+	status := &controllers.StatusReconciler{Client: mgr.GetClient(), Recorder: recorder, Board: board}
+	if err := status.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up status controller: %w", err)
 	}
 	if !o.DisableWebhook {
 		if err := webhook.SetupWithManager(context.Background(), mgr); err != nil {
