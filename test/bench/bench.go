@@ -73,6 +73,7 @@ func (r *Report) add(row Row) { r.Rows = append(r.Rows, row) }
 // Markdown renders the report with the machine it ran on.
 func (r *Report) Markdown() string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (test/bench). Each ratio compares with a baseline measured in the same run on the same API server. [scale.md](scale.md) explains the design and what changed the numbers.\n\n")
 	fmt.Fprintf(&b, "| measurement | measured | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", row.Name, row.Measured, row.Baseline, row.Ratio, row.Target, row.Met)
