@@ -21,23 +21,12 @@ import (
 var k8s client.Client
 
 func TestMain(m *testing.M) {
-	os.Exit(runWithCluster(m))
-}
-
-func runWithCluster(m *testing.M) int {
 	// The schema and CEL rules alone: no webhook (test/webhook covers it).
-	cluster, err := localcluster.Start(localcluster.Options{SkipWebhooks: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = cluster.Stop() }()
-	k8s, err = cluster.Client()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(localcluster.RunTests(m, localcluster.Options{SkipWebhooks: true}, nil, func(c *localcluster.Cluster) error {
+		var err error
+		k8s, err = c.Client()
+		return err
+	}))
 }
 
 func validProfile(name string) *quotav1.QuotaProfile {

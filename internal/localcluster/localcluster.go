@@ -321,3 +321,30 @@ func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop 
 	}
 	return stop, nil
 }
+
+// RunTests is a TestMain body: it starts a cluster (and, when op is not nil, the
+// operator in-process), calls setup when given, runs the tests and stops
+// everything. Pass its result to os.Exit.
+func RunTests(m interface{ Run() int }, opts Options, op *operator.Options, setup func(*Cluster) error) int {
+	c, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = c.Stop() }()
+	if op != nil {
+		stop, err := c.RunOperator(context.Background(), *op)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer stop()
+	}
+	if setup != nil {
+		if err := setup(c); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return m.Run()
+}

@@ -5,7 +5,6 @@ package manifests_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,26 +19,13 @@ import (
 var cluster *localcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	cluster, err = localcluster.Start(localcluster.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = cluster.Stop() }()
 	// The operator runs in-process, as in `make demo`, so applied samples are
 	// rendered into the ConfigMap.
-	stop, err := cluster.RunOperator(context.Background(), operator.DefaultOptions())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer stop()
-	return m.Run()
+	opts := operator.DefaultOptions()
+	os.Exit(localcluster.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
+		cluster = c
+		return nil
+	}))
 }
 
 func kubectl(t *testing.T, args ...string) string {

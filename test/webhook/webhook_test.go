@@ -19,28 +19,11 @@ import (
 var cluster *localcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	var err error
-	cluster, err = localcluster.Start(localcluster.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = cluster.Stop() }()
-	if err := cluster.CreateNamespaces(context.Background(), "team-a", "team-b"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	stop, err := cluster.RunOperator(context.Background(), operator.DefaultOptions())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer stop()
-	return m.Run()
+	opts := operator.DefaultOptions()
+	os.Exit(localcluster.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
+		cluster = c
+		return c.CreateNamespaces(context.Background(), "team-a", "team-b")
+	}))
 }
 
 // kubectl runs kubectl with manifest on stdin and returns its combined output
