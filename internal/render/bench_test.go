@@ -16,8 +16,7 @@ import (
 // override each: the controller's work per change.
 func BenchmarkRender10k(b *testing.B) {
 	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
-	var t testing.T
-	profiles, _ := loadObjects(&t, samples...)
+	profiles, _ := loadObjects(b, samples...)
 	apps := make([]quotav1.AppQuota, 10000)
 	for i := range apps {
 		apps[i] = quotav1.AppQuota{

@@ -21,7 +21,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files from the current output")
 
 // LoadObjects reads QuotaProfiles and AppQuotas from multi-document YAML files.
-func loadObjects(t *testing.T, files ...string) ([]quotav1.QuotaProfile, []quotav1.AppQuota) {
+func loadObjects(t testing.TB, files ...string) ([]quotav1.QuotaProfile, []quotav1.AppQuota) {
 	t.Helper()
 	var profiles []quotav1.QuotaProfile
 	var apps []quotav1.AppQuota
