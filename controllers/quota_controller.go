@@ -215,7 +215,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// AppQuotas can be 100,000: their statuses are the status controller's job,
 	// so that writing them never holds up the next render. It gets the result
 	// and the apps whose outcome changed.
-	r.Board.publish(&snapshot{res: res, previous: previous, tooLarge: tooLarge, size: size, budget: r.MaxConfigBytes}, apps.Items)
+	r.Board.publish(ctx, &snapshot{res: res, previous: previous, tooLarge: tooLarge, size: size, budget: r.MaxConfigBytes}, apps.Items)
 
 	if res.NextExpiry != nil {
 		// The document changes when the next override expires: render again then.

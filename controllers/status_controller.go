@@ -58,8 +58,9 @@ func (b *Board) snapshot() *snapshot {
 
 // publish makes snap current and queues the AppQuotas whose outcome differs
 // from the last publish (all of them the first time). It blocks while the
-// status controller's queue intake is full, which is the back-pressure wanted.
-func (b *Board) publish(snap *snapshot, apps []quotav1.AppQuota) {
+// status controller's queue intake is full, which is the back-pressure wanted,
+// and gives up when ctx ends (the manager is stopping).
+func (b *Board) publish(ctx context.Context, snap *snapshot, apps []quotav1.AppQuota) {
 	b.mu.Lock()
 	b.current = snap
 	last := b.outcomes
@@ -74,7 +75,11 @@ func (b *Board) publish(snap *snapshot, apps []quotav1.AppQuota) {
 		if prev, seen := last[render.Key(a)]; seen && equality.Semantic.DeepEqual(prev, o) && !snap.tooLarge {
 			continue
 		}
-		b.changed <- event.GenericEvent{Object: a}
+		select {
+		case b.changed <- event.GenericEvent{Object: a}:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
