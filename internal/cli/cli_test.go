@@ -11,7 +11,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/appquota/appquota/internal/cli"
-	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -190,7 +189,7 @@ func TestReadsEveryForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash := render.Hash([]byte(plain))
+	hash := quotaconfig.Hash([]byte(plain))
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)

@@ -15,7 +15,8 @@ import (
 )
 
 var (
-	paramRE     = regexp.MustCompile(`\{[^/{}]*\}`)
+	// ParamRE matches one {param} of a route template.
+	ParamRE     = regexp.MustCompile(`\{[^/{}]*\}`)
 	userParamRE = regexp.MustCompile(`(?i)^(user_?name|user_?id|uid|owner_?username)$`)
 )
 
@@ -26,7 +27,7 @@ func UserParam(r quotav1.Route) string {
 	if r.UserParam != "" {
 		return r.UserParam
 	}
-	for _, m := range paramRE.FindAllString(r.Path, -1) {
+	for _, m := range ParamRE.FindAllString(r.Path, -1) {
 		name := strings.Trim(m, "{}")
 		if userParamRE.MatchString(name) {
 			return name

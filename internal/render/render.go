@@ -5,8 +5,6 @@ package render
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -65,9 +63,6 @@ type Result struct {
 	// document changes then, so the controller renders again.
 	NextExpiry *time.Time
 }
-
-// Profile converts a QuotaProfile to its document form.
-func Profile(p *quotav1.QuotaProfile) quotaconfig.Profile { return docform.Profile(p) }
 
 // Key is how Result.Apps names an AppQuota.
 func Key(a *quotav1.AppQuota) string { return a.Namespace + "/" + a.Name }
@@ -201,15 +196,8 @@ func Render(in Input) (*Result, error) {
 		return nil, fmt.Errorf("encode document: %w", err)
 	}
 	res.Data = data
-	res.Hash = Hash(data)
+	res.Hash = quotaconfig.Hash(data)
 	return res, nil
-}
-
-// Hash is the content hash of a document's bytes, as written under
-// quotaconfig.HashKey.
-func Hash(data []byte) string {
-	sum := sha256.Sum256(data)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func profileName(a *quotav1.AppQuota) string {

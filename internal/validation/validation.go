@@ -19,21 +19,14 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-var (
-	paramRE   = regexp.MustCompile(`\{[^/{}]*\}`)
-	segmentRE = regexp.MustCompile(`^(/([^/{}?#]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$`)
-)
+var segmentRE = regexp.MustCompile(`^(/([^/{}?#]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$`)
 
 // RouteShape is what a gateway can tell about a route: its method and its
 // template with parameter names erased. Two routes with one shape are the same
 // route to a gateway.
 func RouteShape(method, path string) string {
-	return method + " " + paramRE.ReplaceAllString(path, "{}")
+	return method + " " + docform.ParamRE.ReplaceAllString(path, "{}")
 }
-
-// UserParam returns the parameter of a route that identifies the user; see
-// docform.UserParam.
-func UserParam(r quotav1.Route) string { return docform.UserParam(r) }
 
 // QuotaProfile checks a profile's rules that the schema cannot: route templates
 // that a gateway cannot tell apart, within a group or across groups, and the
@@ -116,7 +109,7 @@ func unjoin(err error) []error {
 // repeatedParam returns a parameter name that appears twice in path, or "".
 func repeatedParam(path string) string {
 	seen := map[string]bool{}
-	for _, m := range paramRE.FindAllString(path, -1) {
+	for _, m := range docform.ParamRE.FindAllString(path, -1) {
 		if seen[m] {
 			return strings.Trim(m, "{}")
 		}
@@ -193,7 +186,7 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 				continue
 			}
 			for _, r := range g.Routes {
-				if UserParam(r) == "" {
+				if docform.UserParam(r) == "" {
 					errs = append(errs, field.Invalid(op.Child("limits").Index(li).Child("scope"), l.Scope, fmt.Sprintf(
 						"group %q has a route without a user parameter (%s %s); use scope App", g.Name, r.Method, r.Path)))
 					break

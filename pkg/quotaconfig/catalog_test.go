@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
-	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/internal/docform"
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -26,7 +26,7 @@ func defaultCatalog(tb testing.TB) qc.Profile {
 	if err := yaml.UnmarshalStrict(data, &p); err != nil {
 		tb.Fatal(err)
 	}
-	return render.Profile(&p)
+	return docform.Profile(&p)
 }
 
 func catalogDoc(tb testing.TB) *qc.Document {

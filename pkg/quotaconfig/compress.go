@@ -68,7 +68,7 @@ func FromConfigMap(data map[string]string, binaryData map[string][]byte) ([]byte
 		return nil, fmt.Errorf("quotaconfig: the ConfigMap has neither data %q nor binaryData %q", DataKey, GzipDataKey)
 	}
 	if want, ok := data[HashKey]; ok {
-		if got := hashOf(doc); got != want {
+		if got := Hash(doc); got != want {
 			return nil, fmt.Errorf("quotaconfig: %s is %q but the document hashes to %q", HashKey, want, got)
 		}
 	}

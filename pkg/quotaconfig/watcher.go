@@ -198,7 +198,7 @@ func (v *version) key() [sha256.Size]byte {
 // load checks the document against its hash, then loads it.
 func (v *version) load() (*Config, error) {
 	if v.hash != nil {
-		if got := hashOf(v.data); string(v.hash) != got {
+		if got := Hash(v.data); string(v.hash) != got {
 			return nil, fmt.Errorf("quotaconfig: %s is %q but %s hashes to %q", v.hashFile, v.hash, v.file, got)
 		}
 	}
@@ -260,8 +260,9 @@ func readVersionOnce(dir string) (*version, error) {
 	return v, nil
 }
 
-// hashOf is the HashKey form of data's hash.
-func hashOf(data []byte) string {
+// Hash is the content hash written under HashKey: "sha256:" and the lowercase
+// hex SHA-256 of the uncompressed document.
+func Hash(data []byte) string {
 	sum := sha256.Sum256(data)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
