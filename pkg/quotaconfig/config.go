@@ -1,6 +1,7 @@
 package quotaconfig
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -72,6 +73,10 @@ type Result struct {
 func Compile(d *Document) (*Config, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
+	}
+	if len(d.Shards) > 0 {
+		// Compiling the index alone would give every app the default profile.
+		return nil, errors.New("the document is a sharded index: assemble it with its shards first (LoadConfigMaps, Assemble, or a Watcher on the mounted directory)")
 	}
 	profiles := make(map[string]*profile, len(d.Profiles))
 	groups := make(map[string]map[string]int, len(d.Profiles))

@@ -45,6 +45,9 @@ type Document struct {
 	Profiles map[string]Profile `json:"profiles"`
 	// Apps by app ID.
 	Apps map[string]App `json:"apps,omitempty"`
+	// Shards, when not empty, make this document an index: Apps is empty and the
+	// apps are in the shards listed (see Assemble).
+	Shards []ShardRef `json:"shards,omitempty"`
 }
 
 // Profile is one QuotaProfile.

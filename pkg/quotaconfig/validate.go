@@ -73,6 +73,7 @@ func (d *Document) Validate() error {
 		a := d.Apps[id]
 		v.app(d, fmt.Sprintf("apps[%q]", id), &a)
 	}
+	v.shards(d)
 	return v.err()
 }
 
