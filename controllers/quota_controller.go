@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -30,8 +32,19 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// FieldOwner is the server-side apply field manager for the ConfigMap.
+// FieldOwner is the server-side apply field manager for the ConfigMaps.
 const FieldOwner = "appquota-controller"
+
+// ManagedByLabel and ManagedByValue mark the ConfigMaps the controller writes;
+// its cache holds only those.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "appquota"
+)
+
+// ShardSuffix joins the named ConfigMap's name and a shard number into the
+// shard ConfigMap's name: appquota-limits-shard-3.
+const ShardSuffix = "-shard-"
 
 // Event reasons.
 const (
@@ -63,6 +76,9 @@ type QuotaReconciler struct {
 	// Board hands each render's result to the status controller.
 	Board *Board
 
+	// renderer remembers per-object work from one render to the next.
+	renderer render.Renderer
+
 	// lastGood is the last document written, for when the ConfigMap's copy is
 	// missing or was edited into something unreadable, and lastGoodHash its
 	// hash: while the ConfigMap still holds it, it need not be parsed again.
@@ -71,13 +87,13 @@ type QuotaReconciler struct {
 }
 
 // SetupWithManager registers the reconciler. The manager's cache must limit
-// ConfigMaps to the output one (see operator.CacheOptions).
+// ConfigMaps to the ones it writes (see operator.CacheOptions).
 func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	fixed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
 	})
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetNamespace() == r.ConfigMap.Namespace && o.GetName() == r.ConfigMap.Name
+		return o.GetNamespace() == r.ConfigMap.Namespace && r.owns(o.GetName())
 	})
 	// Status writes do not change generation; skipping them keeps our own status
 	// updates from triggering renders.
@@ -88,6 +104,70 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&quotav1.AppQuota{}, fixed, specOnly).
 		Watches(&corev1.ConfigMap{}, fixed, builder.WithPredicates(ours)).
 		Complete(r)
+}
+
+// owns reports whether a ConfigMap in our namespace is the named one or one of
+// its shards.
+func (r *QuotaReconciler) owns(name string) bool {
+	if name == r.ConfigMap.Name {
+		return true
+	}
+	n, ok := strings.CutPrefix(name, r.ConfigMap.Name+ShardSuffix)
+	_, err := strconv.Atoi(n)
+	return ok && err == nil
+}
+
+func (r *QuotaReconciler) shardName(i int) string {
+	return r.ConfigMap.Name + ShardSuffix + strconv.Itoa(i)
+}
+
+// write brings the ConfigMaps in line with st: changed shards first, then the
+// named ConfigMap (whose index names the shards by hash), then the deletion of
+// shards it no longer names. A reader between two of these writes finds a
+// shard that does not match the index it holds and keeps its previous
+// configuration until the next change; it never assembles a mix.
+func (r *QuotaReconciler) write(ctx context.Context, st *render.Stored, existing map[string]*corev1.ConfigMap) error {
+	log := ctrl.LoggerFrom(ctx)
+	keep := map[string]bool{r.ConfigMap.Name: true}
+	for _, s := range st.Shards {
+		keep[s.Ref.ConfigMap] = true
+		if cm := existing[s.Ref.ConfigMap]; cm != nil && holdsShard(cm, s) {
+			continue
+		}
+		apply := corev1ac.ConfigMap(s.Ref.ConfigMap, r.ConfigMap.Namespace).
+			WithLabels(map[string]string{ManagedByLabel: ManagedByValue}).
+			WithBinaryData(map[string][]byte{s.Ref.Key: s.Data})
+		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply ConfigMap %s/%s: %w", r.ConfigMap.Namespace, s.Ref.ConfigMap, err)
+		}
+	}
+	if cm := existing[r.ConfigMap.Name]; cm == nil || !holds(cm, st) {
+		data := map[string]string{quotaconfig.HashKey: st.Hash}
+		apply := corev1ac.ConfigMap(r.ConfigMap.Name, r.ConfigMap.Namespace).
+			WithLabels(map[string]string{ManagedByLabel: ManagedByValue})
+		if st.Key == quotaconfig.DataKey {
+			data[quotaconfig.DataKey] = string(st.Data)
+		} else {
+			apply.WithBinaryData(map[string][]byte{st.Key: st.Data})
+		}
+		// Server-side apply drops the keys this field owner no longer sets, so a
+		// switch between layouts leaves no stale copy behind.
+		apply.WithData(data)
+		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
+		}
+		log.Info("wrote configuration", "hash", st.Hash, "layout", st.Layout.String(), "shards", len(st.Shards), "bytes", st.PlainBytes, "largestObjectBytes", st.StoredBytes)
+	}
+	for name, cm := range existing {
+		if keep[name] {
+			continue
+		}
+		if err := r.Delete(ctx, cm, client.Preconditions{UID: &cm.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete ConfigMap %s/%s, a shard no longer used: %w", cm.Namespace, name, err)
+		}
+		log.Info("deleted a shard no longer used", "configMap", name)
+	}
+	return nil
 }
 
 func (r *QuotaReconciler) now() time.Time {
@@ -114,20 +194,28 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	if err := r.List(ctx, &apps, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list AppQuotas: %w", err)
 	}
-	var cm corev1.ConfigMap
-	cmExists := true
-	if err := r.Get(ctx, r.ConfigMap, &cm); apierrors.IsNotFound(err) {
-		cmExists = false
-	} else if err != nil {
-		return ctrl.Result{}, fmt.Errorf("get ConfigMap %s: %w", r.ConfigMap, err)
+	// The ConfigMaps we wrote: the named one and its shards (the cache holds only
+	// ConfigMaps labelled as ours in our namespace, see operator.CacheOptions).
+	var cms corev1.ConfigMapList
+	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list ConfigMaps: %w", err)
 	}
-	previous := r.lastGood
-	if cmExists && (r.lastGood == nil || cm.Data[quotaconfig.HashKey] != r.lastGoodHash) {
-		data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
-		var doc *quotaconfig.Document
-		if err == nil {
-			doc, err = quotaconfig.Parse(data)
+	ours := map[string]*corev1.ConfigMap{}
+	for i := range cms.Items {
+		if cm := &cms.Items[i]; r.owns(cm.Name) {
+			ours[cm.Name] = cm
 		}
+	}
+	index, indexExists := ours[r.ConfigMap.Name]
+	previous := r.lastGood
+	if indexExists && (r.lastGood == nil || index.Data[quotaconfig.HashKey] != r.lastGoodHash) {
+		doc, err := quotaconfig.LoadConfigMaps(r.ConfigMap.Name, func(name string) (map[string]string, map[string][]byte, error) {
+			cm, ok := ours[name]
+			if !ok {
+				return nil, nil, fmt.Errorf("ConfigMap %s/%s not found", r.ConfigMap.Namespace, name)
+			}
+			return cm.Data, cm.BinaryData, nil
+		})
 		if err == nil {
 			previous = doc
 		} else if previous != nil {
@@ -135,7 +223,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		}
 	}
 
-	res, err := render.Render(render.Input{
+	res, err := r.renderer.Merge(render.Input{
 		DefaultProfile: r.DefaultProfile,
 		Profiles:       profiles.Items,
 		AppQuotas:      apps.Items,
@@ -145,47 +233,27 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("render: %w", err)
 	}
-
-	// Over the budget, the document goes out gzip-compressed in binaryData
-	// (JSON of many similar apps compresses about tenfold); over the budget even
-	// then, nothing is written and the last good document stays.
-	var gz []byte
-	size := len(res.Data)
-	if size > r.MaxConfigBytes {
-		if gz, err = quotaconfig.Compress(res.Data); err != nil {
-			return ctrl.Result{}, fmt.Errorf("compress: %w", err)
-		}
-		size = len(gz)
+	// Plain while it fits the budget, then gzip-compressed, then sharded; over
+	// the budget even in MaxShards shards nothing is written and the last good
+	// configuration stays.
+	st, err := r.renderer.Store(res.Document, r.MaxConfigBytes, r.shardName)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("store: %w", err)
 	}
-	tooLarge := size > r.MaxConfigBytes
-	if tooLarge {
-		log.Info("rendered configuration exceeds its size budget even compressed; keeping the last good one", "bytes", len(res.Data), "compressedBytes", size, "budget", r.MaxConfigBytes)
-	} else if !cmExists || !holds(&cm, res, gz) {
-		data := map[string]string{quotaconfig.HashKey: res.Hash}
-		apply := corev1ac.ConfigMap(r.ConfigMap.Name, r.ConfigMap.Namespace).
-			WithLabels(map[string]string{"app.kubernetes.io/managed-by": "appquota"})
-		if gz == nil {
-			data[quotaconfig.DataKey] = string(res.Data)
-		} else {
-			apply.WithBinaryData(map[string][]byte{quotaconfig.GzipDataKey: gz})
+	if st.TooLarge {
+		log.Info("rendered configuration exceeds its size budget even compressed and sharded; keeping the last good one", "bytes", st.PlainBytes, "budget", r.MaxConfigBytes, "maxShards", render.MaxShards)
+	} else {
+		if err := r.write(ctx, st, ours); err != nil {
+			return ctrl.Result{}, err
 		}
-		// Server-side apply drops the keys this field owner no longer sets, so a
-		// switch between plain and compressed leaves no stale copy behind.
-		apply.WithData(data)
-		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return ctrl.Result{}, fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
-		}
-		log.Info("wrote configuration", "hash", res.Hash, "bytes", len(res.Data), "compressed", gz != nil, "writtenBytes", size, "apps", len(res.Document.Apps), "profiles", len(res.Document.Profiles))
+		r.lastGood, r.lastGoodHash = res.Document, st.Hash
 	}
-	if !tooLarge {
-		r.lastGood, r.lastGoodHash = res.Document, res.Hash
-	}
-
+	tooLarge := st.TooLarge
 	// QuotaProfiles are few: their statuses are written here, in parallel.
 	var g errgroup.Group
 	g.SetLimit(statusWriters)
 	for i := range profiles.Items {
-		g.Go(func() error { return r.updateProfileStatus(ctx, &profiles.Items[i], res, tooLarge, size) })
+		g.Go(func() error { return r.updateProfileStatus(ctx, &profiles.Items[i], res, st) })
 	}
 	if err := g.Wait(); err != nil {
 		return ctrl.Result{}, fmt.Errorf("update status: %w", err)
@@ -215,7 +283,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// AppQuotas can be 100,000: their statuses are the status controller's job,
 	// so that writing them never holds up the next render. It gets the result
 	// and the apps whose outcome changed.
-	r.Board.publish(ctx, &snapshot{res: res, previous: previous, tooLarge: tooLarge, size: size, budget: r.MaxConfigBytes}, apps.Items)
+	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes}, apps.Items)
 
 	if res.NextExpiry != nil {
 		// The document changes when the next override expires: render again then.
@@ -224,7 +292,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	return ctrl.Result{}, nil
 }
 
-func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quotav1.QuotaProfile, res *render.Result, tooLarge bool, size int) error {
+func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quotav1.QuotaProfile, res *render.Result, st *render.Stored) error {
 	// p carries the desired status; cached (shared with the cache) stays as is.
 	p := &quotav1.QuotaProfile{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
 	if p.DeletionTimestamp != nil {
@@ -243,12 +311,12 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quota
 		if out.KeptLastGood {
 			cond.Message += "; gateways keep the last good version"
 		}
-	case tooLarge:
+	case st.TooLarge:
 		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
-		cond.Message = fmt.Sprintf("the configuration would be %d bytes (%d compressed), over the %d-byte budget; gateways keep the last good version", len(res.Data), size, r.MaxConfigBytes)
+		cond.Message = tooLargeMessage(st, r.MaxConfigBytes)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
-		cond.Message = "in configuration " + res.Hash
+		cond.Message = "in configuration " + st.Hash
 		if orig.Status.ObservedGeneration == p.Generation && meta.IsStatusConditionTrue(orig.Status.Conditions, quotav1.ConditionReady) {
 			// Already reported for this generation: keep the hash it was applied in.
 			cond.Message = meta.FindStatusCondition(orig.Status.Conditions, quotav1.ConditionReady).Message
@@ -278,17 +346,26 @@ func sameCondition(conds []metav1.Condition, c metav1.Condition) bool {
 	return old != nil && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message && old.ObservedGeneration == c.ObservedGeneration
 }
 
-// holds reports whether cm already holds exactly the rendered content, in the
-// form (plain or compressed) it would be written in.
-func holds(cm *corev1.ConfigMap, res *render.Result, gz []byte) bool {
-	if cm.Data[quotaconfig.HashKey] != res.Hash {
+// tooLargeMessage says why a configuration was not written.
+func tooLargeMessage(st *render.Stored, budget int) string {
+	return fmt.Sprintf("the configuration would be %d bytes, more than %d ConfigMaps of %d bytes hold even compressed; gateways keep the last good version",
+		st.PlainBytes, render.MaxShards, budget)
+}
+
+// holds reports whether cm already holds exactly the named ConfigMap's content.
+func holds(cm *corev1.ConfigMap, st *render.Stored) bool {
+	if cm.Data[quotaconfig.HashKey] != st.Hash || cm.Labels[ManagedByLabel] != ManagedByValue {
 		return false
 	}
-	plain, hasPlain := cm.Data[quotaconfig.DataKey]
-	if gz == nil {
-		return hasPlain && plain == string(res.Data) && len(cm.BinaryData) == 0
+	if st.Key == quotaconfig.DataKey {
+		return len(cm.Data) == 2 && cm.Data[quotaconfig.DataKey] == string(st.Data) && len(cm.BinaryData) == 0
 	}
-	return !hasPlain && bytes.Equal(cm.BinaryData[quotaconfig.GzipDataKey], gz)
+	return len(cm.Data) == 1 && len(cm.BinaryData) == 1 && bytes.Equal(cm.BinaryData[st.Key], st.Data)
+}
+
+// holdsShard reports whether cm already holds exactly shard s.
+func holdsShard(cm *corev1.ConfigMap, s render.StoredShard) bool {
+	return len(cm.Data) == 0 && len(cm.BinaryData) == 1 && bytes.Equal(cm.BinaryData[s.Ref.Key], s.Data)
 }
 
 func lookupApp(d *quotaconfig.Document, appID string) (quotaconfig.App, bool) {

@@ -2,9 +2,12 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
 	"github.com/appquota/appquota/pkg/quotaconfig"
@@ -136,17 +140,21 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 }
 
-// document reads the ConfigMap gateways read and parses it as a gateway would.
+// document reads the ConfigMap gateways read (and its shards, if any) and
+// parses it as a gateway would.
 func document() (*quotaconfig.Document, *corev1.ConfigMap, error) {
 	var cm corev1.ConfigMap
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: opts.Namespace, Name: opts.ConfigMapName}, &cm); err != nil {
 		return nil, nil, err
 	}
-	data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
-	if err != nil {
-		return nil, &cm, err
-	}
-	doc, err := quotaconfig.Parse(data)
+	doc, err := quotaconfig.LoadConfigMaps(cm.Name, func(name string) (map[string]string, map[string][]byte, error) {
+		if name == cm.Name {
+			return cm.Data, cm.BinaryData, nil
+		}
+		var shard corev1.ConfigMap
+		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: opts.Namespace, Name: name}, &shard)
+		return shard.Data, shard.BinaryData, err
+	})
 	return doc, &cm, err
 }
 
@@ -453,9 +461,9 @@ func TestMissingProfileAndDeletedProfile(t *testing.T) {
 	}
 }
 
-// TestOverBudgetKeepsLastGoodDocument runs the operator with a size budget the
-// next AppQuota cannot fit in: the ConfigMap keeps its last good content, and the
-// AppQuota says why.
+// TestOverBudgetKeepsLastGoodDocument runs the operator with a size budget no
+// layout fits in (below even the compressed profiles, which sharding does not
+// split): the ConfigMap keeps its last good content, and a new AppQuota says why.
 func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
@@ -463,14 +471,8 @@ func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Compressed, the document is far smaller than plain: the budget must be
-	// below what the new app adds even compressed.
-	gz, err := quotaconfig.Compress([]byte(before.Data[quotaconfig.DataKey]))
-	if err != nil {
-		t.Fatal(err)
-	}
 	small := opts
-	small.MaxConfigBytes = len(gz) + 20
+	small.MaxConfigBytes = 100
 	stopOperator()
 	stopSmall, err := cluster.RunOperator(ctx, small)
 	if err != nil {
@@ -581,4 +583,166 @@ func keys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// shardConfigMaps lists the shard ConfigMaps in the operator's namespace.
+func shardConfigMaps(t *testing.T) map[string]corev1.ConfigMap {
+	t.Helper()
+	var list corev1.ConfigMapList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(opts.Namespace)); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]corev1.ConfigMap{}
+	for _, cm := range list.Items {
+		if strings.HasPrefix(cm.Name, opts.ConfigMapName+"-shard-") {
+			out[cm.Name] = cm
+		}
+	}
+	return out
+}
+
+// TestShardedOverBudget: a configuration that does not fit one ConfigMap even
+// compressed is split into shards that each fit; a change to one app rewrites
+// only its shard and the index; a deleted shard is put back; back under the
+// budget, the shards are deleted after the index no longer names them.
+func TestShardedOverBudget(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	// Random-looking reasons compress poorly, so a few dozen apps make a
+	// document several times the budget below even gzipped.
+	for i := range 60 {
+		o := raise("messages-send-users", int64(200+i))
+		o.Reason = fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprint(i))))
+		if err := k8s.Create(ctx, appQuota(ns, fmt.Sprintf("s%d", i), fmt.Sprintf("shard-%d", i), o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, wait, wantLimit("shard-59", "messages-send-users", 259))
+	doc, _, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := json.Marshal(doc)
+	gz, _ := quotaconfig.Compress(whole)
+	small := opts
+	small.MaxConfigBytes = len(gz) / 3
+	stopOperator()
+	stopSmall, err := cluster.RunOperator(ctx, small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		stopSmall()
+		var err error
+		if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(restore)
+
+	var index quotaconfig.Document
+	eventually(t, wait, func() error {
+		_, cm, err := document()
+		if err != nil {
+			return err
+		}
+		raw, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+		if err != nil {
+			return err
+		}
+		index = quotaconfig.Document{}
+		if err := json.Unmarshal(raw, &index); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		if len(index.Shards) < 4 {
+			return fmt.Errorf("%d shards, want at least 4 for a budget of a third of the compressed document", len(index.Shards))
+		}
+		return nil
+	})
+	// A reader between the writes of a shard and of the index sees a mismatch
+	// and reads again, as a gateway does.
+	eventually(t, wait, func() error {
+		got, _, err := document()
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(got.Apps, doc.Apps) {
+			return fmt.Errorf("the sharded configuration holds %d apps, the plain one held %d", len(got.Apps), len(doc.Apps))
+		}
+		return nil
+	})
+	shards := shardConfigMaps(t)
+	if len(shards) != len(index.Shards) {
+		t.Fatalf("%d shard ConfigMaps for an index naming %d", len(shards), len(index.Shards))
+	}
+	for _, ref := range index.Shards {
+		cm, ok := shards[ref.ConfigMap]
+		if !ok {
+			t.Fatalf("shard ConfigMap %s is missing", ref.ConfigMap)
+		}
+		if size := len(cm.BinaryData[ref.Key]); size == 0 || size > small.MaxConfigBytes {
+			t.Errorf("shard %s: %d bytes under %s, budget %d", ref.ConfigMap, size, ref.Key, small.MaxConfigBytes)
+		}
+		if cm.Labels[controllers.ManagedByLabel] != controllers.ManagedByValue {
+			t.Errorf("shard %s: labels %v", ref.ConfigMap, cm.Labels)
+		}
+	}
+
+	// One app changes: its shard and the index are rewritten, no other shard.
+	var a quotav1.AppQuota
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "s7"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	a.Spec.Overrides[0].Limits[0].Max = 777
+	if err := k8s.Update(ctx, &a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("shard-7", "messages-send-users", 777))
+	home := index.Shards[quotaconfig.ShardOf("shard-7", len(index.Shards))].ConfigMap
+	for name, cm := range shardConfigMaps(t) {
+		if changed := cm.ResourceVersion != shards[name].ResourceVersion; changed != (name == home) {
+			t.Errorf("shard %s rewritten: %v; only %s, which holds the app, should be", name, changed, home)
+		}
+	}
+
+	// A deleted shard comes back.
+	victim := shards[index.Shards[0].ConfigMap]
+	if err := k8s.Delete(ctx, &victim); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() error {
+		var cm corev1.ConfigMap
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&victim), &cm); err != nil {
+			return err
+		}
+		if cm.UID == victim.UID {
+			return errors.New("not deleted yet")
+		}
+		_, _, err := document()
+		return err
+	})
+
+	// Under the normal budget: plain again, and no shard left.
+	restore()
+	eventually(t, wait, func() error {
+		_, cm, err := document()
+		if err != nil {
+			return err
+		}
+		if _, ok := cm.Data[quotaconfig.DataKey]; !ok || len(cm.BinaryData) != 0 || strings.Contains(cm.Data[quotaconfig.DataKey], `"shards"`) {
+			return fmt.Errorf("not plain and whole yet: data keys %v, binaryData %d keys", keys(cm.Data), len(cm.BinaryData))
+		}
+		if left := shardConfigMaps(t); len(left) != 0 {
+			return fmt.Errorf("%d shard ConfigMaps left", len(left))
+		}
+		return nil
+	})
+	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
 }

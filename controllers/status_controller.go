@@ -23,16 +23,13 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/render"
-	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // snapshot is one render's result, as the status controller needs it.
 type snapshot struct {
-	res      *render.Result
-	previous *quotaconfig.Document
-	tooLarge bool
-	size     int // bytes written (compressed when it was)
-	budget   int
+	res    *render.Result
+	stored *render.Stored
+	budget int
 }
 
 // Board passes renders from the render loop to the status controller: the
@@ -72,7 +69,7 @@ func (b *Board) publish(ctx context.Context, snap *snapshot, apps []quotav1.AppQ
 		if !ok {
 			continue
 		}
-		if prev, seen := last[render.Key(a)]; seen && equality.Semantic.DeepEqual(prev, o) && !snap.tooLarge {
+		if prev, seen := last[render.Key(a)]; seen && sameOutcome(prev, o) && !snap.stored.TooLarge {
 			continue
 		}
 		select {
@@ -114,7 +111,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 }
 
 func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, snap *snapshot) error {
-	res, tooLarge, size := snap.res, snap.tooLarge, snap.size
+	res, tooLarge := snap.res, snap.stored.TooLarge
 	// a carries the desired status; cached (shared with the cache) stays as is.
 	a := &quotav1.AppQuota{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
 	if a.DeletionTimestamp != nil {
@@ -139,12 +136,12 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 		}
 	case tooLarge && !alreadyApplied:
 		cond.Status, cond.Reason = metav1.ConditionFalse, quotav1.ReasonConfigTooLarge
-		cond.Message = fmt.Sprintf("the configuration would be %d bytes (%d compressed), over the %d-byte budget; gateways keep the last good version", len(res.Data), size, snap.budget)
+		cond.Message = tooLargeMessage(snap.stored, snap.budget)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, quotav1.ReasonApplied
 		cond.Message = fmt.Sprintf("%d active overrides", out.ActiveOverrides)
 		if !alreadyApplied {
-			a.Status.ConfigHash = res.Hash
+			a.Status.ConfigHash = snap.stored.Hash
 		}
 		a.Status.ActiveOverrides = out.ActiveOverrides
 		a.Status.NextExpiry = nil
@@ -166,7 +163,7 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 				}
 			}
 			r.Recorder.Eventf(cached, nil, corev1.EventTypeNormal, EventOverridesApplied, "Apply",
-				"generation %d in configuration %s: overrides for [%s]", a.Generation, res.Hash, strings.Join(groups, ", "))
+				"generation %d in configuration %s: overrides for [%s]", a.Generation, snap.stored.Hash, strings.Join(groups, ", "))
 		}
 	}
 	if cond.Status == metav1.ConditionFalse && !sameCondition(orig.Status.Conditions, cond) {
@@ -187,4 +184,12 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
 	}
 	return nil
+}
+
+// sameOutcome is Outcome equality, cheaper than reflection for the 100,000
+// comparisons of every publish.
+func sameOutcome(a, b render.Outcome) bool {
+	return a.Valid == b.Valid && a.Reason == b.Reason && a.Message == b.Message && a.KeptLastGood == b.KeptLastGood &&
+		a.Generation == b.Generation && a.ActiveOverrides == b.ActiveOverrides && slices.Equal(a.Expired, b.Expired) &&
+		(a.NextExpiry == nil) == (b.NextExpiry == nil) && (a.NextExpiry == nil || a.NextExpiry.Equal(*b.NextExpiry))
 }

@@ -8,9 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/docform"
@@ -53,7 +56,8 @@ type Outcome struct {
 // Result is a rendered document and the outcome for each object.
 type Result struct {
 	Document *quotaconfig.Document
-	// Data is the document's canonical JSON, Hash "sha256:<hex>" of Data.
+	// Data is the document's canonical JSON, Hash "sha256:<hex>" of Data; Render
+	// sets them, Merge does not (the controller stores the document with Store).
 	Data []byte
 	Hash string
 	// Apps by "namespace/name", Profiles by name.
@@ -67,8 +71,103 @@ type Result struct {
 // Key is how Result.Apps names an AppQuota.
 func Key(a *quotav1.AppQuota) string { return a.Namespace + "/" + a.Name }
 
-// Render builds the document.
+// Render builds the document, Data and Hash included.
 func Render(in Input) (*Result, error) {
+	res, err := new(Renderer).Merge(in)
+	if err != nil {
+		return nil, err
+	}
+	if res.Data, err = json.Marshal(res.Document); err != nil {
+		return nil, fmt.Errorf("encode document: %w", err)
+	}
+	res.Hash = quotaconfig.Hash(res.Data)
+	return res, nil
+}
+
+// Renderer renders again and again, as the controller does, remembering from
+// one render to the next what an unchanged object gave: the validation of each
+// AppQuota and QuotaProfile generation (against its profile's generation), and
+// in Store each app's encoding and each shard's compressed bytes. Its output is
+// exactly Render's. A Renderer is not safe for concurrent use.
+type Renderer struct {
+	// Merge's memory, by object UID.
+	apps     map[types.UID]*appCheck
+	profiles map[types.UID]*profileCheck
+	merges   uint64
+
+	// Store's memory.
+	seq        uint64
+	budget     int
+	enc        map[string]*appEncoding
+	header     []byte
+	shards     []shardEncoding
+	compressed *Stored
+	ratio      float64
+}
+
+// appCheck is an AppQuota generation's validation against a profile generation.
+type appCheck struct {
+	generation int64
+	profile    string
+	errs       field.ErrorList
+	seen       uint64
+}
+
+// profileCheck is what a QuotaProfile generation gives.
+type profileCheck struct {
+	generation int64
+	errs       field.ErrorList
+	doc        quotaconfig.Profile
+	index      *validation.ProfileIndex
+	seen       uint64
+}
+
+// profileVersion identifies a QuotaProfile generation; "" for one that did not
+// come from the API server (a file, or a last good version), never remembered.
+func profileVersion(p *quotav1.QuotaProfile) string {
+	if p == nil || p.UID == "" {
+		return ""
+	}
+	return string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)
+}
+
+func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
+	if c := r.profiles[p.UID]; c != nil && p.UID != "" && c.generation == p.Generation {
+		c.seen = r.merges
+		return c
+	}
+	c := &profileCheck{generation: p.Generation, errs: validation.QuotaProfile(p), seen: r.merges}
+	if len(c.errs) == 0 {
+		c.doc = docform.Profile(p)
+		c.index = validation.IndexProfile(p)
+	}
+	if p.UID != "" {
+		r.profiles[p.UID] = c
+	}
+	return c
+}
+
+func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference) field.ErrorList {
+	pv := profileVersion(ref.Profile)
+	if pv == "" || ref.AppIDOwner != "" || a.UID == "" {
+		return validation.AppQuota(a, ref)
+	}
+	if c := r.apps[a.UID]; c != nil && c.generation == a.Generation && c.profile == pv {
+		c.seen = r.merges
+		return c.errs
+	}
+	c := &appCheck{generation: a.Generation, profile: pv, errs: validation.AppQuota(a, ref), seen: r.merges}
+	r.apps[a.UID] = c
+	return c.errs
+}
+
+// Merge builds the document and the outcomes, without encoding it (Store does).
+func (r *Renderer) Merge(in Input) (*Result, error) {
+	r.merges++
+	if r.apps == nil {
+		r.apps, r.profiles = map[types.UID]*appCheck{}, map[types.UID]*profileCheck{}
+	}
+	defer r.forget()
 	res := &Result{
 		Document: &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
@@ -102,7 +201,8 @@ func Render(in Input) (*Result, error) {
 			continue
 		}
 		out := Outcome{Valid: true, Generation: p.Generation}
-		if errs := validation.QuotaProfile(p); len(errs) > 0 {
+		check := r.checkProfile(p)
+		if errs := check.errs; len(errs) > 0 {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: p.Generation}
 			if last, ok := prev.Profiles[p.Name]; ok {
 				res.Document.Profiles[p.Name] = last
@@ -112,8 +212,9 @@ func Render(in Input) (*Result, error) {
 			res.Profiles[p.Name] = out
 			continue
 		}
-		res.Document.Profiles[p.Name] = docform.Profile(p)
+		res.Document.Profiles[p.Name] = check.doc
 		apiProfiles[p.Name] = p
+		indexes[p] = check.index
 		res.Profiles[p.Name] = out
 	}
 	// A deleted profile that is still referenced keeps its last version until
@@ -153,7 +254,7 @@ func Render(in Input) (*Result, error) {
 			owner[a.Spec.AppID] = Key(a)
 		}
 		out := Outcome{Valid: true, Generation: a.Generation}
-		if errs := validation.AppQuota(a, ref); len(errs) > 0 {
+		if errs := r.checkApp(a, ref); len(errs) > 0 {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
 			switch {
 			case ref.AppIDOwner != "":
@@ -191,13 +292,21 @@ func Render(in Input) (*Result, error) {
 		res.Apps[Key(a)] = out
 	}
 
-	data, err := json.Marshal(res.Document)
-	if err != nil {
-		return nil, fmt.Errorf("encode document: %w", err)
-	}
-	res.Data = data
-	res.Hash = quotaconfig.Hash(data)
 	return res, nil
+}
+
+// forget drops what the last Merge did not see: deleted objects.
+func (r *Renderer) forget() {
+	for uid, c := range r.apps {
+		if c.seen != r.merges {
+			delete(r.apps, uid)
+		}
+	}
+	for uid, c := range r.profiles {
+		if c.seen != r.merges {
+			delete(r.profiles, uid)
+		}
+	}
 }
 
 func profileName(a *quotav1.AppQuota) string {
