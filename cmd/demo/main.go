@@ -74,29 +74,48 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("kubectl apply -k config/samples: %w", err)
 	}
 
-	// Wait for the controller to write the samples into the ConfigMap.
+	// Wait for the controller to write the samples into the ConfigMap (plain,
+	// compressed or sharded: LoadConfigMaps reads every layout).
 	var cm corev1.ConfigMap
 	key := client.ObjectKey{Namespace: opts.Namespace, Name: opts.ConfigMapName}
+	var reads int // the index, then each shard
+	var lastErr error
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		if err := c.Get(ctx, key, &cm); err != nil {
-			return false, client.IgnoreNotFound(err)
-		}
-		doc, err := quotaconfig.Parse([]byte(cm.Data[quotaconfig.DataKey]))
+		reads = 0
+		doc, err := quotaconfig.LoadConfigMaps(key.Name, func(name string) (map[string]string, map[string][]byte, error) {
+			var got corev1.ConfigMap
+			if err := c.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: name}, &got); err != nil {
+				return nil, nil, err
+			}
+			if name == key.Name {
+				cm = got
+			}
+			reads++
+			return got.Data, got.BinaryData, nil
+		})
+		lastErr = err
 		return err == nil && len(doc.Apps) >= 3, nil
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for ConfigMap %s to hold the sample apps: %w", key, err)
+		return fmt.Errorf("waiting for ConfigMap %s to hold the sample apps: %w (last read: %v)", key, err, lastErr)
+	}
+	layout := fmt.Sprintf("%d bytes of %s", len(cm.Data[quotaconfig.DataKey]), quotaconfig.DataKey)
+	switch {
+	case reads > 1:
+		layout = fmt.Sprintf("an index and %d shard ConfigMaps", reads-1)
+	case cm.BinaryData[quotaconfig.GzipDataKey] != nil:
+		layout = fmt.Sprintf("%d bytes of %s", len(cm.BinaryData[quotaconfig.GzipDataKey]), quotaconfig.GzipDataKey)
 	}
 
 	fmt.Printf(`
 appquota is running on a local control plane.
 
   kubeconfig:  %[1]s
-  ConfigMap:   %[3]s/%[4]s (%[5]d bytes of %[6]s, %[7]s)
+  ConfigMap:   %[3]s/%[4]s (%[5]s, %[6]s)
 
 In another shell:
   export KUBECONFIG=%[1]s
-  export PATH=%[2]s:%[8]s:$PATH     # the kubectl built with the control plane, and kubectl-appquota
+  export PATH=%[2]s:%[7]s:$PATH     # the kubectl built with the control plane, and kubectl-appquota
   kubectl get quotaprofiles
   kubectl get appquotas -A
   kubectl explain appquota.spec.overrides
@@ -109,7 +128,7 @@ In another shell:
 
 Press Ctrl-C to stop.
 `, cluster.KubeconfigPath, filepath.Dir(cluster.Kubectl()), opts.Namespace, opts.ConfigMapName,
-		len(cm.Data[quotaconfig.DataKey]), quotaconfig.DataKey, cm.Data[quotaconfig.HashKey], filepath.Join(root, "bin"))
+		layout, cm.Data[quotaconfig.HashKey], filepath.Join(root, "bin"))
 	<-ctx.Done()
 	return nil
 }

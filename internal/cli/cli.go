@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,14 +36,16 @@ Usage:
   kubectl appquota render -f DIR_OR_FILE [flags]        render the gateway document from manifests, offline
   kubectl appquota validate -f DIR_OR_FILE              check manifests as the webhook would, offline (for CI)
 
-explain and list read the live ConfigMap through the kubeconfig, or --config
-(a limits.json file, a ConfigMap manifest, or a mounted ConfigMap directory).
+explain and list read the live ConfigMap (and its shards, when the configuration
+is sharded) through the kubeconfig, or --config: a limits.json or limits.json.gz
+file, a mounted ConfigMap directory, or a file of ConfigMap manifests (one, or
+the index and its shards: kubectl get configmap -o yaml NAME NAME-shard-0 ...).
 Flags of explain and list:
   --config PATH        read the configuration from PATH instead of the cluster
   --kubeconfig PATH    kubeconfig (default: $KUBECONFIG or ~/.kube/config)
   --context NAME       kubeconfig context
   -n, --namespace NS   namespace of the ConfigMap (default appquota-system)
-  --configmap NAME     name of the ConfigMap (default appquota-limits)
+  --configmap NAME     name of the ConfigMap, or of the index when sharded (default appquota-limits)
   -o, --output FORMAT  text (default) or json
 validate checks each QuotaProfile and AppQuota in the files against the others
 in the files (as if creating them), prints the webhook's errors and warnings, and
@@ -121,13 +125,9 @@ func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) 
 		return nil, "", fmt.Errorf("--output %q: want text or json", s.output)
 	}
 	if s.config != "" {
-		data, err := readConfig(s.config)
+		cfg, err := loadFile(s.config, s.configMap)
 		if err != nil {
 			return nil, "", err
-		}
-		cfg, err := quotaconfig.Load(data)
-		if err != nil {
-			return nil, "", fmt.Errorf("%s: %w", s.config, err)
 		}
 		return cfg, s.config, nil
 	}
@@ -141,69 +141,169 @@ func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	cm, err := cs.CoreV1().ConfigMaps(s.namespace).Get(ctx, s.configMap, metav1.GetOptions{})
-	if err != nil {
-		return nil, "", fmt.Errorf("read ConfigMap %s/%s: %w", s.namespace, s.configMap, err)
-	}
 	where := fmt.Sprintf("ConfigMap %s/%s", s.namespace, s.configMap)
-	data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", where, err)
+	reads := 0
+	doc, err := quotaconfig.LoadConfigMaps(s.configMap, func(name string) (map[string]string, map[string][]byte, error) {
+		reads++
+		cm, err := cs.CoreV1().ConfigMaps(s.namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("read ConfigMap %s/%s: %w", s.namespace, name, err)
+		}
+		return cm.Data, cm.BinaryData, nil
+	})
+	if err == nil {
+		var cfg *quotaconfig.Config
+		if cfg, err = quotaconfig.Compile(doc); err == nil {
+			return cfg, where, nil
+		}
 	}
-	cfg, err := quotaconfig.Load(data)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", where, err)
+	if reads == 1 {
+		// Reading or parsing the index: the error names it already.
+		return nil, "", err
 	}
-	return cfg, where, nil
+	return nil, "", fmt.Errorf("%s: %w", where, err)
 }
 
-// readConfig reads a document from a mounted ConfigMap directory, a ConfigMap
-// manifest (YAML or JSON), or a bare limits.json or limits.json.gz.
-func readConfig(path string) ([]byte, error) {
+// loadFile loads the configuration from a mounted ConfigMap directory (sharded
+// or not), ConfigMap manifests, or a bare limits.json or limits.json.gz.
+func loadFile(path, configMap string) (*quotaconfig.Config, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if fi.IsDir() {
-		files := map[string]string{}
-		binary := map[string][]byte{}
-		for _, key := range []string{quotaconfig.DataKey, quotaconfig.HashKey} {
-			if b, err := os.ReadFile(filepath.Join(path, key)); err == nil {
-				files[key] = strings.TrimSpace(string(b))
-				if key == quotaconfig.DataKey {
-					files[key] = string(b)
-				}
-			}
-		}
-		if b, err := os.ReadFile(filepath.Join(path, quotaconfig.GzipDataKey)); err == nil {
-			binary[quotaconfig.GzipDataKey] = b
-		}
-		data, err := quotaconfig.FromConfigMap(files, binary)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return data, nil
+		// As a gateway's Watcher would read it.
+		return quotaconfig.LoadDir(path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	if strings.HasSuffix(path, ".gz") {
-		return quotaconfig.Decompress(data)
-	}
-	var probe struct {
-		Kind       string            `json:"kind"`
-		Data       map[string]string `json:"data"`
-		BinaryData map[string][]byte `json:"binaryData"`
-	}
-	if err := yaml.Unmarshal(data, &probe); err == nil && probe.Kind == "ConfigMap" {
-		doc, err := quotaconfig.FromConfigMap(probe.Data, probe.BinaryData)
+		if data, err = quotaconfig.Decompress(data); err != nil {
+			return nil, err
+		}
+	} else if cms, err := readManifests(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	} else if cms != nil {
+		cfg, err := loadManifests(cms, configMap)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		return doc, nil
+		return cfg, nil
 	}
-	return data, nil
+	doc, err := quotaconfig.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// A bare index: its shard files are expected next to it, as when mounted.
+	if doc, err = quotaconfig.Assemble(doc, func(ref quotaconfig.ShardRef) ([]byte, error) {
+		return os.ReadFile(filepath.Join(filepath.Dir(path), ref.Key))
+	}); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg, err := quotaconfig.Compile(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// configMapManifest is the part of a ConfigMap, or of a List of them, that
+// loadFile reads.
+type configMapManifest struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+	Data       map[string]string   `json:"data"`
+	BinaryData map[string][]byte   `json:"binaryData"`
+	Items      []configMapManifest `json:"items"`
+}
+
+// readManifests returns the ConfigMaps in data by name: one or several
+// manifests separated by "---", or a List (kubectl get -o yaml|json), in YAML
+// or JSON. It returns nil when data is not a manifest (a bare document).
+func readManifests(data []byte) (map[string][]*configMapManifest, error) {
+	var objects []configMapManifest
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		// JSON: one object, possibly a whole document, which YAML would parse slowly.
+		var m configMapManifest
+		if err := json.Unmarshal(data, &m); err != nil || m.Kind == "" {
+			return nil, nil
+		}
+		objects = append(objects, m)
+	} else {
+		for i, doc := range splitYAML(string(data)) {
+			var m configMapManifest
+			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+				return nil, fmt.Errorf("document %d: %w", i+1, err)
+			}
+			if m.Kind != "" {
+				objects = append(objects, m)
+			}
+		}
+		if len(objects) == 0 {
+			return nil, nil
+		}
+	}
+	cms := map[string][]*configMapManifest{}
+	var add func(m *configMapManifest, list string)
+	add = func(m *configMapManifest, list string) {
+		switch {
+		case strings.HasSuffix(m.Kind, "List"):
+			for i := range m.Items {
+				add(&m.Items[i], m.Kind)
+			}
+		// The API server's typed lists omit their items' kind.
+		case m.Kind == "ConfigMap" || m.Kind == "" && list == "ConfigMapList":
+			cms[m.Metadata.Name] = append(cms[m.Metadata.Name], m)
+		}
+	}
+	for i := range objects {
+		add(&objects[i], "")
+	}
+	return cms, nil
+}
+
+// loadManifests loads the configuration whose index is ConfigMap configMap, or
+// the only ConfigMap holding a document when none has that name.
+func loadManifests(cms map[string][]*configMapManifest, configMap string) (*quotaconfig.Config, error) {
+	index := configMap
+	if _, ok := cms[index]; !ok {
+		var holders []string
+		for name, ms := range cms {
+			_, plain := ms[0].Data[quotaconfig.DataKey]
+			_, gz := ms[0].BinaryData[quotaconfig.GzipDataKey]
+			if plain || gz {
+				holders = append(holders, name)
+			}
+		}
+		sort.Strings(holders)
+		switch len(holders) {
+		case 0:
+			return nil, fmt.Errorf("no ConfigMap %s, nor any ConfigMap with data %q or binaryData %q", configMap, quotaconfig.DataKey, quotaconfig.GzipDataKey)
+		case 1:
+			index = holders[0]
+		default:
+			return nil, fmt.Errorf("no ConfigMap %s, and several hold a document (%s): choose with --configmap", configMap, strings.Join(holders, ", "))
+		}
+	}
+	doc, err := quotaconfig.LoadConfigMaps(index, func(name string) (map[string]string, map[string][]byte, error) {
+		switch ms := cms[name]; len(ms) {
+		case 0:
+			return nil, nil, fmt.Errorf("ConfigMap %s is not in the file", name)
+		case 1:
+			return ms[0].Data, ms[0].BinaryData, nil
+		default:
+			return nil, nil, fmt.Errorf("ConfigMap %s is in the file %d times (from several namespaces?): keep one", name, len(ms))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return quotaconfig.Compile(doc)
 }
 
 // Explanation is explain's answer; -o json prints it.

@@ -3,14 +3,19 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/appquota/appquota/internal/cli"
+	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -222,7 +227,223 @@ func TestReadsEveryForm(t *testing.T) {
 			t.Errorf("%s: exit %d, %s%s", name, code, out, stderr)
 		}
 	}
-	if _, stderr, code := run("explain", "1", "GET", "/x", "--config", filepath.Join(dir, "badhash")); code != 1 || !strings.Contains(stderr, "limits.sha256 is \"sha256:00\" but the document hashes to") {
+	if _, stderr, code := run("explain", "1", "GET", "/x", "--config", filepath.Join(dir, "badhash")); code != 1 || !strings.Contains(stderr, `limits.sha256 is "sha256:00" but`) {
 		t.Errorf("a hash mismatch: exit %d, %s", code, stderr)
+	}
+}
+
+// sharded splits the document rendered from config/samples into n shards and
+// returns its index ConfigMap (index under limits.json) and shard ConfigMaps,
+// named as the controller names them.
+func sharded(t *testing.T, n int) []*corev1.ConfigMap {
+	t.Helper()
+	plain, stderr, code := run("render", "-f", "../../config/samples")
+	if code != 0 {
+		t.Fatalf("render: %s", stderr)
+	}
+	doc, err := quotaconfig.Parse([]byte(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return splitConfigMaps(t, doc, n)
+}
+
+func splitConfigMaps(t *testing.T, doc *quotaconfig.Document, n int) []*corev1.ConfigMap {
+	t.Helper()
+	name := func(i int) string { return fmt.Sprintf("appquota-limits-shard-%d", i) }
+	index, shards, err := quotaconfig.Split(doc, n, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := []*corev1.ConfigMap{{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: "appquota-limits", Namespace: "appquota-system"},
+		Data:       map[string]string{quotaconfig.DataKey: string(index), quotaconfig.HashKey: quotaconfig.Hash(index)},
+	}}
+	for i, gz := range shards {
+		cms = append(cms, &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{Name: name(i), Namespace: "appquota-system"},
+			BinaryData: map[string][]byte{quotaconfig.ShardKey(i, n): gz},
+		})
+	}
+	return cms
+}
+
+// mount writes ConfigMaps into a new directory as one projected volume would.
+func mount(t *testing.T, cms []*corev1.ConfigMap) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, cm := range cms {
+		for k, v := range cm.Data {
+			writeFile(t, filepath.Join(dir, k), []byte(v))
+		}
+		for k, v := range cm.BinaryData {
+			writeFile(t, filepath.Join(dir, k), v)
+		}
+	}
+	return dir
+}
+
+func writeFile(t *testing.T, path string, data []byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func marshal(t *testing.T, v any, asJSON bool) []byte {
+	t.Helper()
+	var b []byte
+	var err error
+	if asJSON {
+		b, err = json.Marshal(v)
+	} else {
+		b, err = yaml.Marshal(v)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestReadsShardedForms: --config follows a sharded configuration in every
+// file form, and names what is missing when it cannot.
+func TestReadsShardedForms(t *testing.T) {
+	cms := sharded(t, 4)
+	dir := t.TempDir()
+	list := func(kind string, items []*corev1.ConfigMap) map[string]any {
+		return map[string]any{"apiVersion": "v1", "kind": kind, "items": items}
+	}
+	var stream []byte
+	for _, cm := range cms {
+		stream = append(append(stream, marshal(t, cm, false)...), "---\n"...)
+	}
+	// The API server's ConfigMapList leaves out its items' kind.
+	var bare []map[string]any
+	for _, cm := range cms {
+		bare = append(bare, map[string]any{"metadata": cm.ObjectMeta, "data": cm.Data, "binaryData": cm.BinaryData})
+	}
+	gzIndex := mount(t, cms)
+	gz, err := quotaconfig.Compress([]byte(cms[0].Data[quotaconfig.DataKey]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(gzIndex, quotaconfig.GzipDataKey), gz)
+	if err := os.Remove(filepath.Join(gzIndex, quotaconfig.DataKey)); err != nil {
+		t.Fatal(err)
+	}
+	mounted := mount(t, cms)
+	renamed := []*corev1.ConfigMap{cms[0].DeepCopy()}
+	renamed[0].Name = "limits"
+	renamed = append(renamed, cms[1:]...)
+
+	forms := map[string][]string{
+		"mounted directory":                 {mounted},
+		"mounted directory, gzip index":     {gzIndex},
+		"the index file, shards next to it": {filepath.Join(mounted, quotaconfig.DataKey)},
+		"kubectl get -o yaml (List)":        {writeFile(t, filepath.Join(dir, "list.yaml"), marshal(t, list("List", cms), false))},
+		"kubectl get -o json (List)":        {writeFile(t, filepath.Join(dir, "list.json"), marshal(t, list("List", cms), true))},
+		"--- separated ConfigMaps":          {writeFile(t, filepath.Join(dir, "stream.yaml"), stream)},
+		"index under another name":          {writeFile(t, filepath.Join(dir, "renamed.yaml"), marshal(t, list("List", renamed), false))},
+		"index named by --configmap":        {writeFile(t, filepath.Join(dir, "renamed2.yaml"), marshal(t, list("List", renamed), false)), "--configmap", "limits"},
+	}
+	forms["ConfigMapList, items without kind"] = []string{writeFile(t, filepath.Join(dir, "cml.json"), marshal(t, map[string]any{"apiVersion": "v1", "kind": "ConfigMapList", "items": bare}, true))}
+	for name, args := range forms {
+		out, stderr, code := run(append([]string{"explain", "1122334455", "POST", "/app-id/1122334455/messages/users", "--config"}, args...)...)
+		if code != 0 || !strings.Contains(out, "500 Requests/Second per app   (override)") {
+			t.Errorf("%s: exit %d, %s%s", name, code, out, stderr)
+		}
+	}
+
+	// What is missing is named.
+	noShard := mount(t, cms)
+	if err := os.Remove(filepath.Join(noShard, quotaconfig.ShardKey(2, 4))); err != nil {
+		t.Fatal(err)
+	}
+	other, err := quotaconfig.Parse([]byte(cms[0].Data[quotaconfig.DataKey]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Apps = map[string]quotaconfig.App{"1122334455": {Profile: "default"}}
+	other.Shards = nil
+	stale := append([]*corev1.ConfigMap(nil), cms...)
+	stale[1+quotaconfig.ShardOf("1122334455", 4)] = splitConfigMaps(t, other, 4)[1+quotaconfig.ShardOf("1122334455", 4)]
+	another := cms[0].DeepCopy()
+	another.Name = "other"
+	twoDocs := []*corev1.ConfigMap{renamed[0], another}
+	cases := map[string]struct {
+		path, want string
+	}{
+		"a shard file missing": {noShard,
+			"shard 2 (ConfigMap appquota-limits-shard-2, key limits-2-of-4.json.gz): not in " + noShard + " (does the volume mount ConfigMap appquota-limits-shard-2?)"},
+		"a shard ConfigMap missing": {writeFile(t, filepath.Join(dir, "missing.yaml"), marshal(t, list("List", append(cms[:3:3], cms[4])), false)),
+			"shard 2 (ConfigMap appquota-limits-shard-2, key limits-2-of-4.json.gz): ConfigMap appquota-limits-shard-2 is not in the file"},
+		"a shard not matching the index": {writeFile(t, filepath.Join(dir, "stale.yaml"), marshal(t, list("List", stale), false)),
+			"not the index's"},
+		"the index file alone": {writeFile(t, filepath.Join(t.TempDir(), "limits.json"), []byte(cms[0].Data[quotaconfig.DataKey])),
+			"shard 0 (ConfigMap appquota-limits-shard-0, key limits-0-of-4.json.gz): open "},
+		"two candidate indexes": {writeFile(t, filepath.Join(dir, "two.yaml"), marshal(t, list("List", twoDocs), false)),
+			"no ConfigMap appquota-limits, and several hold a document (limits, other): choose with --configmap"},
+		"no ConfigMap at all": {writeFile(t, filepath.Join(dir, "none.yaml"), []byte("apiVersion: v1\nkind: Secret\n")),
+			`no ConfigMap appquota-limits, nor any ConfigMap with data "limits.json" or binaryData "limits.json.gz"`},
+	}
+	for name, tc := range cases {
+		_, stderr, code := run("explain", "1", "GET", "/x", "--config", tc.path)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit %d, %s\nwant an error containing %q", name, code, stderr, tc.want)
+		}
+	}
+}
+
+// TestLiveSharded reads a sharded configuration from a real API server: the
+// index and each shard are ConfigMaps in the namespace given.
+func TestLiveSharded(t *testing.T) {
+	cluster, err := localcluster.Start(localcluster.Options{SkipWebhooks: true})
+	if cluster != nil {
+		t.Cleanup(func() {
+			if err := cluster.Stop(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := cluster.CreateNamespaces(ctx, "appquota-system"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := sharded(t, 4)
+	for _, cm := range cms {
+		if err := c.Create(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	explain := func() (string, string, int) {
+		return run("explain", "1122334455", "POST", "/app-id/1122334455/messages/users", "--kubeconfig", cluster.KubeconfigPath)
+	}
+	out, stderr, code := explain()
+	if code != 0 || !strings.Contains(out, "500 Requests/Second per app   (override)") {
+		t.Fatalf("exit %d, %s%s", code, out, stderr)
+	}
+
+	if err := c.Delete(ctx, cms[3]); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = explain()
+	want := `error: ConfigMap appquota-system/appquota-limits: shard 2 (ConfigMap appquota-limits-shard-2, key limits-2-of-4.json.gz): read ConfigMap appquota-system/appquota-limits-shard-2: configmaps "appquota-limits-shard-2" not found`
+	if code != 1 || !strings.HasPrefix(stderr, want) {
+		t.Errorf("a shard deleted: exit %d, %s\nwant %s", code, stderr, want)
+	}
+	_, stderr, code = run("explain", "1", "GET", "/x", "--kubeconfig", cluster.KubeconfigPath, "--configmap", "nope")
+	want = `error: read ConfigMap appquota-system/nope: configmaps "nope" not found`
+	if code != 1 || !strings.HasPrefix(stderr, want) {
+		t.Errorf("no index: exit %d, %s\nwant %s", code, stderr, want)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,6 +202,7 @@ func TestNewWatcherFails(t *testing.T) {
 	mismatch[qc.HashKey] = "sha256:abc"
 	noHash := configMap(t, 100)
 	delete(noHash, qc.HashKey)
+	withoutShard := func(files map[string]string, key string) map[string]string { delete(files, key); return files }
 
 	tests := []struct {
 		name  string
@@ -210,6 +213,8 @@ func TestNewWatcherFails(t *testing.T) {
 		{"invalid document", withHash(mustJSON(t, invalid)), `limits.json: version: "v0" is not "quota.appquota.io/v1"`},
 		{"hash mismatch", mismatch, `limits.sha256 is "sha256:abc" but`},
 		{"no document", map[string]string{"other": "x"}, "limits.json: no such file or directory"},
+		{"sharded", mountedShards(t, shardedDoc(20), 2), ""},
+		{"a shard missing", withoutShard(mountedShards(t, shardedDoc(20), 2), qc.ShardKey(1, 2)), "shard 1 (ConfigMap appquota-limits-shard-1, key limits-1-of-2.json.gz): not in "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -241,4 +246,161 @@ func (k *kubelet) unlink(name string) {
 	if err := os.Remove(filepath.Join(k.dir, name)); err != nil {
 		k.t.Fatal(err)
 	}
+}
+
+// shardedFallback is shardedDoc(200) with a fallback of max calls per second.
+func shardedFallback(max int64) *qc.Document {
+	d := shardedDoc(200)
+	p := d.Profiles["default"]
+	p.Fallback = []qc.Limit{lim("Requests", "Second", "App", max)}
+	d.Profiles["default"] = p
+	return d
+}
+
+// mountedShards returns the files of a projected volume mounting the index of d
+// split in n and its n shard ConfigMaps.
+func mountedShards(t *testing.T, d *qc.Document, n int) map[string]string {
+	t.Helper()
+	index, shards, err := qc.Split(d, n, func(i int) string { return fmt.Sprintf("appquota-limits-shard-%d", i) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := withHash(index)
+	for i, gz := range shards {
+		files[qc.ShardKey(i, n)] = string(gz)
+	}
+	return files
+}
+
+// relink makes the top-level links match the keys of files, as the kubelet does
+// after a swap.
+func (k *kubelet) relink(old, files map[string]string) {
+	k.t.Helper()
+	for name := range files {
+		if _, ok := old[name]; !ok {
+			k.link(name)
+		}
+	}
+	for name := range old {
+		if _, ok := files[name]; !ok {
+			k.unlink(name)
+		}
+	}
+}
+
+// assembled checks that c holds every app of shardedDoc(200), not just the index.
+func assembled(t *testing.T, c *qc.Config) {
+	t.Helper()
+	if n := len(c.Document().Apps); n != len(shardedDoc(200).Apps) {
+		t.Errorf("the config has %d apps, want %d", n, len(shardedDoc(200).Apps))
+	}
+	if r := c.Resolve("app-00042", "POST", "/app-id/x/messages/users"); r.Override == nil || r.Limits[0].Max != 142 {
+		t.Errorf("app-00042 resolves to %+v, want its override", r)
+	}
+}
+
+// TestWatcherSharded follows a projected volume holding an index and its
+// shards: a new shard count, a missing shard, a shard not matching the index,
+// and switches to and from the unsharded layout.
+func TestWatcherSharded(t *testing.T) {
+	files := mountedShards(t, shardedFallback(100), 2)
+	k := newKubelet(t, files)
+	update := func(next map[string]string) {
+		t.Helper()
+		k.update(next)
+		k.relink(files, next)
+		files = next
+	}
+	rec := &recorder{}
+	w, err := qc.NewWatcher(k.dir, qc.WithOnError(rec.onError), qc.WithOnReload(rec.onReload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fallbackMax(w.Current()); got != 100 {
+		t.Fatalf("initial fallback = %d, want 100", got)
+	}
+	assembled(t, w.Current())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	// 2 shards become 4: the old shard files are gone, the new ones there.
+	update(mountedShards(t, shardedFallback(200), 4))
+	eventually(t, "the config in 4 shards", func() bool { return fallbackMax(w.Current()) == 200 })
+	assembled(t, w.Current())
+	good := w.Current()
+
+	// An index whose shard is not mounted keeps the config.
+	next := mountedShards(t, shardedFallback(300), 4)
+	delete(next, qc.ShardKey(3, 4))
+	update(next)
+	eventually(t, "OnError for the missing shard", func() bool { n, _ := rec.counts(); return n == 1 })
+	if err := rec.lastErr(); !strings.Contains(err.Error(), "shard 3 (ConfigMap appquota-limits-shard-3, key limits-3-of-4.json.gz): not in "+k.dir+" (does the volume mount ConfigMap appquota-limits-shard-3?)") {
+		t.Errorf("OnError got %v", err)
+	}
+	if w.Current() != good {
+		t.Error("an index with a missing shard replaced the config")
+	}
+
+	// A shard from another version than the index keeps the config.
+	next = mountedShards(t, shardedFallback(400), 4)
+	other := shardedDoc(200)
+	other.Apps["app-00001"] = qc.App{Profile: "default", Source: "tenants/changed"}
+	stale := qc.ShardKey(qc.ShardOf("app-00001", 4), 4)
+	fixed := next[stale]
+	next[stale] = mountedShards(t, other, 4)[stale]
+	update(next)
+	eventually(t, "OnError for the stale shard", func() bool { n, _ := rec.counts(); return n == 2 })
+	if err := rec.lastErr(); !strings.Contains(err.Error(), "not the index's") {
+		t.Errorf("OnError got %v", err)
+	}
+	if w.Current() != good {
+		t.Error("an index with a stale shard replaced the config")
+	}
+
+	// The same index with the right shard loads: a refusal is for the whole set.
+	next = maps.Clone(next)
+	next[stale] = fixed
+	update(next)
+	eventually(t, "the corrected shard", func() bool { return fallbackMax(w.Current()) == 400 })
+	assembled(t, w.Current())
+
+	// Sharded to unsharded and back.
+	update(withHash(mustJSON(t, shardedFallback(500))))
+	eventually(t, "the unsharded config", func() bool { return fallbackMax(w.Current()) == 500 })
+	assembled(t, w.Current())
+	update(mountedShards(t, shardedFallback(600), 2))
+	eventually(t, "the sharded config again", func() bool { return fallbackMax(w.Current()) == 600 })
+	assembled(t, w.Current())
+
+	if errs, reloads := rec.counts(); errs != 2 || reloads != 4 {
+		t.Errorf("OnError called %d times, OnReload %d times; want 2 and 4", errs, reloads)
+	}
+}
+
+// TestWatcherShardedCompressedIndex: an index large enough to be stored
+// compressed is followed as well.
+func TestWatcherShardedCompressedIndex(t *testing.T) {
+	files := mountedShards(t, shardedFallback(100), 4)
+	gz, err := qc.Compress([]byte(files[qc.DataKey]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files[qc.GzipDataKey] = string(gz)
+	delete(files, qc.DataKey)
+	w, err := qc.NewWatcher(newKubelet(t, files).dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fallbackMax(w.Current()); got != 100 {
+		t.Fatalf("fallback = %d, want 100", got)
+	}
+	assembled(t, w.Current())
 }
