@@ -67,9 +67,14 @@ type QuotaReconciler struct {
 	ConfigMap types.NamespacedName
 	// DefaultProfile is the profile of apps without an AppQuota.
 	DefaultProfile string
-	// MaxConfigBytes is the size budget of the document; a render over it is not
-	// written and the last good document stays.
+	// MaxConfigBytes is the size budget of each ConfigMap: over it the document
+	// is compressed, then sharded (render.Renderer.Store); a render that does not
+	// fit even then is not written and the last good document stays.
 	MaxConfigBytes int
+	// MinWriteInterval is the least time between two writes: renders wait for
+	// it, so a burst of changes is written once per interval. A change after a
+	// quiet spell goes out at once.
+	MinWriteInterval time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -84,6 +89,8 @@ type QuotaReconciler struct {
 	// hash: while the ConfigMap still holds it, it need not be parsed again.
 	lastGood     *quotaconfig.Document
 	lastGoodHash string
+	// lastWrite is when the ConfigMaps were last written.
+	lastWrite time.Time
 }
 
 // SetupWithManager registers the reconciler. The manager's cache must limit
@@ -126,7 +133,7 @@ func (r *QuotaReconciler) shardName(i int) string {
 // shards it no longer names. A reader between two of these writes finds a
 // shard that does not match the index it holds and keeps its previous
 // configuration until the next change; it never assembles a mix.
-func (r *QuotaReconciler) write(ctx context.Context, st *render.Stored, existing map[string]*corev1.ConfigMap) error {
+func (r *QuotaReconciler) write(ctx context.Context, st *render.Stored, existing map[string]*corev1.ConfigMap) (wrote bool, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	keep := map[string]bool{r.ConfigMap.Name: true}
 	for _, s := range st.Shards {
@@ -137,8 +144,9 @@ func (r *QuotaReconciler) write(ctx context.Context, st *render.Stored, existing
 		apply := corev1ac.ConfigMap(s.Ref.ConfigMap, r.ConfigMap.Namespace).
 			WithLabels(map[string]string{ManagedByLabel: ManagedByValue}).
 			WithBinaryData(map[string][]byte{s.Ref.Key: s.Data})
+		wrote = true
 		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return fmt.Errorf("apply ConfigMap %s/%s: %w", r.ConfigMap.Namespace, s.Ref.ConfigMap, err)
+			return wrote, fmt.Errorf("apply ConfigMap %s/%s: %w", r.ConfigMap.Namespace, s.Ref.ConfigMap, err)
 		}
 	}
 	if cm := existing[r.ConfigMap.Name]; cm == nil || !holds(cm, st) {
@@ -153,8 +161,9 @@ func (r *QuotaReconciler) write(ctx context.Context, st *render.Stored, existing
 		// Server-side apply drops the keys this field owner no longer sets, so a
 		// switch between layouts leaves no stale copy behind.
 		apply.WithData(data)
+		wrote = true
 		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
+			return wrote, fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
 		}
 		log.Info("wrote configuration", "hash", st.Hash, "layout", st.Layout.String(), "shards", len(st.Shards), "bytes", st.PlainBytes, "largestObjectBytes", st.StoredBytes)
 	}
@@ -162,12 +171,13 @@ func (r *QuotaReconciler) write(ctx context.Context, st *render.Stored, existing
 		if keep[name] {
 			continue
 		}
+		wrote = true
 		if err := r.Delete(ctx, cm, client.Preconditions{UID: &cm.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete ConfigMap %s/%s, a shard no longer used: %w", cm.Namespace, name, err)
+			return wrote, fmt.Errorf("delete ConfigMap %s/%s, a shard no longer used: %w", cm.Namespace, name, err)
 		}
 		log.Info("deleted a shard no longer used", "configMap", name)
 	}
-	return nil
+	return wrote, nil
 }
 
 func (r *QuotaReconciler) now() time.Time {
@@ -182,6 +192,10 @@ func (r *QuotaReconciler) now() time.Time {
 func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	now := r.now()
+	if wait := time.Until(r.lastWrite.Add(r.MinWriteInterval)); wait > 0 {
+		// Written a moment ago: let more changes gather first.
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 
 	var profiles quotav1.QuotaProfileList
 	// The cache's own objects, not copies: with 100,000 AppQuotas a deep copy per
@@ -243,7 +257,11 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	if st.TooLarge {
 		log.Info("rendered configuration exceeds its size budget even compressed and sharded; keeping the last good one", "bytes", st.PlainBytes, "budget", r.MaxConfigBytes, "maxShards", render.MaxShards)
 	} else {
-		if err := r.write(ctx, st, ours); err != nil {
+		wrote, err := r.write(ctx, st, ours)
+		if wrote {
+			r.lastWrite = time.Now()
+		}
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		r.lastGood, r.lastGoodHash = res.Document, st.Hash

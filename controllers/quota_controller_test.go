@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -742,6 +743,55 @@ func TestShardedOverBudget(t *testing.T) {
 		}
 		return nil
 	})
+	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBurstIsWrittenOncePerInterval: a burst of creates is written at most
+// once per MinWriteInterval (plus the first write, which goes out at once),
+// however many renders it causes.
+func TestBurstIsWrittenOncePerInterval(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	var cm corev1.ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: opts.Namespace, Name: opts.ConfigMapName}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().ConfigMaps(opts.Namespace).Watch(ctx, metav1.ListOptions{
+		FieldSelector: "metadata.name=" + opts.ConfigMapName, ResourceVersion: cm.ResourceVersion,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	start := time.Now()
+	const n = 60
+	for i := range n {
+		if err := k8s.Create(ctx, appQuota(ns, fmt.Sprintf("b%d", i), fmt.Sprintf("burst-%d", i), raise("messages-send-users", int64(300+i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writes := 0
+	for ev := range w.ResultChan() {
+		writes++
+		got, ok := ev.Object.(*corev1.ConfigMap)
+		if !ok {
+			t.Fatalf("watch: %v", ev.Object)
+		}
+		if strings.Contains(got.Data[quotaconfig.DataKey], `"burst-`+fmt.Sprint(n-1)+`"`) {
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	if most := int(elapsed/opts.MinWriteInterval) + 1; writes > most {
+		t.Errorf("%d creates over %s were written %d times, more than once per %s (%d)", n, elapsed.Round(time.Millisecond), writes, opts.MinWriteInterval, most)
+	}
+	t.Logf("%d creates over %s: %d writes", n, elapsed.Round(time.Millisecond), writes)
 	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,8 @@ func main() {
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server (default: controller-runtime's).")
 	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
 	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
-	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes, "Size budget of the rendered document; over it the last good document stays and objects report ConfigTooLarge.")
+	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes, "Size budget of each ConfigMap written: over it the document is compressed, then sharded; over it even in 64 shards the last good one stays and objects report ConfigTooLarge.")
+	flag.DurationVar(&opts.MinWriteInterval, "min-write-interval", opts.MinWriteInterval, "Least time between two writes of the ConfigMaps: a burst of changes is written once per interval.")
 	flag.StringVar(&opts.DefaultProfile, "default-profile", opts.DefaultProfile, "QuotaProfile that applies to apps without an AppQuota.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,9 @@ type Options struct {
 	// MaxConfigBytes is the size budget of the rendered document, kept well under
 	// the 1 MiB object limit so an object plus its metadata always fits.
 	MaxConfigBytes int
+	// MinWriteInterval is the least time between two writes of the ConfigMaps:
+	// a burst of changes is written once per interval, not once per render.
+	MinWriteInterval time.Duration
 	// DisableWebhook leaves the admission webhook out (tests that need to create
 	// objects a webhook would refuse, as if it had been down).
 	DisableWebhook bool
@@ -43,10 +47,11 @@ type Options struct {
 // DefaultOptions returns the defaults the manager's flags start from.
 func DefaultOptions() Options {
 	return Options{
-		Namespace:      "appquota-system",
-		ConfigMapName:  "appquota-limits",
-		DefaultProfile: "default",
-		MaxConfigBytes: 900 * 1024,
+		Namespace:        "appquota-system",
+		ConfigMapName:    "appquota-limits",
+		DefaultProfile:   "default",
+		MaxConfigBytes:   900 * 1024,
+		MinWriteInterval: time.Second,
 	}
 }
 
@@ -56,8 +61,12 @@ func (o Options) Validate() error {
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("namespace must not be empty"))
 	}
-	if o.ConfigMapName == "" {
-		errs = append(errs, errors.New("configmap name must not be empty"))
+	if o.ConfigMapName == "" || len(o.ConfigMapName) > 240 {
+		// 240 leaves room for the shard suffix within the 253-character limit.
+		errs = append(errs, errors.New("configmap name must have 1 to 240 characters"))
+	}
+	if o.MinWriteInterval < 0 {
+		errs = append(errs, errors.New("min write interval must not be negative"))
 	}
 	if o.MaxConfigBytes <= 0 || o.MaxConfigBytes > 1000*1024 {
 		errs = append(errs, errors.New("max config bytes must be between 1 and 1024000"))
@@ -128,12 +137,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	board := controllers.NewBoard()
 	recorder := mgr.GetEventRecorder("appquota-controller")
 	r := &controllers.QuotaReconciler{
-		Client:         mgr.GetClient(),
-		Recorder:       recorder,
-		Board:          board,
-		ConfigMap:      types.NamespacedName{Namespace: o.Namespace, Name: o.ConfigMapName},
-		DefaultProfile: o.DefaultProfile,
-		MaxConfigBytes: o.MaxConfigBytes,
+		Client:           mgr.GetClient(),
+		Recorder:         recorder,
+		Board:            board,
+		ConfigMap:        types.NamespacedName{Namespace: o.Namespace, Name: o.ConfigMapName},
+		DefaultProfile:   o.DefaultProfile,
+		MaxConfigBytes:   o.MaxConfigBytes,
+		MinWriteInterval: o.MinWriteInterval,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)

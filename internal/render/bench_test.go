@@ -7,31 +7,77 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/render"
 )
 
-// BenchmarkRender10k renders the default catalog with 10,000 apps with one
-// override each: the controller's work per change.
-func BenchmarkRender10k(b *testing.B) {
+// benchObjects is the default catalog and n apps with one override each, as
+// the API server would return them (UIDs and generations set).
+func benchObjects(b testing.TB, n int) ([]quotav1.QuotaProfile, []quotav1.AppQuota) {
 	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
 	profiles, _ := loadObjects(b, samples...)
-	apps := make([]quotav1.AppQuota, 10000)
+	for i := range profiles {
+		profiles[i].UID, profiles[i].Generation = types.UID(fmt.Sprint("profile-", i)), 1
+	}
+	apps := make([]quotav1.AppQuota, n)
 	for i := range apps {
 		apps[i] = quotav1.AppQuota{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprint(i)},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprint(i), UID: types.UID(fmt.Sprint("app-", i)), Generation: 1},
 			Spec: quotav1.AppQuotaSpec{AppID: fmt.Sprintf("app-%d", i), Overrides: []quotav1.Override{{
 				Group:  profiles[0].Spec.EndpointGroups[i%len(profiles[0].Spec.EndpointGroups)].Name,
 				Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowHour, Max: int64(1000 + i)}},
 			}}},
 		}
 	}
+	return profiles, apps
+}
+
+// BenchmarkRender10k renders the default catalog with 10,000 apps with one
+// override each from scratch: what the CLI does, and the controller's first
+// render.
+func BenchmarkRender10k(b *testing.B) {
+	profiles, apps := benchObjects(b, 10000)
 	now := time.Now()
 	b.ResetTimer()
 	for b.Loop() {
 		if _, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: now}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkOneChange is the controller's work per change: one app's override
+// changes, and a long-lived Renderer merges and stores (900 KiB budget:
+// compressed at 10,000 apps, sharded at 100,000).
+func BenchmarkOneChange(b *testing.B) {
+	for _, n := range []int{10000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			profiles, apps := benchObjects(b, n)
+			now := time.Now()
+			var r render.Renderer
+			step := func(i int) *render.Stored {
+				a := &apps[i%n]
+				a.Generation++
+				a.Spec.Overrides[0].Limits[0].Max++
+				res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: now})
+				if err != nil {
+					b.Fatal(err)
+				}
+				st, err := r.Store(res.Document, 900<<10, shardName)
+				if err != nil || st.TooLarge {
+					b.Fatal(err, st.TooLarge)
+				}
+				return st
+			}
+			st := step(0)
+			b.ReportMetric(float64(len(st.Shards)), "shards")
+			i := 0
+			for b.Loop() {
+				i += 7919
+				step(i)
+			}
+		})
 	}
 }

@@ -231,27 +231,34 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	keepDeleted(in.DefaultProfile)
 
 	// AppQuotas, oldest first: the oldest claim on an appID wins.
-	apps := make([]*quotav1.AppQuota, 0, len(in.AppQuotas))
+	type entry struct {
+		a   *quotav1.AppQuota
+		key string
+	}
+	apps := make([]entry, 0, len(in.AppQuotas))
 	for i := range in.AppQuotas {
-		if in.AppQuotas[i].DeletionTimestamp == nil {
-			apps = append(apps, &in.AppQuotas[i])
+		if a := &in.AppQuotas[i]; a.DeletionTimestamp == nil {
+			apps = append(apps, entry{a: a, key: Key(a)})
 		}
 	}
-	slices.SortFunc(apps, func(a, b *quotav1.AppQuota) int {
-		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+	slices.SortFunc(apps, func(x, y entry) int {
+		if c := x.a.CreationTimestamp.Time.Compare(y.a.CreationTimestamp.Time); c != 0 {
 			return c
 		}
-		return cmp.Compare(Key(a), Key(b))
+		return cmp.Compare(x.key, y.key)
 	})
-	owner := map[string]string{}
-	for _, a := range apps {
+	res.Apps = make(map[string]Outcome, len(apps))
+	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
+	owner := make(map[string]string, len(apps))
+	for _, e := range apps {
+		a, key := e.a, e.key
 		profile := profileName(a)
 		keepDeleted(profile)
 		ref := validation.Reference{Profile: apiProfiles[profile], Index: index(apiProfiles[profile])}
 		if o, ok := owner[a.Spec.AppID]; ok {
 			ref.AppIDOwner = o
 		} else {
-			owner[a.Spec.AppID] = Key(a)
+			owner[a.Spec.AppID] = key
 		}
 		out := Outcome{Valid: true, Generation: a.Generation}
 		if errs := r.checkApp(a, ref); len(errs) > 0 {
@@ -264,17 +271,17 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			}
 			// The owner of a duplicated appID keeps its entry; anyone else keeps
 			// the last good entry only if it was theirs.
-			if last, ok := prev.Apps[a.Spec.AppID]; ok && ref.AppIDOwner == "" && last.Source == Key(a) {
+			if last, ok := prev.Apps[a.Spec.AppID]; ok && ref.AppIDOwner == "" && last.Source == key {
 				res.Document.Apps[a.Spec.AppID] = last
 				out.KeptLastGood = true
 				if _, ok := res.Document.Profiles[last.Profile]; !ok {
 					keepDeleted(last.Profile)
 				}
 			}
-			res.Apps[Key(a)] = out
+			res.Apps[key] = out
 			continue
 		}
-		app := quotaconfig.App{Profile: profile, Source: Key(a)}
+		app := quotaconfig.App{Profile: profile, Source: key}
 		for _, o := range a.Spec.Overrides {
 			if o.ExpiresAt != nil && !o.ExpiresAt.Time.After(in.Now) {
 				out.Expired = append(out.Expired, o.Group)
@@ -289,7 +296,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		slices.SortFunc(app.Overrides, func(x, y quotaconfig.Override) int { return cmp.Compare(x.Group, y.Group) })
 		out.ActiveOverrides = int32(len(app.Overrides))
 		res.Document.Apps[a.Spec.AppID] = app
-		res.Apps[Key(a)] = out
+		res.Apps[key] = out
 	}
 
 	return res, nil

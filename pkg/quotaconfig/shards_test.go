@@ -160,3 +160,13 @@ func TestIndexValidation(t *testing.T) {
 		}
 	}
 }
+
+// The worked example in docs/config-format.md, for implementers in other languages.
+func TestShardOfDocumentedExample(t *testing.T) {
+	if got := qc.ShardOf("1122334455", 8); got != 7 {
+		t.Errorf("ShardOf(1122334455, 8) = %d, docs say 7", got)
+	}
+	if got := qc.ShardOf("1122334455", 64); got != 23 {
+		t.Errorf("ShardOf(1122334455, 64) = %d, docs say 23", got)
+	}
+}
