@@ -114,10 +114,19 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	// count doubles only when an object no longer fits and halves only when a
 	// quarter of it would do, so a configuration near a boundary does not flip
 	// between layouts and every shard is not rewritten for a small change.
-	ratio := r.ratio
-	if ratio == 0 {
-		ratio = 8 // JSON of similar apps compresses 10-15x; err on the large side
+	if r.ratio == 0 {
+		// No ratio seen yet (a new Renderer): compress the whole document once to
+		// learn it, and keep the result if it fits.
+		st, err := r.layout(header, doc, 1, shardName, true, nil)
+		if err != nil {
+			return nil, err
+		}
+		r.ratio = float64(r.compressed.PlainBytes) / float64(r.compressed.StoredBytes)
+		if st != nil {
+			return st, nil
+		}
 	}
+	ratio := r.ratio
 	want := 1
 	for want < MaxShards && float64(plain)/ratio/float64(want) > 0.7*float64(budget) {
 		want *= 2

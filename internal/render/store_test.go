@@ -81,8 +81,8 @@ func TestStoreChoosesLayoutBySize(t *testing.T) {
 	}{
 		{budget: len(whole), want: render.Plain},
 		{budget: len(whole) - 1, want: render.Compressed},
-		{budget: 20 << 10, want: render.Sharded, shards: 4},
-		{budget: 8 << 10, want: render.Sharded, shards: 8},
+		{budget: 20 << 10, want: render.Sharded, shards: 2},
+		{budget: 8 << 10, want: render.Sharded, shards: 4},
 		{budget: 100, want: render.Plain, shards: -1}, // too large even in 64 shards
 	}
 	for _, tc := range cases {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,7 +28,6 @@ import (
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
@@ -49,7 +50,9 @@ type Config struct {
 	// Grow loads BigApps AppQuotas into the cluster for the second footprint
 	// point; without it BigApps sizes only the offline document row.
 	Grow bool
-	Out  string
+	// MaxConfigBytes is the manager's --max-config-bytes; 0 keeps its default.
+	MaxConfigBytes int
+	Out            string
 }
 
 func defaultConfig() Config {
@@ -132,18 +135,23 @@ type bench struct {
 	mgr     *exec.Cmd
 	metrics string // the manager's metrics URL
 	groups  []string
-	events  chan cmEvent // the output ConfigMap's watch events, timestamped on arrival
+	events  chan cmEvent // the output ConfigMaps' watch events, timestamped on arrival
 	writes  atomic.Int64
+	// lastEvent is when the last of those events arrived (Unix ns).
+	lastEvent atomic.Int64
 }
 
 type cmEvent struct {
-	at time.Time
-	cm *corev1.ConfigMap
+	at  time.Time
+	cms map[string]*corev1.ConfigMap // by name, as of this event
 }
 
 func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	ctrl.SetLogger(logr.Discard()) // the harness's own client logs nothing worth reading
 	b := &bench{cfg: cfg, log: log, opts: operator.DefaultOptions()}
+	if cfg.MaxConfigBytes > 0 {
+		b.opts.MaxConfigBytes = cfg.MaxConfigBytes
+	}
 	rep := &Report{Config: cfg}
 	var err error
 	fmt.Fprintln(log, "starting the control plane")
@@ -210,7 +218,7 @@ func (b *bench) startManager(ctx context.Context) error {
 	wh := b.cluster.Env.WebhookInstallOptions
 	b.mgr = exec.Command(bin,
 		"--kubeconfig", b.cluster.KubeconfigPath,
-		"--namespace", b.opts.Namespace,
+		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
 		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0",
 		"--zap-log-level", "error")
@@ -255,11 +263,12 @@ func (b *bench) loadCatalog(ctx context.Context) error {
 	}
 }
 
-// watchOutput follows the output ConfigMap: one goroutine timestamps events as
-// they arrive, so decoding them later does not delay the clock.
+// watchOutput follows the ConfigMaps the manager writes (the named one and its
+// shards): one goroutine timestamps events as they arrive and passes on the
+// set of ConfigMaps as of each, so decoding them later does not delay the clock.
 func (b *bench) watchOutput(ctx context.Context) error {
 	w, err := b.cs.CoreV1().ConfigMaps(b.opts.Namespace).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", b.opts.ConfigMapName).String(),
+		LabelSelector: controllers.ManagedByLabel + "=" + controllers.ManagedByValue,
 	})
 	if err != nil {
 		return err
@@ -267,14 +276,24 @@ func (b *bench) watchOutput(ctx context.Context) error {
 	b.events = make(chan cmEvent, 1<<16)
 	go func() {
 		defer w.Stop()
+		latest := map[string]*corev1.ConfigMap{}
 		for ev := range w.ResultChan() {
 			cm, ok := ev.Object.(*corev1.ConfigMap)
-			if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
+			if !ok {
+				continue
+			}
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				latest[cm.Name] = cm
+			case watch.Deleted:
+				delete(latest, cm.Name)
+			default:
 				continue
 			}
 			b.writes.Add(1)
+			b.lastEvent.Store(time.Now().UnixNano())
 			select {
-			case b.events <- cmEvent{at: time.Now(), cm: cm}:
+			case b.events <- cmEvent{at: time.Now(), cms: maps.Clone(latest)}:
 			default: // nobody is waiting; the count is what matters
 			}
 		}
@@ -282,13 +301,17 @@ func (b *bench) watchOutput(ctx context.Context) error {
 	return nil
 }
 
-func decode(cm *corev1.ConfigMap) (*quotaconfig.Document, error) {
-	data, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
-	if err != nil {
-		return nil, err
-	}
-	var d quotaconfig.Document
-	return &d, json.Unmarshal(data, &d)
+// decode assembles the configuration as of one event, as a gateway reading the
+// API would; between the writes of a shard and of the index it fails, and the
+// next event completes it.
+func (b *bench) decode(ev cmEvent) (*quotaconfig.Document, error) {
+	return quotaconfig.LoadConfigMaps(b.opts.ConfigMapName, func(name string) (map[string]string, map[string][]byte, error) {
+		cm, ok := ev.cms[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("ConfigMap %s not seen yet", name)
+		}
+		return cm.Data, cm.BinaryData, nil
+	})
 }
 
 // waitOutput returns the arrival time of the first ConfigMap event (from now on)
@@ -298,7 +321,7 @@ func (b *bench) waitOutput(ctx context.Context, timeout time.Duration, ok func(*
 	for {
 		select {
 		case ev := <-b.events:
-			d, err := decode(ev.cm)
+			d, err := b.decode(ev)
 			if err == nil && ok(d) {
 				return ev.at, nil
 			}
@@ -439,6 +462,10 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	}
 	var got []time.Duration
 	for s := range b.cfg.Samples {
+		// Each sample is one change to a quiet controller: it waits out the
+		// manager's minimum write interval since its last write, which a burst
+		// would be paced by (the bulk rows measure bursts).
+		time.Sleep(time.Until(time.Unix(0, b.lastEvent.Load()).Add(b.opts.MinWriteInterval + 50*time.Millisecond)))
 		i := rand.IntN(b.cfg.Apps)
 		want := int64(5_000_000 + s)
 		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":%d}]`, want)
@@ -687,11 +714,18 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 			return err
 		}
 		budget := b.opts.MaxConfigBytes
-		fits := len(res.Data) <= budget || len(gz) <= budget
-		rep.add(Row{fmt.Sprintf("Document size, %d apps with one override: plain / gzip (one ConfigMap)", n),
-			fmt.Sprintf("%.2f MB / %.2f MB", float64(len(res.Data))/1e6, float64(len(gz))/1e6),
+		st, err := new(render.Renderer).Store(res.Document, budget, func(i int) string { return fmt.Sprint(i) })
+		if err != nil {
+			return err
+		}
+		stored := fmt.Sprintf("%s, %d object(s), largest %.2f MB", st.Layout, 1+len(st.Shards), float64(st.StoredBytes)/1e6)
+		if st.TooLarge {
+			stored = "too large even in " + strconv.Itoa(render.MaxShards) + " shards"
+		}
+		rep.add(Row{fmt.Sprintf("Document size, %d apps with one override: plain / gzip / as the controller stores it", n),
+			fmt.Sprintf("%.2f MB / %.2f MB / %s", float64(len(res.Data))/1e6, float64(len(gz))/1e6, stored),
 			fmt.Sprintf("budget %d KiB per ConfigMap", budget/1024), fmt.Sprintf("gzip %.1fx smaller", float64(len(res.Data))/float64(len(gz))),
-			"fits Kubernetes limits", met(fits)})
+			"every object within budget", met(!st.TooLarge && st.StoredBytes <= budget)})
 	}
 	return nil
 }
