@@ -257,9 +257,12 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	if st.TooLarge {
 		log.Info("rendered configuration exceeds its size budget even compressed and sharded; keeping the last good one", "bytes", st.PlainBytes, "budget", r.MaxConfigBytes, "maxShards", render.MaxShards)
 	} else {
+		// The interval counts from the start of a write, which is before anyone
+		// can see it.
+		start := time.Now()
 		wrote, err := r.write(ctx, st, ours)
 		if wrote {
-			r.lastWrite = time.Now()
+			r.lastWrite = start
 		}
 		if err != nil {
 			return ctrl.Result{}, err

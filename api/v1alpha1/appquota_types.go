@@ -95,9 +95,11 @@ type AppQuotaStatus struct {
 	// +optional
 	NextExpiry *metav1.Time `json:"nextExpiry,omitempty"`
 
-	// configHash is the content hash ("sha256:<hex>") of the configuration
-	// document the app's current generation was first written into; gateways
-	// that loaded a document with this hash or a later one enforce it.
+	// configHash is the content hash ("sha256:<hex>", the ConfigMap's
+	// limits.sha256) of the configuration the app's current generation was first
+	// written into; gateways that loaded a configuration with this hash or a later
+	// one enforce it. When the configuration is sharded it is the index's hash,
+	// which covers every shard.
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	ConfigHash string `json:"configHash,omitempty"`

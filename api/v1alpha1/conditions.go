@@ -20,7 +20,8 @@ const (
 	ReasonProfileNotFound = "ProfileNotFound"
 	// ReasonDuplicateAppID: an older AppQuota already holds this appID.
 	ReasonDuplicateAppID = "DuplicateAppID"
-	// ReasonConfigTooLarge: the configuration would exceed its size budget; the
-	// last good configuration stays in place.
+	// ReasonConfigTooLarge: the configuration would exceed its size budget even
+	// compressed and split into the most shards allowed; the last good
+	// configuration stays in place.
 	ReasonConfigTooLarge = "ConfigTooLarge"
 )

@@ -110,6 +110,7 @@ type appCheck struct {
 	generation int64
 	profile    string
 	errs       field.ErrorList
+	overrides  []quotaconfig.Override
 	seen       uint64
 }
 
@@ -147,18 +148,38 @@ func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
 	return c
 }
 
-func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference) field.ErrorList {
+// checkApp validates an AppQuota and, when valid, returns its overrides in
+// document form, sorted by group (expired ones included: Merge drops them).
+// Both are remembered per generation and profile generation; the overrides
+// are shared between documents, which nobody modifies.
+func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference) (field.ErrorList, []quotaconfig.Override) {
 	pv := profileVersion(ref.Profile)
 	if pv == "" || ref.AppIDOwner != "" || a.UID == "" {
-		return validation.AppQuota(a, ref)
+		errs := validation.AppQuota(a, ref)
+		if len(errs) > 0 {
+			return errs, nil
+		}
+		return nil, overrides(a)
 	}
 	if c := r.apps[a.UID]; c != nil && c.generation == a.Generation && c.profile == pv {
 		c.seen = r.merges
-		return c.errs
+		return c.errs, c.overrides
 	}
 	c := &appCheck{generation: a.Generation, profile: pv, errs: validation.AppQuota(a, ref), seen: r.merges}
+	if len(c.errs) == 0 {
+		c.overrides = overrides(a)
+	}
 	r.apps[a.UID] = c
-	return c.errs
+	return c.errs, c.overrides
+}
+
+func overrides(a *quotav1.AppQuota) []quotaconfig.Override {
+	out := make([]quotaconfig.Override, 0, len(a.Spec.Overrides))
+	for _, o := range a.Spec.Overrides {
+		out = append(out, docform.Override(o))
+	}
+	slices.SortFunc(out, func(x, y quotaconfig.Override) int { return cmp.Compare(x.Group, y.Group) })
+	return out
 }
 
 // Merge builds the document and the outcomes, without encoding it (Store does).
@@ -261,7 +282,8 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			owner[a.Spec.AppID] = key
 		}
 		out := Outcome{Valid: true, Generation: a.Generation}
-		if errs := r.checkApp(a, ref); len(errs) > 0 {
+		errs, all := r.checkApp(a, ref)
+		if len(errs) > 0 {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
 			switch {
 			case ref.AppIDOwner != "":
@@ -281,19 +303,30 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			res.Apps[key] = out
 			continue
 		}
-		app := quotaconfig.App{Profile: profile, Source: key}
+		// Expired overrides leave the document; the rest are shared as they are.
+		app := quotaconfig.App{Profile: profile, Source: key, Overrides: all}
 		for _, o := range a.Spec.Overrides {
-			if o.ExpiresAt != nil && !o.ExpiresAt.Time.After(in.Now) {
+			if o.ExpiresAt == nil {
+				continue
+			}
+			if !o.ExpiresAt.Time.After(in.Now) {
 				out.Expired = append(out.Expired, o.Group)
 				continue
 			}
-			app.Overrides = append(app.Overrides, docform.Override(o))
-			if o.ExpiresAt != nil {
-				out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
-				res.NextExpiry = earliest(res.NextExpiry, o.ExpiresAt.Time)
+			out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
+			res.NextExpiry = earliest(res.NextExpiry, o.ExpiresAt.Time)
+		}
+		if len(out.Expired) > 0 {
+			app.Overrides = nil
+			for _, o := range all {
+				if !slices.Contains(out.Expired, o.Group) {
+					app.Overrides = append(app.Overrides, o)
+				}
 			}
 		}
-		slices.SortFunc(app.Overrides, func(x, y quotaconfig.Override) int { return cmp.Compare(x.Group, y.Group) })
+		if len(app.Overrides) == 0 {
+			app.Overrides = nil // as a parsed document has it
+		}
 		out.ActiveOverrides = int32(len(app.Overrides))
 		res.Document.Apps[a.Spec.AppID] = app
 		res.Apps[key] = out
