@@ -22,6 +22,7 @@ import (
 
 	quotav1alpha1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
+	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/webhook"
 )
 
@@ -133,6 +134,12 @@ func stripForCache(in any) (any, error) {
 func Setup(mgr ctrl.Manager, o Options) error {
 	if err := o.Validate(); err != nil {
 		return fmt.Errorf("operator options: %w", err)
+	}
+	if least := render.MaxAppBytes + render.ShardOverheadBytes; o.MaxConfigBytes < least {
+		// Such a budget works for ordinary AppQuotas; only one near its size
+		// bounds could not be written (it would report ConfigTooLarge).
+		mgr.GetLogger().Info("the size budget is below what the largest possible AppQuota needs; an AppQuota near its size bounds could not be written",
+			"maxConfigBytes", o.MaxConfigBytes, "largestAppQuotaBytes", least)
 	}
 	board := controllers.NewBoard()
 	recorder := mgr.GetEventRecorder("appquota-controller")

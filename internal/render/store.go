@@ -329,3 +329,16 @@ func sameApp(x, y *quotaconfig.App) bool {
 				(a.ExpiresAt == nil || a.ExpiresAt.Format(time.RFC3339Nano) == b.ExpiresAt.Format(time.RFC3339Nano))
 		})
 }
+
+// MaxAppBytes bounds one app's entry in the document, `"id":{...}`: the
+// AppQuota CRD bounds every list and string in it (128 overrides of 6 limits,
+// a 256-character reason each...), and TestLargestAppQuotaFits checks this
+// bound against the CRD's. A shard can hold a single app, so with a budget of
+// at least MaxAppBytes+ShardOverheadBytes no AppQuota is too large to be
+// written, and the webhook has nothing to refuse for size.
+const MaxAppBytes = 280 << 10
+
+// ShardOverheadBytes is room for what a shard adds around its apps (version,
+// position, and gzip's header and worst-case expansion of incompressible data,
+// 5 bytes per 16 KiB block).
+const ShardOverheadBytes = 1 << 10
