@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,6 +140,30 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// runWith replaces the operator TestMain started with one run with o, until
+// the returned restore is called or the test ends.
+func runWith(t *testing.T, o operator.Options) (restore func()) {
+	t.Helper()
+	ctx := context.Background()
+	stopOperator()
+	stop, err := cluster.RunOperator(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			stop()
+			var err error
+			if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	return restore
 }
 
 // document reads the ConfigMap gateways read (and its shards, if any) and
@@ -474,18 +499,7 @@ func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
 	}
 	small := opts
 	small.MaxConfigBytes = 100
-	stopOperator()
-	stopSmall, err := cluster.RunOperator(ctx, small)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stopSmall()
-		var err error
-		if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
-			t.Fatal(err)
-		}
-	})
+	runWith(t, small)
 
 	o := raise("messages-send-users", 700)
 	o.Reason = strings.Repeat("a long contract reference ", 9)
@@ -528,24 +542,7 @@ func TestCompressedOverBudget(t *testing.T) {
 	})
 	small := opts
 	small.MaxConfigBytes = plain + 50 // the next app tips the plain document over
-	stopOperator()
-	stopSmall, err := cluster.RunOperator(ctx, small)
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if restored {
-			return
-		}
-		restored = true
-		stopSmall()
-		var err error
-		if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(restore)
+	restore := runWith(t, small)
 
 	a := appQuota(ns, "gz", "gzip-1", raise("messages-send-users", 321))
 	if err := k8s.Create(ctx, a); err != nil {
@@ -627,24 +624,7 @@ func TestShardedOverBudget(t *testing.T) {
 	gz, _ := quotaconfig.Compress(whole)
 	small := opts
 	small.MaxConfigBytes = len(gz) / 3
-	stopOperator()
-	stopSmall, err := cluster.RunOperator(ctx, small)
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if restored {
-			return
-		}
-		restored = true
-		stopSmall()
-		var err error
-		if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(restore)
+	restore := runWith(t, small)
 
 	var index quotaconfig.Document
 	eventually(t, wait, func() error {

@@ -1,12 +1,9 @@
 package quotaconfig
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"strconv"
 	"strings"
 )
@@ -173,14 +170,9 @@ func parseShard(ref ShardRef, stored []byte) (*Shard, error) {
 	if got := Hash(data); got != ref.Hash {
 		return nil, fmt.Errorf("hashes to %q, not the index's %q (written since the index was read?)", got, ref.Hash)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var s Shard
-	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("invalid JSON: data after the shard")
+	if err := decodeStrict(data, &s, "shard"); err != nil {
+		return nil, err
 	}
 	if s.Version != FormatVersion {
 		return nil, fmt.Errorf("version %q is not %q", s.Version, FormatVersion)

@@ -16,19 +16,28 @@ import (
 // does not know would enforce something other than what the controller meant,
 // so a document from a newer controller is refused rather than half-read.
 func Parse(data []byte) (*Document, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var d Document
-	if err := dec.Decode(&d); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("invalid JSON: data after the document")
+	if err := decodeStrict(data, &d, "document"); err != nil {
+		return nil, err
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
 	return &d, nil
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown fields and
+// trailing data; what names the value in the error.
+func decodeStrict(data []byte, v any, what string) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("invalid JSON: data after the " + what)
+	}
+	return nil
 }
 
 // FieldError is one problem in a document. Field is the JSON path of the value

@@ -285,23 +285,27 @@ func readVersionOnce(dir string, last *parsedIndex) (*version, error) {
 	// A file missing from the version's directory is either not in this version
 	// (no hash file, an unmounted shard) or the version was removed since: only
 	// the latter is worth another try.
-	missing := func() error {
-		if _, err := os.Stat(file); err != nil {
-			return fmt.Errorf("quotaconfig: %w", err)
+	// readOptional returns nil for a file not in this version.
+	readOptional := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(file), name))
+		if errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(file); err != nil {
+				return nil, fmt.Errorf("quotaconfig: %w", err)
+			}
+			return nil, nil
 		}
-		return nil
+		if err != nil {
+			return nil, fmt.Errorf("quotaconfig: %w", err)
+		}
+		return b, nil
 	}
 	hashFile := filepath.Join(filepath.Dir(file), HashKey)
-	var hashText []byte
-	switch b, err := os.ReadFile(hashFile); {
-	case errors.Is(err, os.ErrNotExist):
-		if err := missing(); err != nil {
-			return nil, err
-		}
-	case err != nil:
-		return nil, fmt.Errorf("quotaconfig: %w", err)
-	default:
-		hashText = bytes.TrimSpace(b)
+	hashText, err := readOptional(HashKey)
+	if err != nil {
+		return nil, err
+	}
+	if hashText != nil {
+		hashText = bytes.TrimSpace(hashText)
 	}
 
 	h := sha256.New()
@@ -320,15 +324,11 @@ func readVersionOnce(dir string, last *parsedIndex) (*version, error) {
 	if doc := v.parsed.doc; doc != nil && len(doc.Shards) > 0 {
 		v.shards = map[string][]byte{}
 		for _, ref := range doc.Shards {
-			b, err := os.ReadFile(filepath.Join(filepath.Dir(file), ref.Key))
-			switch {
-			case errors.Is(err, os.ErrNotExist):
-				if err := missing(); err != nil {
-					return nil, err
-				}
-			case err != nil:
-				return nil, fmt.Errorf("quotaconfig: %w", err)
-			default:
+			b, err := readOptional(ref.Key)
+			if err != nil {
+				return nil, err
+			}
+			if b != nil {
 				v.shards[ref.Key] = b
 			}
 		}
