@@ -27,6 +27,7 @@ func main() {
 	var (
 		metricsAddr    string
 		probeAddr      string
+		pprofAddr      string
 		leaderElect    bool
 		webhookCertDir string
 		webhookHost    string
@@ -37,6 +38,7 @@ func main() {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint (HTTPS, authenticated) binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address Go's pprof endpoints (/debug/pprof/) bind to, unauthenticated: keep it on localhost or off; 0 disables them.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes the ConfigMap; every replica serves the webhook.")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second to the API server (status writes after a bulk change are the bulk of them).")
 	flag.IntVar(&apiBurst, "kube-api-burst", 200, "Burst of requests to the API server.")
@@ -48,6 +50,8 @@ func main() {
 	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
 	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes, "Size budget of each ConfigMap written: over it the document is compressed, then sharded; over it even in 64 shards the last good one stays and objects report ConfigTooLarge.")
 	flag.DurationVar(&opts.MinWriteInterval, "min-write-interval", opts.MinWriteInterval, "Least time between two writes of the ConfigMaps: a burst of changes is written once per interval.")
+	flag.Float64Var(&opts.EventRate, "event-rate", opts.EventRate, "Events emitted per second, per type (Normal, Warning); more are dropped and counted in appquota_events_dropped_total. Statuses always tell everything.")
+	flag.IntVar(&opts.EventBurst, "event-burst", opts.EventBurst, "Burst of events allowed above --event-rate.")
 	flag.StringVar(&opts.DefaultProfile, "default-profile", opts.DefaultProfile, "QuotaProfile that applies to apps without an AppQuota.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -71,6 +75,7 @@ func main() {
 			FilterProvider: metricsFilter(metricsSecure),
 		},
 		HealthProbeBindAddress: probeAddr,
+		PprofBindAddress:       pprofAddr,
 		Cache:                  operator.CacheOptions(opts),
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "appquota-leader.quota.appquota.io",

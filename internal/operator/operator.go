@@ -40,6 +40,12 @@ type Options struct {
 	// MinWriteInterval is the least time between two writes of the ConfigMaps:
 	// a burst of changes is written once per interval, not once per render.
 	MinWriteInterval time.Duration
+	// EventRate and EventBurst bound the events the operator emits, per event
+	// type (Normal, Warning): EventRate a second, in bursts of up to EventBurst.
+	// Beyond that events are dropped (counted in appquota_events_dropped_total);
+	// the objects' statuses still tell everything.
+	EventRate  float64
+	EventBurst int
 	// DisableWebhook leaves the admission webhook out (tests that need to create
 	// objects a webhook would refuse, as if it had been down).
 	DisableWebhook bool
@@ -53,6 +59,8 @@ func DefaultOptions() Options {
 		DefaultProfile:   "default",
 		MaxConfigBytes:   900 * 1024,
 		MinWriteInterval: time.Second,
+		EventRate:        10,
+		EventBurst:       100,
 	}
 }
 
@@ -71,6 +79,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxConfigBytes <= 0 || o.MaxConfigBytes > 1000*1024 {
 		errs = append(errs, errors.New("max config bytes must be between 1 and 1024000"))
+	}
+	if o.EventRate <= 0 || o.EventBurst < 1 {
+		errs = append(errs, errors.New("event rate must be positive and event burst at least 1"))
 	}
 	if o.DefaultProfile == "" {
 		errs = append(errs, errors.New("default profile must not be empty"))
@@ -142,7 +153,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 			"maxConfigBytes", o.MaxConfigBytes, "largestAppQuotaBytes", least)
 	}
 	board := controllers.NewBoard()
-	recorder := mgr.GetEventRecorder("appquota-controller")
+	recorder := controllers.NewLimitedRecorder(mgr.GetEventRecorder("appquota-controller"), o.EventRate, o.EventBurst)
 	r := &controllers.QuotaReconciler{
 		Client:           mgr.GetClient(),
 		Recorder:         recorder,

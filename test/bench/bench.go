@@ -52,7 +52,10 @@ type Config struct {
 	Grow bool
 	// MaxConfigBytes is the manager's --max-config-bytes; 0 keeps its default.
 	MaxConfigBytes int
-	Out            string
+	// ProfileDir, when set, receives the manager's heap and goroutine profiles
+	// at each footprint point.
+	ProfileDir string
+	Out        string
 }
 
 func defaultConfig() Config {
@@ -134,6 +137,7 @@ type bench struct {
 	opts    operator.Options
 	mgr     *exec.Cmd
 	metrics string // the manager's metrics URL
+	pprof   string // the manager's /debug/pprof/ URL
 	groups  []string
 	events  chan cmEvent // the output ConfigMaps' watch events, timestamped on arrival
 	writes  atomic.Int64
@@ -215,12 +219,19 @@ func (b *bench) startManager(ctx context.Context) error {
 	addr := l.Addr().String()
 	l.Close()
 	b.metrics = "http://" + addr + "/metrics"
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	pprofAddr := pl.Addr().String()
+	pl.Close()
+	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
 	wh := b.cluster.Env.WebhookInstallOptions
 	b.mgr = exec.Command(bin,
 		"--kubeconfig", b.cluster.KubeconfigPath,
 		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
 		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
-		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0",
+		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
 		"--zap-log-level", "error")
 	b.mgr.Stderr = b.log
 	// The manager must not outlive the benchmark, however it ends.
@@ -626,14 +637,53 @@ func (b *bench) footprint(apps int) func(context.Context, *Report) error {
 		if err != nil {
 			return err
 		}
+		goroutines, err := b.gauge("go_goroutines")
+		if err != nil {
+			return err
+		}
 		target, ok := "", ""
 		if apps >= 100000 {
 			target, ok = "RSS < 300 MiB", met(rss < 300<<20)
 		}
-		rep.add(Row{fmt.Sprintf("Footprint: manager heap / RSS with %d AppQuotas in its cache", apps),
-			fmt.Sprintf("%.0f MiB / %.0f MiB", heap/(1<<20), float64(rss)/(1<<20)), "", "", target, ok})
+		rep.add(Row{fmt.Sprintf("Footprint: manager heap / RSS / goroutines with %d AppQuotas in its cache", apps),
+			fmt.Sprintf("%.0f MiB / %.0f MiB / %.0f", heap/(1<<20), float64(rss)/(1<<20), goroutines), "", "", target, ok})
+		if b.cfg.ProfileDir != "" {
+			for _, p := range []string{"heap", "goroutine"} {
+				if err := b.saveProfile(ctx, p, filepath.Join(b.cfg.ProfileDir, fmt.Sprintf("%s-%d.pprof", p, apps))); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	}
+}
+
+// saveProfile writes the manager's named pprof profile to path.
+func (b *bench) saveProfile(ctx context.Context, name, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.pprof+name, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s profile: %w", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s profile: %s", name, resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func (b *bench) gauge(name string) (float64, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -14,7 +15,7 @@ import (
 // apps go out compressed and 300 sharded (the catalog alone is 2.3 KB
 // compressed), as 10,000 and 100,000 do at the default budget.
 func TestSmoke(t *testing.T) {
-	cfg := Config{Apps: 100, BigApps: 300, Samples: 5, AdmissionSamples: 5, Workers: 4, Grow: true, MaxConfigBytes: 5000}
+	cfg := Config{Apps: 100, BigApps: 300, Samples: 5, AdmissionSamples: 5, Workers: 4, Grow: true, MaxConfigBytes: 5000, ProfileDir: t.TempDir()}
 	var log io.Writer = io.Discard
 	if testing.Verbose() {
 		log = os.Stderr
@@ -26,8 +27,8 @@ func TestSmoke(t *testing.T) {
 	md := rep.Markdown()
 	for _, want := range []string{
 		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99",
-		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS with 100 AppQuotas",
-		"Footprint: manager heap / RSS with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
+		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS / goroutines with 100 AppQuotas",
+		"Footprint: manager heap / RSS / goroutines with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
 		"/ compressed, 1 object(s)", "/ sharded, ",
 	} {
 		if !strings.Contains(md, want) {
@@ -36,5 +37,10 @@ func TestSmoke(t *testing.T) {
 	}
 	if strings.Contains(md, "n/a") {
 		t.Errorf("a row was not measured:\n%s", md)
+	}
+	for _, name := range []string{"heap-100.pprof", "goroutine-300.pprof"} {
+		if fi, err := os.Stat(filepath.Join(cfg.ProfileDir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s not saved: %v", name, err)
+		}
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/webhook"
 )
 
 var cluster *localcluster.Cluster
@@ -130,6 +132,23 @@ spec:
 				t.Errorf("kubectl printed\n  %s\nwant\n  %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAppIDBucketNeighbour checks that an appID sharing its index bucket with a
+// claimed one is not taken for a duplicate: the webhook looks AppQuotas up by a
+// hash bucket of their appID and must compare the appIDs themselves.
+func TestAppIDBucketNeighbour(t *testing.T) {
+	mustApply(t, profile)
+	mustApply(t, appQuota("team-a", "bucket-owner", "7000", `  - {group: messages-send-users, limits: [{unit: Requests, window: Second, max: 200}]}`))
+	neighbour := ""
+	for i := 7001; neighbour == ""; i++ {
+		if id := strconv.Itoa(i); webhook.AppIDBucket(id) == webhook.AppIDBucket("7000") {
+			neighbour = id
+		}
+	}
+	if out, ok := kubectl(t, appQuota("team-b", "bucket-neighbour", neighbour, `  - {group: messages-send-users, limits: [{unit: Requests, window: Second, max: 300}]}`), "create", "-f", "-"); !ok {
+		t.Fatalf("appID %s, in the same bucket as 7000, refused:\n%s", neighbour, out)
 	}
 }
 

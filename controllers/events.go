@@ -1,0 +1,54 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// EventsDropped counts the events a rate-limited recorder did not send.
+var EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "appquota_events_dropped_total",
+	Help: "Events not sent because more were emitted than --event-rate allows, by event type (Normal, Warning).",
+}, []string{"type"})
+
+func init() {
+	metrics.Registry.MustRegister(EventsDropped)
+}
+
+// limitedRecorder sends events at most at a set rate per event type and drops
+// the rest. client-go's events broadcaster sends each event from a goroutine
+// of its own and keeps every event it sent for six minutes to build series;
+// unbounded, a bulk change to 100,000 AppQuotas would hold 100,000 of both.
+// Warnings have their own budget, so a flood of OverridesApplied never hides a
+// Rejected. An AppQuota's status is the complete record; events are a sample.
+type limitedRecorder struct {
+	events.EventRecorder
+	normal, warning *rate.Limiter
+}
+
+// NewLimitedRecorder returns a recorder that passes at most perSecond events of
+// each type (Normal, Warning) to inner, with bursts of up to burst, and drops
+// the rest.
+func NewLimitedRecorder(inner events.EventRecorder, perSecond float64, burst int) events.EventRecorder {
+	return &limitedRecorder{
+		EventRecorder: inner,
+		normal:        rate.NewLimiter(rate.Limit(perSecond), burst),
+		warning:       rate.NewLimiter(rate.Limit(perSecond), burst),
+	}
+}
+
+func (r *limitedRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	l := r.normal
+	if eventtype == corev1.EventTypeWarning {
+		l = r.warning
+	}
+	if !l.Allow() {
+		EventsDropped.WithLabelValues(eventtype).Inc()
+		return
+	}
+	r.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
+}
