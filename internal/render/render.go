@@ -152,8 +152,8 @@ func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
 // document form, sorted by group (expired ones included: Merge drops them).
 // Both are remembered per generation and profile generation; the overrides
 // are shared between documents, which nobody modifies.
-func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference) (field.ErrorList, []quotaconfig.Override) {
-	pv := profileVersion(ref.Profile)
+// pv is profileVersion(ref.Profile).
+func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
 	if pv == "" || ref.AppIDOwner != "" || a.UID == "" {
 		errs := validation.AppQuota(a, ref)
 		if len(errs) > 0 {
@@ -207,6 +207,16 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	// Profiles: valid ones as they are, invalid ones as they last were.
 	apiProfiles := map[string]*quotav1.QuotaProfile{}
 	indexes := map[*quotav1.QuotaProfile]*validation.ProfileIndex{}
+	// A profile's version string, made once per render rather than once per app.
+	versions := map[*quotav1.QuotaProfile]string{}
+	version := func(p *quotav1.QuotaProfile) string {
+		v, ok := versions[p]
+		if !ok {
+			v = profileVersion(p)
+			versions[p] = v
+		}
+		return v
+	}
 	index := func(p *quotav1.QuotaProfile) *validation.ProfileIndex {
 		if p == nil {
 			return nil
@@ -282,7 +292,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			owner[a.Spec.AppID] = key
 		}
 		out := Outcome{Valid: true, Generation: a.Generation}
-		errs, all := r.checkApp(a, ref)
+		errs, all := r.checkApp(a, ref, version(ref.Profile))
 		if len(errs) > 0 {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
 			switch {

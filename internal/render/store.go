@@ -2,7 +2,11 @@ package render
 
 import (
 	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"hash"
 	"fmt"
 	"slices"
 	"strconv"
@@ -197,30 +201,35 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 
 	st := &Stored{Layout: Sharded}
 	index := quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles}
+	var stream *shardStream
 	for i := range n {
 		s := &r.shards[i]
 		if dirty[i] {
+			if stream == nil {
+				stream = newShardStream()
+			}
 			slices.Sort(members[i])
-			var b bytes.Buffer
-			b.WriteString(`{"version":`)
-			writeJSONString(&b, doc.Version)
-			b.WriteString(`,"shard":` + strconv.Itoa(i) + `,"shards":` + strconv.Itoa(n))
+			stream.reset(len(s.gz))
+			stream.writeString(`{"version":`)
+			v, _ := json.Marshal(doc.Version) // a string always encodes
+			stream.write(v)
+			stream.writeString(`,"shard":` + strconv.Itoa(i) + `,"shards":` + strconv.Itoa(n))
 			if len(members[i]) > 0 {
-				b.WriteString(`,"apps":{`)
+				stream.writeString(`,"apps":{`)
 				for j, id := range members[i] {
 					if j > 0 {
-						b.WriteByte(',')
+						stream.writeString(",")
 					}
-					b.Write(r.enc[id].bytes)
+					stream.write(r.enc[id].bytes)
 				}
-				b.WriteByte('}')
+				stream.writeString("}")
 			}
-			b.WriteByte('}')
-			gz, err := quotaconfig.Compress(b.Bytes())
+			stream.writeString("}")
+			hash, gz, err := stream.finish()
 			if err != nil {
 				return nil, fmt.Errorf("compress shard %d: %w", i, err)
 			}
-			*s = shardEncoding{hash: quotaconfig.Hash(b.Bytes()), plain: b.Len(), gz: gz, apps: len(members[i])}
+			*s = shardEncoding{hash: hash, plain: stream.plain, gz: gz, apps: len(members[i])}
 		}
 		if len(s.gz) > r.budget {
 			// Too large at this count: every shard is re-encoded at the next one.
@@ -284,6 +293,55 @@ func (r *Renderer) whole(header []byte, doc *quotaconfig.Document) []byte {
 		b = append(b, r.enc[id].bytes...)
 	}
 	return append(b, "}}"...)
+}
+
+// shardStream hashes and compresses a shard as it is written, so the shard's
+// plain JSON (10 MB at 100,000 apps in two shards) is never held whole. Its
+// output is exactly quotaconfig.Hash and quotaconfig.Compress of those bytes.
+type shardStream struct {
+	gz    bytes.Buffer
+	zw    *gzip.Writer
+	sum   hash.Hash
+	plain int
+	err   error
+}
+
+func newShardStream() *shardStream {
+	st := &shardStream{sum: sha256.New()}
+	// DefaultCompression is a valid level: no error.
+	st.zw, _ = gzip.NewWriterLevel(&st.gz, quotaconfig.CompressionLevel)
+	return st
+}
+
+// reset starts a shard; sizeHint is its likely compressed size.
+func (s *shardStream) reset(sizeHint int) {
+	s.gz = bytes.Buffer{}
+	s.gz.Grow(sizeHint + sizeHint/8)
+	s.zw.Reset(&s.gz)
+	s.sum.Reset()
+	s.plain, s.err = 0, nil
+}
+
+func (s *shardStream) write(p []byte) {
+	if s.err != nil {
+		return
+	}
+	s.plain += len(p)
+	s.sum.Write(p)
+	_, s.err = s.zw.Write(p)
+}
+
+func (s *shardStream) writeString(p string) { s.write([]byte(p)) }
+
+// finish returns the shard's hash and compressed bytes.
+func (s *shardStream) finish() (string, []byte, error) {
+	if s.err == nil {
+		s.err = s.zw.Close()
+	}
+	if s.err != nil {
+		return "", nil, s.err
+	}
+	return "sha256:" + hex.EncodeToString(s.sum.Sum(nil)), s.gz.Bytes(), nil
 }
 
 // appEncoding is one app's entry as it appears in the document, `"id":{...}`.

@@ -17,13 +17,16 @@ const GzipDataKey = "limits.json.gz"
 // exhaust a gateway's memory. 100,000 apps render to about 25 MB.
 const maxDocumentBytes = 256 << 20
 
+// CompressionLevel is the gzip level of Compress.
+const CompressionLevel = gzip.DefaultCompression
+
 // Compress gzips a document deterministically (at the default level: the
 // best level is several times slower for a few percent): the same bytes in, the same
 // bytes out (no timestamp or name in the header), so an unchanged document is
 // never rewritten.
 func Compress(doc []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	zw, err := gzip.NewWriterLevel(&buf, CompressionLevel)
 	if err != nil {
 		return nil, err
 	}
