@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -83,6 +84,9 @@ type QuotaReconciler struct {
 
 	// renderer remembers per-object work from one render to the next.
 	renderer render.Renderer
+	// appQuotas is the cache's store of AppQuotas, read directly: a List copies
+	// every object's struct into the list, 40 MB per render at 100,000.
+	appQuotas toolscache.Store
 
 	// lastGood is the last document written, for when the ConfigMap's copy is
 	// missing or was edited into something unreadable, and lastGoodHash its
@@ -96,6 +100,15 @@ type QuotaReconciler struct {
 // SetupWithManager registers the reconciler. The manager's cache must limit
 // ConfigMaps to the ones it writes (see operator.CacheOptions).
 func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &quotav1.AppQuota{})
+	if err != nil {
+		return fmt.Errorf("AppQuota informer: %w", err)
+	}
+	sii, ok := inf.(toolscache.SharedIndexInformer)
+	if !ok {
+		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
+	}
+	r.appQuotas = sii.GetStore()
 	fixed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
 	})
@@ -204,9 +217,12 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	if err := r.List(ctx, &profiles, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list QuotaProfiles: %w", err)
 	}
-	var apps quotav1.AppQuotaList
-	if err := r.List(ctx, &apps, client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, fmt.Errorf("list AppQuotas: %w", err)
+	cached := r.appQuotas.List()
+	apps := make([]*quotav1.AppQuota, 0, len(cached))
+	for _, o := range cached {
+		if a, ok := o.(*quotav1.AppQuota); ok {
+			apps = append(apps, a)
+		}
 	}
 	// The ConfigMaps we wrote: the named one and its shards (the cache holds only
 	// ConfigMaps labelled as ours in our namespace, see operator.CacheOptions).
@@ -240,7 +256,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	res, err := r.renderer.Merge(render.Input{
 		DefaultProfile: r.DefaultProfile,
 		Profiles:       profiles.Items,
-		AppQuotas:      apps.Items,
+		AppQuotas:      apps,
 		Previous:       previous,
 		Now:            now,
 	})
@@ -282,8 +298,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// An override that was in the previous document and has expired now: tell
 	// its AppQuota. Only the render loop knows the exact previous document.
 	if !tooLarge {
-		for i := range apps.Items {
-			a := &apps.Items[i]
+		for _, a := range apps {
 			out := res.Apps[render.Key(a)]
 			if len(out.Expired) == 0 {
 				continue
@@ -304,7 +319,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// AppQuotas can be 100,000: their statuses are the status controller's job,
 	// so that writing them never holds up the next render. It gets the result
 	// and the apps whose outcome changed.
-	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes}, apps.Items)
+	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes}, apps)
 
 	if res.NextExpiry != nil {
 		// The document changes when the next override expires: render again then.

@@ -57,14 +57,13 @@ func (b *Board) snapshot() *snapshot {
 // from the last publish (all of them the first time). It blocks while the
 // status controller's queue intake is full, which is the back-pressure wanted,
 // and gives up when ctx ends (the manager is stopping).
-func (b *Board) publish(ctx context.Context, snap *snapshot, apps []quotav1.AppQuota) {
+func (b *Board) publish(ctx context.Context, snap *snapshot, apps []*quotav1.AppQuota) {
 	b.mu.Lock()
 	b.current = snap
 	last := b.outcomes
 	b.outcomes = snap.res.Apps
 	b.mu.Unlock()
-	for i := range apps {
-		a := &apps[i]
+	for _, a := range apps {
 		o, ok := snap.res.Apps[render.Key(a)]
 		if !ok {
 			continue

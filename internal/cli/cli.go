@@ -565,7 +565,7 @@ func renderCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := render.Render(render.Input{DefaultProfile: defaultProfile, Profiles: profiles, AppQuotas: apps, Now: now})
+	res, err := render.Render(render.Input{DefaultProfile: defaultProfile, Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now})
 	if err != nil {
 		return err
 	}

@@ -16,8 +16,10 @@ import (
 	"sync"
 	"syscall"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -28,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
 
 	"github.com/appquota/appquota/internal/operator"
 )
@@ -347,4 +350,37 @@ func RunTests(m interface{ Run() int }, opts Options, op *operator.Options, setu
 		}
 	}
 	return m.Run()
+}
+
+// ManagerEnv returns the environment variables config/manager/manager.yaml
+// sets on the manager container with a literal value, so that a manager run
+// outside a cluster (the benchmarks) runs as deployed, and the memory limit
+// of that container.
+func ManagerEnv(repoRoot string) (env map[string]string, memoryLimit resource.Quantity, err error) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "config", "manager", "manager.yaml"))
+	if err != nil {
+		return nil, memoryLimit, err
+	}
+	for doc := range strings.SplitSeq(string(data), "\n---") {
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+			return nil, memoryLimit, fmt.Errorf("config/manager/manager.yaml: %w", err)
+		}
+		if d.Kind != "Deployment" {
+			continue
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name != "manager" {
+				continue
+			}
+			env = map[string]string{}
+			for _, e := range c.Env {
+				if e.ValueFrom == nil {
+					env[e.Name] = e.Value
+				}
+			}
+			return env, c.Resources.Limits[corev1.ResourceMemory], nil
+		}
+	}
+	return nil, memoryLimit, errors.New("config/manager/manager.yaml has no Deployment with a manager container")
 }

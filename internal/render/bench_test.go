@@ -42,7 +42,7 @@ func BenchmarkRender10k(b *testing.B) {
 	now := time.Now()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: now}); err != nil {
+		if _, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -61,7 +61,7 @@ func BenchmarkOneChange(b *testing.B) {
 				a := &apps[i%n]
 				a.Generation++
 				a.Spec.Overrides[0].Limits[0].Max++
-				res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: now})
+				res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now})
 				if err != nil {
 					b.Fatal(err)
 				}

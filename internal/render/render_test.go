@@ -86,7 +86,7 @@ func TestGolden(t *testing.T) {
 				files = append(files, samples...)
 			}
 			profiles, apps := loadObjects(t, files...)
-			in := render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: c.Now}
+			in := render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: c.Now}
 			if prev, err := os.ReadFile(filepath.Join(dir, "previous.json")); err == nil {
 				if in.Previous, err = quotaconfig.Parse(prev); err != nil {
 					t.Fatalf("previous.json: %v", err)
@@ -155,7 +155,7 @@ func TestDeterministic(t *testing.T) {
 	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_*.yaml")
 	profiles, apps := loadObjects(t, samples...)
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	first, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: now})
+	first, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestDeterministic(t *testing.T) {
 			g := profiles[i].Spec.EndpointGroups
 			rng.Shuffle(len(g), func(i, j int) { g[i], g[j] = g[j], g[i] })
 		}
-		again, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: now})
+		again, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}

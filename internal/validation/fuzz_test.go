@@ -62,7 +62,7 @@ func FuzzAppQuota(f *testing.F) {
 		if len(errs) > 0 {
 			return
 		}
-		res, err := render.Render(render.Input{DefaultProfile: "default", Profiles: []quotav1.QuotaProfile{*p}, AppQuotas: []quotav1.AppQuota{*a}, Now: fuzzNow})
+		res, err := render.Render(render.Input{DefaultProfile: "default", Profiles: []quotav1.QuotaProfile{*p}, AppQuotas: []*quotav1.AppQuota{a}, Now: fuzzNow})
 		if err != nil {
 			t.Fatalf("accepted %s, but render failed: %v", data, err)
 		}

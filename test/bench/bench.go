@@ -138,6 +138,10 @@ type bench struct {
 	mgr     *exec.Cmd
 	metrics string // the manager's metrics URL
 	pprof   string // the manager's /debug/pprof/ URL
+	// managerEnv is what config/manager sets in the manager's environment, and
+	// memoryLimit its container's memory limit.
+	managerEnv  []string
+	memoryLimit string
 	groups  []string
 	events  chan cmEvent // the output ConfigMaps' watch events, timestamped on arrival
 	writes  atomic.Int64
@@ -176,6 +180,8 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		return nil, err
 	}
 	defer b.stopManager()
+	rep.Notes = append(rep.Notes, fmt.Sprintf("The manager runs as its own process with the environment config/manager/manager.yaml gives it (%s; container memory limit %s).",
+		strings.Join(b.managerEnv, " "), b.memoryLimit))
 	if err := b.loadCatalog(ctx); err != nil {
 		return nil, err
 	}
@@ -234,6 +240,18 @@ func (b *bench) startManager(ctx context.Context) error {
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
 		"--zap-log-level", "error")
 	b.mgr.Stderr = b.log
+	// The manager runs with the environment it is deployed with (GOMEMLIMIT).
+	env, limit, err := localcluster.ManagerEnv(root)
+	if err != nil {
+		return err
+	}
+	b.mgr.Env = os.Environ()
+	names := slices.Sorted(maps.Keys(env))
+	for _, k := range names {
+		b.mgr.Env = append(b.mgr.Env, k+"="+env[k])
+		b.managerEnv = append(b.managerEnv, k+"="+env[k])
+	}
+	b.memoryLimit = limit.String()
 	// The manager must not outlive the benchmark, however it ends.
 	b.mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := b.mgr.Start(); err != nil {
@@ -761,7 +779,7 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 		for i := range n {
 			apps[i] = *b.appQuota(i)
 		}
-		res, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Now: time.Now()})
+		res, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: time.Now()})
 		if err != nil {
 			return err
 		}

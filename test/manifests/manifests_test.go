@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
@@ -167,5 +169,27 @@ func TestCLIRenderMatchesTheController(t *testing.T) {
 			t.Fatalf("explain never showed the edit:\n%s", out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestManagerMemoryLimit: the manager's GOMEMLIMIT is set, in the Go runtime's
+// syntax, and leaves headroom under the container's memory limit, so that the
+// garbage collector holds the heap down before the kernel kills the Pod.
+func TestManagerMemoryLimit(t *testing.T) {
+	env, limit, err := localcluster.ManagerEnv("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, ok := env["GOMEMLIMIT"]
+	if !ok {
+		t.Fatal("config/manager/manager.yaml sets no GOMEMLIMIT on the manager")
+	}
+	// Go writes binary units as KiB, MiB, GiB; Kubernetes as Ki, Mi, Gi.
+	q, err := resource.ParseQuantity(strings.TrimSuffix(soft, "B"))
+	if err != nil || !strings.HasSuffix(soft, "iB") {
+		t.Fatalf("GOMEMLIMIT=%q is not a size in binary units such as 256MiB: %v", soft, err)
+	}
+	if limit.IsZero() || q.Value() > limit.Value()*3/4 {
+		t.Errorf("GOMEMLIMIT=%s leaves too little headroom under the memory limit %s (at most three quarters of it)", soft, limit.String())
 	}
 }
