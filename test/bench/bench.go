@@ -142,9 +142,9 @@ type bench struct {
 	// memoryLimit its container's memory limit.
 	managerEnv  []string
 	memoryLimit string
-	groups  []string
-	events  chan cmEvent // the output ConfigMaps' watch events, timestamped on arrival
-	writes  atomic.Int64
+	groups      []string
+	events      chan cmEvent // the output ConfigMaps' watch events, timestamped on arrival
+	writes      atomic.Int64
 	// lastEvent is when the last of those events arrived (Unix ns).
 	lastEvent atomic.Int64
 }
