@@ -88,11 +88,13 @@ type QuotaReconciler struct {
 	// every object's struct into the list, 40 MB per render at 100,000.
 	appQuotas toolscache.Store
 
-	// lastGood is the last document written, for when the ConfigMap's copy is
-	// missing or was edited into something unreadable, and lastGoodHash its
-	// hash: while the ConfigMap still holds it, it need not be parsed again.
-	lastGood     *quotaconfig.Document
-	lastGoodHash string
+	// storedWritten is set while the document the renderer last stored is the
+	// last one written (the renderer remembers it, so no copy of 100,000 apps is
+	// kept here), and lastGoodHash is its hash: while the ConfigMap still holds
+	// it, it need not be parsed again, and when the ConfigMap's copy is missing
+	// or was edited into something unreadable it stands in.
+	storedWritten bool
+	lastGoodHash  string
 	// lastWrite is when the ConfigMaps were last written.
 	lastWrite time.Time
 }
@@ -237,8 +239,11 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		}
 	}
 	index, indexExists := ours[r.ConfigMap.Name]
-	previous := r.lastGood
-	if indexExists && (r.lastGood == nil || index.Data[quotaconfig.HashKey] != r.lastGoodHash) {
+	// The previous document: the one the renderer remembers while the
+	// ConfigMaps still hold it, else what the ConfigMaps hold.
+	var previous *quotaconfig.Document
+	previousIsStored := r.storedWritten
+	if indexExists && (!r.storedWritten || index.Data[quotaconfig.HashKey] != r.lastGoodHash) {
 		doc, err := quotaconfig.LoadConfigMaps(r.ConfigMap.Name, func(name string) (map[string]string, map[string][]byte, error) {
 			cm, ok := ours[name]
 			if !ok {
@@ -247,29 +252,39 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 			return cm.Data, cm.BinaryData, nil
 		})
 		if err == nil {
-			previous = doc
-		} else if previous != nil {
+			previous, previousIsStored = doc, false
+		} else if previousIsStored {
 			log.Info("ConfigMap content is unreadable; rendering from the last document written", "err", err.Error())
 		}
 	}
 
 	res, err := r.renderer.Merge(render.Input{
-		DefaultProfile: r.DefaultProfile,
-		Profiles:       profiles.Items,
-		AppQuotas:      apps,
-		Previous:       previous,
-		Now:            now,
+		DefaultProfile:   r.DefaultProfile,
+		Profiles:         profiles.Items,
+		AppQuotas:        apps,
+		Previous:         previous,
+		PreviousIsStored: previousIsStored,
+		Now:              now,
 	})
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("render: %w", err)
 	}
+	// Overrides that were in the previous document and have expired now, to
+	// tell their AppQuotas once the new document is written. Only the render
+	// loop knows the exact previous document, and only until Store.
+	expired := r.expiredOverrides(apps, res, previous, previousIsStored)
 	// Plain while it fits the budget, then gzip-compressed, then sharded; over
 	// the budget even in MaxShards shards nothing is written and the last good
 	// configuration stays.
 	st, err := r.renderer.Store(res.Document, r.MaxConfigBytes, r.shardName)
 	if err != nil {
+		r.storedWritten = false
 		return ctrl.Result{}, fmt.Errorf("store: %w", err)
 	}
+	// Nothing reads the document after Store: let it go before the statuses
+	// are written (the snapshot below keeps res).
+	res.Document = nil
+	r.storedWritten = false
 	if st.TooLarge {
 		log.Info("rendered configuration exceeds its size budget even compressed and sharded; keeping the last good one", "bytes", st.PlainBytes, "budget", r.MaxConfigBytes, "maxShards", render.MaxShards)
 	} else {
@@ -283,7 +298,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		r.lastGood, r.lastGoodHash = res.Document, st.Hash
+		r.storedWritten, r.lastGoodHash = true, st.Hash
 	}
 	tooLarge := st.TooLarge
 	// QuotaProfiles are few: their statuses are written here, in parallel.
@@ -295,24 +310,10 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	if err := g.Wait(); err != nil {
 		return ctrl.Result{}, fmt.Errorf("update status: %w", err)
 	}
-	// An override that was in the previous document and has expired now: tell
-	// its AppQuota. Only the render loop knows the exact previous document.
 	if !tooLarge {
-		for _, a := range apps {
-			out := res.Apps[render.Key(a)]
-			if len(out.Expired) == 0 {
-				continue
-			}
-			prevApp, ok := lookupApp(previous, a.Spec.AppID)
-			if !ok || prevApp.Source != render.Key(a) {
-				continue
-			}
-			for _, g := range out.Expired {
-				if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
-					r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
-						"override for group %s expired; the profile's limits apply again", g)
-				}
-			}
+		for _, e := range expired {
+			r.Recorder.Eventf(e.app, nil, corev1.EventTypeNormal, EventOverrideExpired, "Expire",
+				"override for group %s expired; the profile's limits apply again", e.group)
 		}
 	}
 
@@ -404,10 +405,37 @@ func holdsShard(cm *corev1.ConfigMap, s render.StoredShard) bool {
 	return len(cm.Data) == 0 && len(cm.BinaryData) == 1 && bytes.Equal(cm.BinaryData[s.Ref.Key], s.Data)
 }
 
-func lookupApp(d *quotaconfig.Document, appID string) (quotaconfig.App, bool) {
-	if d == nil {
-		return quotaconfig.App{}, false
+// expiry is an override that left the document because it expired.
+type expiry struct {
+	app   *quotav1.AppQuota
+	group string
+}
+
+// expiredOverrides lists the overrides res dropped for having expired that the
+// previous document (previous, or the one the renderer stored) still held.
+func (r *QuotaReconciler) expiredOverrides(apps []*quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, previousIsStored bool) []expiry {
+	var out []expiry
+	for _, a := range apps {
+		o := res.Apps[render.Key(a)]
+		if len(o.Expired) == 0 {
+			continue
+		}
+		var prevApp quotaconfig.App
+		var ok bool
+		switch {
+		case previousIsStored:
+			prevApp, ok = r.renderer.StoredApp(a.Spec.AppID)
+		case previous != nil:
+			prevApp, ok = previous.Apps[a.Spec.AppID]
+		}
+		if !ok || prevApp.Source != render.Key(a) {
+			continue
+		}
+		for _, g := range o.Expired {
+			if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
+				out = append(out, expiry{app: a, group: g})
+			}
+		}
 	}
-	a, ok := d.Apps[appID]
-	return a, ok
+	return out
 }

@@ -30,10 +30,15 @@ type Input struct {
 	// objects without copying 100,000 structs per render; Merge never modifies
 	// them.
 	AppQuotas []*quotav1.AppQuota
-	// Previous is the last document written, nil if none. Objects that are
+	// Previous is the last document written, nil if none (or when
+	// PreviousIsStored). Objects that are
 	// invalid now keep their entry from it, so a bad edit never takes away a
 	// tenant's quota.
 	Previous *quotaconfig.Document
+	// PreviousIsStored says that the last document written is the one this
+	// Renderer's last Store call laid out, which it remembers: the controller
+	// then need not keep a second copy of 100,000 apps across renders.
+	PreviousIsStored bool
 	// Now decides which overrides have expired.
 	Now time.Time
 }
@@ -108,13 +113,15 @@ type Renderer struct {
 	merges   uint64
 
 	// Store's memory.
-	seq        uint64
-	budget     int
-	enc        map[string]*appEncoding
-	header     []byte
-	shards     []shardEncoding
-	compressed *Stored
-	ratio      float64
+	seq    uint64
+	budget int
+	enc    map[string]*appEncoding
+	header []byte
+	// lastProfiles are the profiles of the document last stored.
+	lastProfiles map[string]quotaconfig.Profile
+	shards       []shardEncoding
+	compressed   *Stored
+	ratio        float64
 }
 
 // appCheck is an AppQuota generation's validation against a profile generation.
@@ -211,10 +218,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		Apps:     map[string]Outcome{},
 		Profiles: map[string]Outcome{},
 	}
-	prev := in.Previous
-	if prev == nil {
-		prev = &quotaconfig.Document{}
-	}
+	prev := r.previous(in)
 
 	// Profiles: valid ones as they are, invalid ones as they last were.
 	apiProfiles := map[string]*quotav1.QuotaProfile{}
@@ -247,7 +251,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		check := r.checkProfile(p)
 		if errs := check.errs; len(errs) > 0 {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: p.Generation}
-			if last, ok := prev.Profiles[p.Name]; ok {
+			if last, ok := prev.profile(p.Name); ok {
 				res.Document.Profiles[p.Name] = last
 				apiProfiles[p.Name] = apiProfile(p.Name, last)
 				out.KeptLastGood = true
@@ -266,7 +270,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		if _, ok := res.Document.Profiles[name]; ok {
 			return
 		}
-		if last, ok := prev.Profiles[name]; ok {
+		if last, ok := prev.profile(name); ok {
 			res.Document.Profiles[name] = last
 			apiProfiles[name] = apiProfile(name, last)
 		}
@@ -315,7 +319,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			}
 			// The owner of a duplicated appID keeps its entry; anyone else keeps
 			// the last good entry only if it was theirs.
-			if last, ok := prev.Apps[a.Spec.AppID]; ok && ref.AppIDOwner == "" && last.Source == key {
+			if last, ok := prev.app(a.Spec.AppID); ok && ref.AppIDOwner == "" && last.Source == key {
 				res.Document.Apps[a.Spec.AppID] = last
 				out.KeptLastGood = true
 				if _, ok := res.Document.Profiles[last.Profile]; !ok {
@@ -355,6 +359,52 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	}
 
 	return res, nil
+}
+
+// previousDoc looks up the previous document's entries: Input.Previous, or
+// what the last Store laid out.
+type previousDoc struct {
+	doc *quotaconfig.Document
+	r   *Renderer
+}
+
+func (r *Renderer) previous(in Input) previousDoc {
+	if in.PreviousIsStored {
+		return previousDoc{r: r}
+	}
+	return previousDoc{doc: in.Previous}
+}
+
+func (p previousDoc) app(id string) (quotaconfig.App, bool) {
+	if p.r != nil {
+		return p.r.StoredApp(id)
+	}
+	if p.doc == nil {
+		return quotaconfig.App{}, false
+	}
+	a, ok := p.doc.Apps[id]
+	return a, ok
+}
+
+func (p previousDoc) profile(name string) (quotaconfig.Profile, bool) {
+	var profiles map[string]quotaconfig.Profile
+	switch {
+	case p.r != nil:
+		profiles = p.r.lastProfiles
+	case p.doc != nil:
+		profiles = p.doc.Profiles
+	}
+	pr, ok := profiles[name]
+	return pr, ok
+}
+
+// StoredApp returns an app's entry in the document the last Store call laid
+// out.
+func (r *Renderer) StoredApp(id string) (quotaconfig.App, bool) {
+	if e := r.enc[id]; e != nil {
+		return e.app, true
+	}
+	return quotaconfig.App{}, false
 }
 
 // forget drops what the last Merge did not see: deleted objects.

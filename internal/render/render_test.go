@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,31 @@ func TestGolden(t *testing.T) {
 			}
 			golden(t, filepath.Join(dir, "document.golden.json"), doc.Bytes())
 			golden(t, filepath.Join(dir, "outcomes.golden.json"), outcomes)
+
+			if in.Previous == nil {
+				return
+			}
+			// The controller's way: a Renderer that stored the previous document
+			// remembers it (PreviousIsStored) and renders the same.
+			var r render.Renderer
+			if _, err := r.Store(in.Previous, 1<<30, shardName); err != nil {
+				t.Fatal(err)
+			}
+			in.Previous, in.PreviousIsStored = nil, true
+			again, err := r.Merge(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err = json.Marshal(again.Document)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(data, res.Data) {
+				t.Errorf("with the previous document remembered by the Renderer the document differs:\n%s", firstDiff(res.Data, data))
+			}
+			if !reflect.DeepEqual(again.Apps, res.Apps) || !reflect.DeepEqual(again.Profiles, res.Profiles) {
+				t.Errorf("with the previous document remembered by the Renderer the outcomes differ:\n got %v %v\nwant %v %v", again.Apps, again.Profiles, res.Apps, res.Profiles)
+			}
 		})
 	}
 }
