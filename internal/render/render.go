@@ -126,6 +126,8 @@ type Renderer struct {
 
 // appCheck is an AppQuota generation's validation against a profile generation.
 type appCheck struct {
+	// key is Key(a), made once: every document and outcome map shares it.
+	key        string
 	generation int64
 	profile    string
 	errs       field.ErrorList
@@ -172,7 +174,7 @@ func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
 // Both are remembered per generation and profile generation; the overrides
 // are shared between documents, which nobody modifies.
 // pv is profileVersion(ref.Profile).
-func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
+func (r *Renderer) checkApp(a *quotav1.AppQuota, key string, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
 	if pv == "" || ref.AppIDOwner != "" || a.UID == "" {
 		errs := validation.AppQuota(a, ref)
 		if len(errs) > 0 {
@@ -184,7 +186,7 @@ func (r *Renderer) checkApp(a *quotav1.AppQuota, ref validation.Reference, pv st
 		c.seen = r.merges
 		return c.errs, c.overrides
 	}
-	c := &appCheck{generation: a.Generation, profile: pv, errs: validation.AppQuota(a, ref), seen: r.merges}
+	c := &appCheck{key: key, generation: a.Generation, profile: pv, errs: validation.AppQuota(a, ref), seen: r.merges}
 	if len(c.errs) == 0 {
 		c.overrides = overrides(a)
 	}
@@ -284,7 +286,13 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	}
 	apps := make([]entry, 0, len(in.AppQuotas))
 	for _, a := range in.AppQuotas {
-		if a.DeletionTimestamp == nil {
+		if a.DeletionTimestamp != nil {
+			continue
+		}
+		// An object's namespace and name never change: its key is remembered.
+		if c := r.apps[a.UID]; c != nil && a.UID != "" {
+			apps = append(apps, entry{a: a, key: c.key})
+		} else {
 			apps = append(apps, entry{a: a, key: Key(a)})
 		}
 	}
@@ -308,7 +316,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			owner[a.Spec.AppID] = key
 		}
 		out := Outcome{Valid: true, Generation: a.Generation}
-		errs, all := r.checkApp(a, ref, version(ref.Profile))
+		errs, all := r.checkApp(a, key, ref, version(ref.Profile))
 		if len(errs) > 0 {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
 			switch {
