@@ -38,7 +38,7 @@ type Board struct {
 	mu      sync.RWMutex
 	current *snapshot
 	// outcomes is what the previous publish told, to send only what changed.
-	outcomes map[string]render.Outcome
+	outcomes map[string]*render.Outcome
 	changed  chan event.GenericEvent
 }
 
@@ -68,7 +68,7 @@ func (b *Board) publish(ctx context.Context, snap *snapshot, apps []*quotav1.App
 		if !ok {
 			continue
 		}
-		if prev, seen := last[render.Key(a)]; seen && sameOutcome(prev, o) && !snap.stored.TooLarge {
+		if prev, seen := last[render.Key(a)]; seen && (prev == o || prev.Equal(o)) && !snap.stored.TooLarge {
 			continue
 		}
 		select {
@@ -183,12 +183,4 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
 	}
 	return nil
-}
-
-// sameOutcome is Outcome equality, cheaper than reflection for the 100,000
-// comparisons of every publish.
-func sameOutcome(a, b render.Outcome) bool {
-	return a.Valid == b.Valid && a.Reason == b.Reason && a.Message == b.Message && a.KeptLastGood == b.KeptLastGood &&
-		a.Generation == b.Generation && a.ActiveOverrides == b.ActiveOverrides && slices.Equal(a.Expired, b.Expired) &&
-		(a.NextExpiry == nil) == (b.NextExpiry == nil) && (a.NextExpiry == nil || a.NextExpiry.Equal(*b.NextExpiry))
 }

@@ -68,8 +68,10 @@ type Result struct {
 	// sets them, Merge does not (the controller stores the document with Store).
 	Data []byte
 	Hash string
-	// Apps by "namespace/name", Profiles by name.
-	Apps     map[string]Outcome
+	// Apps by "namespace/name", Profiles by name. A Renderer hands out the same
+	// *Outcome for an AppQuota as long as its outcome does not change, so
+	// successive results share them; nobody modifies them.
+	Apps     map[string]*Outcome
 	Profiles map[string]Outcome
 	// NextExpiry is the earliest expiry of an override in the document: the
 	// document changes then, so the controller renders again.
@@ -83,6 +85,14 @@ func Pointers(apps []quotav1.AppQuota) []*quotav1.AppQuota {
 		out[i] = &apps[i]
 	}
 	return out
+}
+
+// Equal reports whether two outcomes are the same (cheaper than reflection
+// for 100,000 of them).
+func (o *Outcome) Equal(p *Outcome) bool {
+	return o.Valid == p.Valid && o.Reason == p.Reason && o.Message == p.Message && o.KeptLastGood == p.KeptLastGood &&
+		o.Generation == p.Generation && o.ActiveOverrides == p.ActiveOverrides && slices.Equal(o.Expired, p.Expired) &&
+		(o.NextExpiry == nil) == (p.NextExpiry == nil) && (o.NextExpiry == nil || o.NextExpiry.Equal(*p.NextExpiry))
 }
 
 // Key is how Result.Apps names an AppQuota.
@@ -132,7 +142,9 @@ type appCheck struct {
 	profile    string
 	errs       field.ErrorList
 	overrides  []quotaconfig.Override
-	seen       uint64
+	// outcome is the AppQuota's last outcome, handed out again while unchanged.
+	outcome *Outcome
+	seen    uint64
 }
 
 // profileCheck is what a QuotaProfile generation gives.
@@ -217,7 +229,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			Profiles:       map[string]quotaconfig.Profile{},
 			Apps:           map[string]quotaconfig.App{},
 		},
-		Apps:     map[string]Outcome{},
+		Apps:     map[string]*Outcome{},
 		Profiles: map[string]Outcome{},
 	}
 	prev := r.previous(in)
@@ -302,7 +314,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		}
 		return cmp.Compare(x.key, y.key)
 	})
-	res.Apps = make(map[string]Outcome, len(apps))
+	res.Apps = make(map[string]*Outcome, len(apps))
 	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
 	owner := make(map[string]string, len(apps))
 	for _, e := range apps {
@@ -334,7 +346,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 					keepDeleted(last.Profile)
 				}
 			}
-			res.Apps[key] = out
+			res.Apps[key] = r.shareOutcome(a, out)
 			continue
 		}
 		// Expired overrides leave the document; the rest are shared as they are.
@@ -363,7 +375,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		}
 		out.ActiveOverrides = int32(len(app.Overrides))
 		res.Document.Apps[a.Spec.AppID] = app
-		res.Apps[key] = out
+		res.Apps[key] = r.shareOutcome(a, out)
 	}
 
 	return res, nil
@@ -413,6 +425,19 @@ func (r *Renderer) StoredApp(id string) (quotaconfig.App, bool) {
 		return e.app, true
 	}
 	return quotaconfig.App{}, false
+}
+
+// shareOutcome returns the AppQuota's remembered outcome when out equals it,
+// else remembers out: unchanged apps cost successive results a pointer each.
+func (r *Renderer) shareOutcome(a *quotav1.AppQuota, out Outcome) *Outcome {
+	c := r.apps[a.UID]
+	if c == nil || a.UID == "" || c.generation != a.Generation {
+		return &out
+	}
+	if c.outcome == nil || !c.outcome.Equal(&out) {
+		c.outcome = &out
+	}
+	return c.outcome
 }
 
 // forget drops what the last Merge did not see: deleted objects.

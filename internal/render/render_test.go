@@ -201,3 +201,29 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestOutcomesShared: a long-lived Renderer hands out the same *Outcome for an
+// unchanged AppQuota, so successive results cost a pointer per app, and a new
+// one when the outcome changes.
+func TestOutcomesShared(t *testing.T) {
+	profiles, apps := benchObjects(t, 3)
+	in := render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: time.Now()}
+	var r render.Renderer
+	first, err := r.Merge(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps[1].Generation++
+	apps[1].Spec.Overrides[0].Group = "no-such-group"
+	second, err := r.Merge(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k0, k1 := render.Key(&apps[0]), render.Key(&apps[1])
+	if first.Apps[k0] != second.Apps[k0] {
+		t.Errorf("unchanged %s got a new outcome", k0)
+	}
+	if first.Apps[k1] == second.Apps[k1] || second.Apps[k1].Valid || !first.Apps[k1].Valid {
+		t.Errorf("changed %s: outcomes %+v then %+v, want a new, invalid one (and the first untouched)", k1, first.Apps[k1], second.Apps[k1])
+	}
+}
