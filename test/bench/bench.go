@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
@@ -597,16 +598,21 @@ func (b *bench) webhookHistogram() (map[float64]uint64, error) {
 	return b.histogram("controller_runtime_webhook_latency_seconds", "webhook", "-appquota")
 }
 
-// histogram reads a histogram from the manager's metrics, summing the series
-// whose label ends with suffix: bucket upper bound (seconds) to cumulative count.
-func (b *bench) histogram(name, label, suffix string) (map[float64]uint64, error) {
+// scrape reads the manager's metrics once.
+func (b *bench) scrape() (map[string]*dto.MetricFamily, error) {
 	resp, err := http.Get(b.metrics)
 	if err != nil {
 		return nil, fmt.Errorf("scrape manager metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	return parser.TextToMetricFamilies(resp.Body)
+}
+
+// histogram reads a histogram from the manager's metrics, summing the series
+// whose label ends with suffix: bucket upper bound (seconds) to cumulative count.
+func (b *bench) histogram(name, label, suffix string) (map[float64]uint64, error) {
+	families, err := b.scrape()
 	if err != nil {
 		return nil, err
 	}
@@ -651,22 +657,18 @@ func (b *bench) footprint(apps int) func(context.Context, *Report) error {
 		if err != nil {
 			return err
 		}
-		heap, err := b.gauge("go_memstats_heap_alloc_bytes")
+		families, err := b.scrape()
 		if err != nil {
 			return err
 		}
-		goroutines, err := b.gauge("go_goroutines")
-		if err != nil {
-			return err
-		}
-		// What holding memory down cost: the collector runs more often near GOMEMLIMIT.
-		gcs, err := b.gauge("go_gc_duration_seconds")
-		if err != nil {
-			return err
-		}
-		cpu, err := b.gauge("process_cpu_seconds_total")
-		if err != nil {
-			return err
+		// GC cycles and CPU seconds: what holding memory down cost, as the
+		// collector runs more often near GOMEMLIMIT.
+		var heap, goroutines, gcs, cpu float64
+		for name, v := range map[string]*float64{"go_memstats_heap_alloc_bytes": &heap, "go_goroutines": &goroutines,
+			"go_gc_duration_seconds": &gcs, "process_cpu_seconds_total": &cpu} {
+			if *v, err = metricValue(families, name); err != nil {
+				return err
+			}
 		}
 		target, ok := "", ""
 		if apps >= 100000 {
@@ -714,17 +716,8 @@ func (b *bench) saveProfile(ctx context.Context, name, path string) error {
 	return f.Close()
 }
 
-func (b *bench) gauge(name string) (float64, error) {
-	resp, err := http.Get(b.metrics)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, err
-	}
+// metricValue is a gauge's or counter's value, or a summary's sample count.
+func metricValue(families map[string]*dto.MetricFamily, name string) (float64, error) {
 	f, ok := families[name]
 	if !ok || len(f.Metric) == 0 {
 		return 0, fmt.Errorf("metric %s not exported", name)
