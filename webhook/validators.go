@@ -8,7 +8,6 @@ package webhook
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/validation"
+	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // Cache indexes the webhook looks AppQuotas up by, so admission stays a map
@@ -40,11 +40,10 @@ const (
 // 100,000 AppQuotas a bucket has about 25, which the webhook filters by appID.
 const appIDBuckets = 4096
 
-// AppIDBucket is the IndexAppIDBucket value of an appID: FNV-1a modulo appIDBuckets.
+// AppIDBucket is the IndexAppIDBucket value of an appID: FNV-1a modulo
+// appIDBuckets, the hash that assigns apps to shards.
 func AppIDBucket(appID string) string {
-	h := fnv.New32a()
-	h.Write([]byte(appID))
-	return strconv.FormatUint(uint64(h.Sum32()%appIDBuckets), 10)
+	return strconv.Itoa(quotaconfig.ShardOf(appID, appIDBuckets))
 }
 
 // SetupWithManager registers the indexes and both validators with mgr.

@@ -4,10 +4,12 @@
 package localcluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -357,13 +360,22 @@ func RunTests(m interface{ Run() int }, opts Options, op *operator.Options, setu
 // outside a cluster (the benchmarks) runs as deployed, and the memory limit
 // of that container.
 func ManagerEnv(repoRoot string) (env map[string]string, memoryLimit resource.Quantity, err error) {
-	data, err := os.ReadFile(filepath.Join(repoRoot, "config", "manager", "manager.yaml"))
+	f, err := os.Open(filepath.Join(repoRoot, "config", "manager", "manager.yaml"))
 	if err != nil {
 		return nil, memoryLimit, err
 	}
-	for doc := range strings.SplitSeq(string(data), "\n---") {
+	defer f.Close()
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	for {
+		doc, err := docs.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, memoryLimit, fmt.Errorf("config/manager/manager.yaml: %w", err)
+		}
 		var d appsv1.Deployment
-		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+		if err := yaml.Unmarshal(doc, &d); err != nil {
 			return nil, memoryLimit, fmt.Errorf("config/manager/manager.yaml: %w", err)
 		}
 		if d.Kind != "Deployment" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash"
@@ -218,7 +217,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 				stream.writeString(`,"apps":{`)
 				for j, id := range members[i] {
 					if j > 0 {
-						stream.writeString(",")
+						stream.write(comma)
 					}
 					stream.write(r.enc[id].bytes)
 				}
@@ -295,6 +294,8 @@ func (r *Renderer) whole(header []byte, doc *quotaconfig.Document) []byte {
 	return append(b, "}}"...)
 }
 
+var comma = []byte{','}
+
 // shardStream hashes and compresses a shard as it is written, so the shard's
 // plain JSON (10 MB at 100,000 apps in two shards) is never held whole. Its
 // output is exactly quotaconfig.Hash and quotaconfig.Compress of those bytes.
@@ -308,8 +309,7 @@ type shardStream struct {
 
 func newShardStream() *shardStream {
 	st := &shardStream{sum: sha256.New()}
-	// DefaultCompression is a valid level: no error.
-	st.zw, _ = gzip.NewWriterLevel(&st.gz, quotaconfig.CompressionLevel)
+	st.zw = quotaconfig.NewCompressor(&st.gz)
 	return st
 }
 
@@ -341,7 +341,7 @@ func (s *shardStream) finish() (string, []byte, error) {
 	if s.err != nil {
 		return "", nil, s.err
 	}
-	return "sha256:" + hex.EncodeToString(s.sum.Sum(nil)), s.gz.Bytes(), nil
+	return quotaconfig.FormatHash(s.sum.Sum(nil)), s.gz.Bytes(), nil
 }
 
 // appEncoding is one app's entry as it appears in the document, `"id":{...}`.

@@ -17,19 +17,13 @@ const GzipDataKey = "limits.json.gz"
 // exhaust a gateway's memory. 100,000 apps render to about 25 MB.
 const maxDocumentBytes = 256 << 20
 
-// CompressionLevel is the gzip level of Compress.
-const CompressionLevel = gzip.DefaultCompression
-
 // Compress gzips a document deterministically (at the default level: the
 // best level is several times slower for a few percent): the same bytes in, the same
 // bytes out (no timestamp or name in the header), so an unchanged document is
 // never rewritten.
 func Compress(doc []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, CompressionLevel)
-	if err != nil {
-		return nil, err
-	}
+	zw := NewCompressor(&buf)
 	if _, err := zw.Write(doc); err != nil {
 		return nil, err
 	}
@@ -37,6 +31,14 @@ func Compress(doc []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// NewCompressor returns the gzip writer Compress writes through, for a
+// document compressed while it is being written rather than held whole.
+func NewCompressor(w io.Writer) *gzip.Writer {
+	// The default level is a valid level: no error.
+	zw, _ := gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	return zw
 }
 
 // Decompress reverses Compress.

@@ -379,5 +379,11 @@ func parse(key [sha256.Size]byte, file, hashFile string, data, hashText []byte) 
 // hex SHA-256 of the uncompressed document.
 func Hash(data []byte) string {
 	sum := sha256.Sum256(data)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return FormatHash(sum[:])
+}
+
+// FormatHash writes a SHA-256 sum as Hash does, for a document that is hashed
+// while it is being written rather than held whole.
+func FormatHash(sum []byte) string {
+	return "sha256:" + hex.EncodeToString(sum)
 }
