@@ -64,11 +64,12 @@ func (b *Board) publish(ctx context.Context, snap *snapshot, apps []*quotav1.App
 	b.outcomes = snap.res.Apps
 	b.mu.Unlock()
 	for _, a := range apps {
-		o, ok := snap.res.Apps[render.Key(a)]
+		key := render.Key(a)
+		o, ok := snap.res.Apps[key]
 		if !ok {
 			continue
 		}
-		if prev, seen := last[render.Key(a)]; seen && (prev == o || prev.Equal(o)) && !snap.stored.TooLarge {
+		if prev, seen := last[key]; seen && (prev == o || prev.Equal(o)) && !snap.stored.TooLarge {
 			continue
 		}
 		select {
