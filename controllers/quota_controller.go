@@ -272,7 +272,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// Overrides that were in the previous document and have expired now, to
 	// tell their AppQuotas once the new document is written. Only the render
 	// loop knows the exact previous document, and only until Store.
-	expired := r.expiredOverrides(apps, res, previous, previousIsStored)
+	expired := r.expiredOverrides(res, previous, previousIsStored)
 	// Plain while it fits the budget, then gzip-compressed, then sharded; over
 	// the budget even in MaxShards shards nothing is written and the last good
 	// configuration stays.
@@ -281,8 +281,8 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		r.storedWritten = false
 		return ctrl.Result{}, fmt.Errorf("store: %w", err)
 	}
-	// Nothing reads the document after Store: let it go before the statuses
-	// are written (the snapshot below keeps res).
+	// Nothing here reads the document after Store, and the status controller's
+	// snapshot (res) need not hold it: the renderer keeps it for the next merge.
 	res.Document = nil
 	r.storedWritten = false
 	if st.TooLarge {
@@ -320,7 +320,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// AppQuotas can be 100,000: their statuses are the status controller's job,
 	// so that writing them never holds up the next render. It gets the result
 	// and the apps whose outcome changed.
-	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes}, apps)
+	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes})
 
 	if res.NextExpiry != nil {
 		// The document changes when the next override expires: render again then.
@@ -413,22 +413,29 @@ type expiry struct {
 
 // expiredOverrides lists the overrides res dropped for having expired that the
 // previous document (previous, or the one the renderer stored) still held.
-func (r *QuotaReconciler) expiredOverrides(apps []*quotav1.AppQuota, res *render.Result, previous *quotaconfig.Document, previousIsStored bool) []expiry {
+// Few outcomes list expired groups; their objects are looked up by key (the
+// cache's keys are render.Key's namespace/name).
+func (r *QuotaReconciler) expiredOverrides(res *render.Result, previous *quotaconfig.Document, previousIsStored bool) []expiry {
 	var out []expiry
-	for _, a := range apps {
-		o := res.Apps[render.Key(a)]
+	for key, o := range res.Apps {
 		if len(o.Expired) == 0 {
 			continue
 		}
+		obj, ok, err := r.appQuotas.GetByKey(key)
+		a, isApp := obj.(*quotav1.AppQuota)
+		if err != nil || !ok || !isApp {
+			continue
+		}
 		var prevApp quotaconfig.App
-		var ok bool
 		switch {
 		case previousIsStored:
 			prevApp, ok = r.renderer.StoredApp(a.Spec.AppID)
 		case previous != nil:
 			prevApp, ok = previous.Apps[a.Spec.AppID]
+		default:
+			ok = false
 		}
-		if !ok || prevApp.Source != render.Key(a) {
+		if !ok || prevApp.Source != key {
 			continue
 		}
 		for _, g := range o.Expired {

@@ -57,23 +57,22 @@ func (b *Board) snapshot() *snapshot {
 // from the last publish (all of them the first time). It blocks while the
 // status controller's queue intake is full, which is the back-pressure wanted,
 // and gives up when ctx ends (the manager is stopping).
-func (b *Board) publish(ctx context.Context, snap *snapshot, apps []*quotav1.AppQuota) {
+func (b *Board) publish(ctx context.Context, snap *snapshot) {
 	b.mu.Lock()
 	b.current = snap
 	last := b.outcomes
 	b.outcomes = snap.res.Apps
 	b.mu.Unlock()
-	for _, a := range apps {
-		key := render.Key(a)
-		o, ok := snap.res.Apps[key]
-		if !ok {
-			continue
-		}
+	// The Renderer hands out the same *Outcome while an AppQuota's outcome is
+	// unchanged, so this is a pointer comparison per AppQuota; the key names the
+	// object, which is all the status controller's queue needs.
+	for key, o := range snap.res.Apps {
 		if prev, seen := last[key]; seen && (prev == o || prev.Equal(o)) && !snap.stored.TooLarge {
 			continue
 		}
+		ns, name, _ := strings.Cut(key, "/")
 		select {
-		case b.changed <- event.GenericEvent{Object: a}:
+		case b.changed <- event.GenericEvent{Object: &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
 		case <-ctx.Done():
 			return
 		}

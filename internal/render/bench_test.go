@@ -61,7 +61,8 @@ func BenchmarkOneChange(b *testing.B) {
 				a := &apps[i%n]
 				a.Generation++
 				a.Spec.Overrides[0].Limits[0].Max++
-				res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now})
+				// As the controller does while the ConfigMaps hold what it stored.
+				res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now, PreviousIsStored: true})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -121,12 +122,25 @@ type Renderer struct {
 	apps     map[types.UID]*appCheck
 	profiles map[types.UID]*profileCheck
 	merges   uint64
+	// last is what the next Merge needs to bring the last result up to date
+	// by working only on the AppQuotas that changed (mergeChanges); nil when
+	// it must merge everything.
+	last *mergeState
+	// fastMerges counts the merges mergeChanges did (tests read it).
+	fastMerges uint64
+	// merged is the last Merge's document and pending the appIDs whose entry
+	// in it may differ from the document before it; nil when unknown (a full
+	// merge). Store works on those alone when it is handed merged.
+	merged  *quotaconfig.Document
+	pending map[string]struct{}
 
 	// Store's memory.
 	seq    uint64
 	budget int
 	enc    map[string]*appEncoding
-	header []byte
+	// appsBytes is the size of the apps' entries in enc, a comma each.
+	appsBytes int
+	header    []byte
 	// lastProfiles are the profiles of the document last stored.
 	lastProfiles map[string]quotaconfig.Profile
 	shards       []shardEncoding
@@ -134,17 +148,47 @@ type Renderer struct {
 	ratio        float64
 }
 
-// appCheck is an AppQuota generation's validation against a profile generation.
+// appCheck is what the Renderer remembers of one AppQuota (by UID): its
+// latest generation's validation against a profile generation, and what the
+// last merge made of it.
 type appCheck struct {
 	// key is Key(a), made once: every document and outcome map shares it.
-	key        string
+	key   string
+	appID string
+	// generation and profile identify the validation remembered in errs and
+	// overrides; profile is "" when none is.
 	generation int64
 	profile    string
 	errs       field.ErrorList
 	overrides  []quotaconfig.Override
+	// merged is the generation the last merge saw.
+	merged int64
 	// outcome is the AppQuota's last outcome, handed out again while unchanged.
 	outcome *Outcome
 	seen    uint64
+}
+
+// mergeState is a merge's result and what the next merge needs to update it
+// in place of merging everything again. It exists only while every
+// QuotaProfile is valid and the document's profiles are exactly them (no
+// last good or deleted profile is kept), which is when an AppQuota's entry
+// depends on nothing but itself, its profile and the other claims on its
+// appID.
+type mergeState struct {
+	// res and doc are the merge's result and document (kept apart: the caller
+	// may drop res.Document once stored).
+	res            *Result
+	doc            *quotaconfig.Document
+	defaultProfile string
+	// profiles are the merged QuotaProfiles' versions (profileVersion) by name.
+	profiles map[string]string
+	// owners are the key of the AppQuota that owns each claimed appID; dups the
+	// appIDs more than one AppQuota claims.
+	owners map[string]string
+	dups   map[string]struct{}
+	// stored is set once Store has laid res.Document out: the previous document
+	// of the next merge is then this one.
+	stored bool
 }
 
 // profileCheck is what a QuotaProfile generation gives.
@@ -181,28 +225,42 @@ func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
 	return c
 }
 
+// record returns the Renderer's record of an AppQuota from the API server,
+// made on first sight, and marks it seen by this merge; nil for an object
+// without a UID (a file), which is never remembered.
+func (r *Renderer) record(a *quotav1.AppQuota) *appCheck {
+	if a.UID == "" {
+		return nil
+	}
+	c := r.apps[a.UID]
+	if c == nil {
+		c = &appCheck{key: Key(a), appID: a.Spec.AppID}
+		r.apps[a.UID] = c
+	}
+	c.seen, c.merged = r.merges, a.Generation
+	return c
+}
+
 // checkApp validates an AppQuota and, when valid, returns its overrides in
 // document form, sorted by group (expired ones included: Merge drops them).
-// Both are remembered per generation and profile generation; the overrides
-// are shared between documents, which nobody modifies.
+// Both are remembered in c per generation and profile generation; the
+// overrides are shared between documents, which nobody modifies.
 // pv is profileVersion(ref.Profile).
-func (r *Renderer) checkApp(a *quotav1.AppQuota, key string, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
-	if pv == "" || ref.AppIDOwner != "" || a.UID == "" {
+func (r *Renderer) checkApp(a *quotav1.AppQuota, c *appCheck, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
+	if pv == "" || ref.AppIDOwner != "" || c == nil {
 		errs := validation.AppQuota(a, ref)
 		if len(errs) > 0 {
 			return errs, nil
 		}
 		return nil, overrides(a)
 	}
-	if c := r.apps[a.UID]; c != nil && c.generation == a.Generation && c.profile == pv {
-		c.seen = r.merges
+	if c.profile == pv && c.generation == a.Generation {
 		return c.errs, c.overrides
 	}
-	c := &appCheck{key: key, generation: a.Generation, profile: pv, errs: validation.AppQuota(a, ref), seen: r.merges}
+	c.generation, c.profile, c.errs, c.overrides = a.Generation, pv, validation.AppQuota(a, ref), nil
 	if len(c.errs) == 0 {
 		c.overrides = overrides(a)
 	}
-	r.apps[a.UID] = c
 	return c.errs, c.overrides
 }
 
@@ -216,12 +274,27 @@ func overrides(a *quotav1.AppQuota) []quotaconfig.Override {
 }
 
 // Merge builds the document and the outcomes, without encoding it (Store does).
+// When only AppQuotas changed since the last merge, and nothing about them
+// involves another object (a shared appID, a profile kept after deletion), it
+// updates the last result with just those (mergeChanges); otherwise it merges
+// everything. Both give the same result.
 func (r *Renderer) Merge(in Input) (*Result, error) {
 	r.merges++
 	if r.apps == nil {
 		r.apps, r.profiles = map[types.UID]*appCheck{}, map[types.UID]*profileCheck{}
 	}
-	defer r.forget()
+	if res := r.mergeChanges(in); res != nil {
+		r.fastMerges++
+		return res, nil
+	}
+	res := r.mergeAll(in)
+	r.forget()
+	return res, nil
+}
+
+// mergeAll merges every object.
+func (r *Renderer) mergeAll(in Input) *Result {
+	r.last, r.merged, r.pending = nil, nil, nil
 	res := &Result{
 		Document: &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
@@ -233,6 +306,10 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 		Profiles: map[string]Outcome{},
 	}
 	prev := r.previous(in)
+	// The next merge may update this one only if every profile is valid, none is
+	// being deleted and all come from the API server (see mergeState).
+	state := &mergeState{res: res, doc: res.Document, defaultProfile: in.DefaultProfile, profiles: map[string]string{}, dups: map[string]struct{}{}}
+	incremental := in.Previous == nil
 
 	// Profiles: valid ones as they are, invalid ones as they last were.
 	apiProfiles := map[string]*quotav1.QuotaProfile{}
@@ -259,11 +336,13 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	for i := range in.Profiles {
 		p := &in.Profiles[i]
 		if p.DeletionTimestamp != nil {
+			incremental = false
 			continue
 		}
 		out := Outcome{Valid: true, Generation: p.Generation}
 		check := r.checkProfile(p)
 		if errs := check.errs; len(errs) > 0 {
+			incremental = false
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: p.Generation}
 			if last, ok := prev.profile(p.Name); ok {
 				res.Document.Profiles[p.Name] = last
@@ -272,6 +351,11 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			}
 			res.Profiles[p.Name] = out
 			continue
+		}
+		if v := version(p); v != "" {
+			state.profiles[p.Name] = v
+		} else {
+			incremental = false
 		}
 		res.Document.Profiles[p.Name] = check.doc
 		apiProfiles[p.Name] = p
@@ -294,6 +378,7 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	// AppQuotas, oldest first: the oldest claim on an appID wins.
 	type entry struct {
 		a   *quotav1.AppQuota
+		c   *appCheck
 		key string
 	}
 	apps := make([]entry, 0, len(in.AppQuotas))
@@ -302,9 +387,10 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 			continue
 		}
 		// An object's namespace and name never change: its key is remembered.
-		if c := r.apps[a.UID]; c != nil && a.UID != "" {
-			apps = append(apps, entry{a: a, key: c.key})
+		if c := r.record(a); c != nil {
+			apps = append(apps, entry{a: a, c: c, key: c.key})
 		} else {
+			incremental = false
 			apps = append(apps, entry{a: a, key: Key(a)})
 		}
 	}
@@ -316,69 +402,236 @@ func (r *Renderer) Merge(in Input) (*Result, error) {
 	})
 	res.Apps = make(map[string]*Outcome, len(apps))
 	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
-	owner := make(map[string]string, len(apps))
+	state.owners = make(map[string]string, len(apps))
 	for _, e := range apps {
 		a, key := e.a, e.key
 		profile := profileName(a)
 		keepDeleted(profile)
 		ref := validation.Reference{Profile: apiProfiles[profile], Index: index(apiProfiles[profile])}
-		if o, ok := owner[a.Spec.AppID]; ok {
+		if o, ok := state.owners[a.Spec.AppID]; ok {
 			ref.AppIDOwner = o
+			state.dups[a.Spec.AppID] = struct{}{}
 		} else {
-			owner[a.Spec.AppID] = key
+			state.owners[a.Spec.AppID] = key
 		}
-		out := Outcome{Valid: true, Generation: a.Generation}
-		errs, all := r.checkApp(a, key, ref, version(ref.Profile))
-		if len(errs) > 0 {
-			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
-			switch {
-			case ref.AppIDOwner != "":
-				out.Reason = quotav1.ReasonDuplicateAppID
-			case ref.Profile == nil:
-				out.Reason = quotav1.ReasonProfileNotFound
+		app, inDoc, out := r.mergeApp(a, e.c, key, ref, version(ref.Profile), prev, in.Now, func(name string) {
+			if _, ok := res.Document.Profiles[name]; !ok {
+				keepDeleted(name)
 			}
-			// The owner of a duplicated appID keeps its entry; anyone else keeps
-			// the last good entry only if it was theirs.
-			if last, ok := prev.app(a.Spec.AppID); ok && ref.AppIDOwner == "" && last.Source == key {
-				res.Document.Apps[a.Spec.AppID] = last
-				out.KeptLastGood = true
-				if _, ok := res.Document.Profiles[last.Profile]; !ok {
-					keepDeleted(last.Profile)
-				}
-			}
-			res.Apps[key] = r.shareOutcome(a, out)
+		})
+		if inDoc {
+			res.Document.Apps[a.Spec.AppID] = app
+		}
+		res.Apps[key] = out
+		if out.NextExpiry != nil {
+			res.NextExpiry = earliest(res.NextExpiry, *out.NextExpiry)
+		}
+	}
+	// Kept profiles (last good or deleted) make entries depend on each other.
+	if incremental && len(res.Document.Profiles) == len(state.profiles) {
+		r.last = state
+	}
+	r.merged = res.Document
+	return res
+}
+
+// mergeApp works out one AppQuota's entry in the document (inDoc false: none)
+// and its outcome. keepProfile is called with the profile of a last good entry
+// it keeps, which the document must hold.
+func (r *Renderer) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, pv string, prev previousDoc, now time.Time, keepProfile func(string)) (app quotaconfig.App, inDoc bool, _ *Outcome) {
+	out := Outcome{Valid: true, Generation: a.Generation}
+	errs, all := r.checkApp(a, c, ref, pv)
+	if len(errs) > 0 {
+		out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
+		switch {
+		case ref.AppIDOwner != "":
+			out.Reason = quotav1.ReasonDuplicateAppID
+		case ref.Profile == nil:
+			out.Reason = quotav1.ReasonProfileNotFound
+		}
+		// The owner of a duplicated appID keeps its entry; anyone else keeps
+		// the last good entry only if it was theirs.
+		if last, ok := prev.app(a.Spec.AppID); ok && ref.AppIDOwner == "" && last.Source == key {
+			out.KeptLastGood = true
+			keepProfile(last.Profile)
+			return last, true, r.shareOutcome(c, out)
+		}
+		return quotaconfig.App{}, false, r.shareOutcome(c, out)
+	}
+	// Expired overrides leave the document; the rest are shared as they are.
+	app = quotaconfig.App{Profile: profileName(a), Source: key, Overrides: all}
+	for _, o := range a.Spec.Overrides {
+		if o.ExpiresAt == nil {
 			continue
 		}
-		// Expired overrides leave the document; the rest are shared as they are.
-		app := quotaconfig.App{Profile: profile, Source: key, Overrides: all}
-		for _, o := range a.Spec.Overrides {
-			if o.ExpiresAt == nil {
-				continue
-			}
-			if !o.ExpiresAt.Time.After(in.Now) {
-				out.Expired = append(out.Expired, o.Group)
-				continue
-			}
-			out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
-			res.NextExpiry = earliest(res.NextExpiry, o.ExpiresAt.Time)
+		if !o.ExpiresAt.Time.After(now) {
+			out.Expired = append(out.Expired, o.Group)
+			continue
 		}
-		if len(out.Expired) > 0 {
-			app.Overrides = nil
-			for _, o := range all {
-				if !slices.Contains(out.Expired, o.Group) {
-					app.Overrides = append(app.Overrides, o)
-				}
+		out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
+	}
+	if len(out.Expired) > 0 {
+		app.Overrides = nil
+		for _, o := range all {
+			if !slices.Contains(out.Expired, o.Group) {
+				app.Overrides = append(app.Overrides, o)
 			}
 		}
-		if len(app.Overrides) == 0 {
-			app.Overrides = nil // as a parsed document has it
+	}
+	if len(app.Overrides) == 0 {
+		app.Overrides = nil // as a parsed document has it
+	}
+	out.ActiveOverrides = int32(len(app.Overrides))
+	return app, true, r.shareOutcome(c, out)
+}
+
+// mergeChanges updates the last result with the AppQuotas added, changed or
+// removed since, and returns nil when it cannot: the last merge left no state
+// (see mergeState), the previous document is not the one last stored, a
+// QuotaProfile changed, an override has expired since, or a change touches an
+// appID more than one AppQuota claims (the oldest claim wins, which needs them
+// all). Its cost is a look-up per AppQuota plus a map copy, not a validation
+// and an allocation per AppQuota.
+func (r *Renderer) mergeChanges(in Input) *Result {
+	s := r.last
+	if s == nil || !s.stored || !in.PreviousIsStored || in.DefaultProfile != s.defaultProfile ||
+		(s.res.NextExpiry != nil && !in.Now.Before(*s.res.NextExpiry)) || len(in.Profiles) != len(s.profiles) {
+		return nil
+	}
+	apiProfiles := make(map[string]*quotav1.QuotaProfile, len(in.Profiles))
+	indexes := make(map[string]*validation.ProfileIndex, len(in.Profiles))
+	for i := range in.Profiles {
+		p := &in.Profiles[i]
+		if p.DeletionTimestamp != nil || s.profiles[p.Name] != profileVersion(p) || p.UID == "" {
+			return nil
 		}
-		out.ActiveOverrides = int32(len(app.Overrides))
-		res.Document.Apps[a.Spec.AppID] = app
-		res.Apps[key] = r.shareOutcome(a, out)
+		// A hit (same UID and generation, and valid when last merged); it marks
+		// the profile seen.
+		check := r.checkProfile(p)
+		apiProfiles[p.Name], indexes[p.Name] = p, check.index
 	}
 
-	return res, nil
+	// What changed: AppQuotas not seen before or at another generation, and
+	// records no AppQuota answered to (deleted, or being deleted).
+	var changed []*quotav1.AppQuota
+	live := 0
+	for _, a := range in.AppQuotas {
+		if a.UID == "" {
+			return nil
+		}
+		if a.DeletionTimestamp != nil {
+			continue
+		}
+		c := r.apps[a.UID]
+		if c != nil {
+			if c.appID != a.Spec.AppID { // immutable in the API; merge all if not
+				return nil
+			}
+			live++
+			c.seen = r.merges
+			if c.merged == a.Generation {
+				continue
+			}
+		}
+		changed = append(changed, a)
+	}
+	var removed []types.UID
+	if live != len(r.apps) {
+		for uid, c := range r.apps {
+			if c.seen != r.merges {
+				removed = append(removed, uid)
+			}
+		}
+	}
+	// Another claim on a changed appID decides who owns it: merge all.
+	for _, uid := range removed {
+		if _, dup := s.dups[r.apps[uid].appID]; dup {
+			return nil
+		}
+	}
+	claimed := make(map[string]struct{}, len(changed))
+	for _, a := range changed {
+		id := a.Spec.AppID
+		if _, dup := s.dups[id]; dup {
+			return nil
+		}
+		if _, twice := claimed[id]; twice {
+			return nil
+		}
+		claimed[id] = struct{}{}
+		if o, ok := s.owners[id]; ok && r.apps[a.UID] == nil && !slices.ContainsFunc(removed, func(uid types.UID) bool { return r.apps[uid].key == o }) {
+			return nil
+		}
+	}
+
+	res := &Result{
+		Document: &quotaconfig.Document{
+			Version:        quotaconfig.FormatVersion,
+			DefaultProfile: in.DefaultProfile,
+			Profiles:       s.doc.Profiles,
+			Apps:           maps.Clone(s.doc.Apps),
+		},
+		Apps:       maps.Clone(s.res.Apps),
+		Profiles:   s.res.Profiles,
+		NextExpiry: s.res.NextExpiry,
+	}
+	pending := map[string]struct{}{}
+	// The earliest expiry may leave with a changed or removed app: then it is
+	// looked for again among all outcomes.
+	rescan := false
+	drop := func(key, id string) {
+		if o := res.Apps[key]; o != nil && o.NextExpiry != nil && res.NextExpiry != nil && !o.NextExpiry.After(*res.NextExpiry) {
+			rescan = true
+		}
+		delete(res.Apps, key)
+		if e, ok := res.Document.Apps[id]; ok && e.Source == key {
+			delete(res.Document.Apps, id)
+		}
+		pending[id] = struct{}{}
+	}
+	for _, uid := range removed {
+		c := r.apps[uid]
+		drop(c.key, c.appID)
+		delete(s.owners, c.appID)
+		delete(r.apps, uid)
+	}
+	prev := r.previous(in)
+	keptOther := false
+	for _, a := range changed {
+		c := r.record(a)
+		drop(c.key, c.appID)
+		s.owners[c.appID] = c.key
+		profile := apiProfiles[profileName(a)]
+		ref := validation.Reference{Profile: profile, Index: indexes[profileName(a)]}
+		app, inDoc, out := r.mergeApp(a, c, c.key, ref, profileVersion(profile), prev, in.Now, func(name string) {
+			if _, ok := res.Document.Profiles[name]; !ok {
+				keptOther = true
+			}
+		})
+		if inDoc {
+			res.Document.Apps[c.appID] = app
+		}
+		res.Apps[c.key] = out
+		if out.NextExpiry != nil {
+			res.NextExpiry = earliest(res.NextExpiry, *out.NextExpiry)
+		}
+	}
+	if keptOther {
+		// A last good entry names a profile the document lacks (cannot happen
+		// while the previous document's profiles are these): merge all.
+		return nil
+	}
+	if rescan {
+		res.NextExpiry = nil
+		for _, o := range res.Apps {
+			if o.NextExpiry != nil {
+				res.NextExpiry = earliest(res.NextExpiry, *o.NextExpiry)
+			}
+		}
+	}
+	s.res, s.doc, s.stored = res, res.Document, false
+	r.merged, r.pending = res.Document, pending
+	return res
 }
 
 // previousDoc looks up the previous document's entries: Input.Previous, or
@@ -429,9 +682,8 @@ func (r *Renderer) StoredApp(id string) (quotaconfig.App, bool) {
 
 // shareOutcome returns the AppQuota's remembered outcome when out equals it,
 // else remembers out: unchanged apps cost successive results a pointer each.
-func (r *Renderer) shareOutcome(a *quotav1.AppQuota, out Outcome) *Outcome {
-	c := r.apps[a.UID]
-	if c == nil || a.UID == "" || c.generation != a.Generation {
+func (r *Renderer) shareOutcome(c *appCheck, out Outcome) *Outcome {
+	if c == nil {
 		return &out
 	}
 	if c.outcome == nil || !c.outcome.Equal(&out) {

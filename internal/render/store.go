@@ -74,32 +74,70 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if err != nil {
 		return nil, fmt.Errorf("encode profiles: %w", err)
 	}
-	plain := len(header)
-	changed := len(r.enc) != len(doc.Apps) || !bytes.Equal(header, r.header)
-	for id, a := range doc.Apps {
+	changed := !bytes.Equal(header, r.header)
+	// The apps whose entry may have changed: those Merge says (when doc is the
+	// document it just merged), else all of them.
+	var removed []string
+	update := func(id string) error {
+		a, ok := doc.Apps[id]
 		e := r.enc[id]
-		if e == nil || !sameApp(&e.app, &a) {
-			if e == nil {
-				e = &appEncoding{}
-				r.enc[id] = e
+		switch {
+		case !ok:
+			if e != nil {
+				r.appsBytes -= len(e.bytes) + 1
+				delete(r.enc, id)
+				removed = append(removed, id)
+				changed = true
 			}
-			e.app = a
-			if e.bytes, err = appBytes(id, &a); err != nil {
+			return nil
+		case e == nil:
+			e = &appEncoding{}
+			r.enc[id] = e
+		case sameApp(&e.app, &a):
+			e.seen = r.seq
+			return nil
+		default:
+			r.appsBytes -= len(e.bytes) + 1
+		}
+		var err error
+		e.app = a
+		if e.bytes, err = appBytes(id, &a); err != nil {
+			return err
+		}
+		r.appsBytes += len(e.bytes) + 1
+		e.changed, e.seen = r.seq, r.seq
+		changed = true
+		return nil
+	}
+	if r.last != nil {
+		r.last.stored = false // until this Store is done
+	}
+	if doc == r.merged && r.pending != nil {
+		for id := range r.pending {
+			if err := update(id); err != nil {
 				return nil, err
 			}
-			e.changed = r.seq
-			changed = true
 		}
-		e.seen = r.seq
-		plain += len(e.bytes) + 1
-	}
-	var removed []string
-	for id, e := range r.enc {
-		if e.seen != r.seq {
-			delete(r.enc, id)
-			removed = append(removed, id)
+	} else {
+		for id := range doc.Apps {
+			if err := update(id); err != nil {
+				return nil, err
+			}
+		}
+		for id, e := range r.enc {
+			if e.seen != r.seq {
+				r.appsBytes -= len(e.bytes) + 1
+				delete(r.enc, id)
+				removed = append(removed, id)
+				changed = true
+			}
 		}
 	}
+	r.pending = nil
+	if r.last != nil && doc == r.merged {
+		r.last.stored = true
+	}
+	plain := len(header) + r.appsBytes
 	r.header, r.lastProfiles = header, doc.Profiles
 
 	if len(doc.Apps) > 0 {

@@ -1,0 +1,5 @@
+package render
+
+// FastMerges is how many of r's merges updated the last result rather than
+// merging everything.
+func FastMerges(r *Renderer) uint64 { return r.fastMerges }

@@ -1,0 +1,162 @@
+package render_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// TestMergeChangesMatchesFullMerge drives a long-lived Renderer, as the
+// controller does (the previous document is the one it stored), through random
+// edits: overrides raised, made invalid and valid again, expiring, moved to a
+// missing profile, AppQuotas created (some claiming a taken appID) and deleted,
+// status-only updates, profile edits, and time passing. After every step its
+// result must equal a new Renderer's full merge of the same objects with the
+// previous document passed in. Both ways of merging must have been used.
+func TestMergeChangesMatchesFullMerge(t *testing.T) {
+	profiles, _ := benchObjects(t, 0)
+	groups := profiles[0].Spec.EndpointGroups
+	rng := rand.New(rand.NewPCG(7, 11))
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	created := now.Add(-time.Hour)
+	serial := 0
+	newApp := func(appID string) *quotav1.AppQuota {
+		serial++
+		created = created.Add(time.Second)
+		return &quotav1.AppQuota{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: fmt.Sprint("a", serial), UID: types.UID(fmt.Sprint("uid-", serial)),
+				Generation: 1, CreationTimestamp: metav1.NewTime(created)},
+			Spec: quotav1.AppQuotaSpec{AppID: appID, Overrides: []quotav1.Override{{
+				Group:  groups[serial%len(groups)].Name,
+				Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowHour, Max: int64(1000 + serial)}},
+			}}},
+		}
+	}
+	var apps []*quotav1.AppQuota
+	for i := range 60 {
+		apps = append(apps, newApp(fmt.Sprint("app-", i)))
+	}
+	// edit replaces an AppQuota with a changed copy at the next generation, as
+	// the informer's store does.
+	edit := func(i int, change func(a *quotav1.AppQuota)) {
+		a := apps[i].DeepCopy()
+		a.Generation++
+		change(a)
+		apps[i] = a
+	}
+	ops := []func(){
+		func() { // raise a limit
+			edit(rng.IntN(len(apps)), func(a *quotav1.AppQuota) { a.Spec.Overrides[0].Limits[0].Max += 7 })
+		},
+		func() { // break an override, or mend it
+			edit(rng.IntN(len(apps)), func(a *quotav1.AppQuota) {
+				if a.Spec.Overrides[0].Group == "no-such-group" {
+					a.Spec.Overrides[0].Group = groups[0].Name
+				} else {
+					a.Spec.Overrides[0].Group = "no-such-group"
+				}
+			})
+		},
+		func() { // an expiry soon, or none
+			edit(rng.IntN(len(apps)), func(a *quotav1.AppQuota) {
+				if a.Spec.Overrides[0].ExpiresAt != nil {
+					a.Spec.Overrides[0].ExpiresAt = nil
+					return
+				}
+				a.Spec.Overrides[0].ExpiresAt = &metav1.Time{Time: now.Add(time.Duration(rng.IntN(30)) * time.Minute)}
+			})
+		},
+		func() { // a profile that does not exist, or back to the default
+			edit(rng.IntN(len(apps)), func(a *quotav1.AppQuota) {
+				if a.Spec.Profile == "" {
+					a.Spec.Profile = "missing"
+				} else {
+					a.Spec.Profile = ""
+				}
+			})
+		},
+		func() { apps = append(apps, newApp(fmt.Sprint("new-", serial))) },
+		func() { apps = append(apps, newApp(apps[rng.IntN(len(apps))].Spec.AppID)) }, // a taken appID
+		func() { // two new AppQuotas for one new appID at once
+			id := fmt.Sprint("pair-", serial)
+			apps = append(apps, newApp(id), newApp(id))
+		},
+		func() { // deleted
+			i := rng.IntN(len(apps))
+			apps = append(apps[:i], apps[i+1:]...)
+		},
+		func() { // being deleted
+			a := apps[rng.IntN(len(apps))].DeepCopy()
+			a.DeletionTimestamp = &metav1.Time{Time: now}
+			apps[rng.IntN(len(apps))] = a
+		},
+		func() { // a status write: a new object, same generation
+			i := rng.IntN(len(apps))
+			apps[i] = apps[i].DeepCopy()
+		},
+		func() { profiles[0].Generation++ },
+		func() { now = now.Add(time.Duration(rng.IntN(10)) * time.Minute) },
+	}
+	// Most steps change an AppQuota or two, as in production.
+	weights := []int{30, 8, 8, 4, 8, 2, 2, 4, 2, 10, 1, 6}
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+
+	var r render.Renderer
+	var previous *quotaconfig.Document
+	for step := range 400 {
+		for range 1 + rng.IntN(2) {
+			n := rng.IntN(total)
+			for op, w := range weights {
+				if n < w {
+					ops[op]()
+					break
+				}
+				n -= w
+			}
+		}
+		got, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, PreviousIsStored: step > 0, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Store(got.Document, 4<<20, shardName); err != nil {
+			t.Fatal(err)
+		}
+		want, err := new(render.Renderer).Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Previous: previous, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Document, want.Document) {
+			t.Fatalf("step %d: document differs from a full merge's:\n got %+v\nwant %+v", step, got.Document.Apps, want.Document.Apps)
+		}
+		if len(got.Apps) != len(want.Apps) {
+			t.Fatalf("step %d: %d outcomes, a full merge has %d", step, len(got.Apps), len(want.Apps))
+		}
+		for k, w := range want.Apps {
+			if g := got.Apps[k]; g == nil || !g.Equal(w) {
+				t.Fatalf("step %d: %s outcome %+v, a full merge's %+v", step, k, g, w)
+			}
+		}
+		if !reflect.DeepEqual(got.Profiles, want.Profiles) || !reflect.DeepEqual(got.NextExpiry, want.NextExpiry) {
+			t.Fatalf("step %d: profiles %v next expiry %v, a full merge's %v %v", step, got.Profiles, got.NextExpiry, want.Profiles, want.NextExpiry)
+		}
+		previous = want.Document
+		got.Document = nil // as the controller drops it once stored
+	}
+	fast := render.FastMerges(&r)
+	t.Logf("%d of 400 merges updated the last result", fast)
+	if fast < 200 || fast == 400 {
+		t.Errorf("%d of 400 merges updated the last result: want most, not all", fast)
+	}
+}
