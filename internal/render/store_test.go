@@ -38,7 +38,8 @@ func setApp(d *quotaconfig.Document, i int, max int64) {
 	}}}
 }
 
-// reference stores d the slow, obvious way: json.Marshal, Compress, Split.
+// reference stores d the slow, obvious way: json.Marshal, CompressDocument,
+// Split; and the compressed bytes decompress to json.Marshal's.
 func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 	t.Helper()
 	whole, err := json.Marshal(d)
@@ -51,9 +52,18 @@ func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 			t.Fatal("plain: not json.Marshal's bytes")
 		}
 	case render.Compressed:
-		gz, _ := quotaconfig.Compress(whole)
+		gz, err := quotaconfig.CompressDocument(d)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !bytes.Equal(st.Data, gz) || st.Key != quotaconfig.GzipDataKey || st.Hash != quotaconfig.Hash(whole) {
-			t.Fatal("compressed: not Compress(json.Marshal)'s bytes")
+			t.Fatal("compressed: not CompressDocument's bytes")
+		}
+		if plain, err := quotaconfig.Decompress(st.Data); err != nil || !bytes.Equal(plain, whole) {
+			t.Fatalf("compressed: does not decompress to json.Marshal's bytes (%v)", err)
+		}
+		if st.PlainBytes != len(whole) || st.StoredBytes != len(st.Data) {
+			t.Fatalf("compressed: PlainBytes %d, StoredBytes %d for %d and %d", st.PlainBytes, st.StoredBytes, len(whole), len(st.Data))
 		}
 	case render.Sharded:
 		index, shards, err := quotaconfig.Split(d, len(st.Shards), shardName)
@@ -66,6 +76,10 @@ func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 		for i, s := range st.Shards {
 			if !bytes.Equal(s.Data, shards[i]) {
 				t.Fatalf("sharded: shard %d differs from Split's", i)
+			}
+			plain, err := quotaconfig.Decompress(s.Data)
+			if err != nil || quotaconfig.Hash(plain) != s.Ref.Hash {
+				t.Fatalf("sharded: shard %d does not decompress to its hash (%v)", i, err)
 			}
 		}
 	}
