@@ -9,6 +9,7 @@ import (
 	"hash"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -187,7 +188,10 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 		}
 		if changed || r.compressed == nil {
 			s := &r.shards[0]
-			if err := s.encode(r.seq, header, newMemberWriter()); err != nil {
+			w := writers.Get().(*memberWriter)
+			err := s.encode(r.seq, header, w)
+			writers.Put(w)
+			if err != nil {
 				r.shards, r.compressed = nil, nil
 				return nil, fmt.Errorf("compress: %w", err)
 			}
@@ -235,15 +239,16 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 
 	st := &Stored{Layout: Sharded}
 	index := quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles}
-	var mw *memberWriter
+	var w *memberWriter
 	for i := range n {
 		s := &r.shards[i]
 		bare, _ := json.Marshal(&quotaconfig.Shard{Version: doc.Version, Shard: i, Shards: n}) // a string and ints always encode
 		if dirty[i] || !bytes.Equal(bare, s.bare) {
-			if mw == nil {
-				mw = newMemberWriter()
+			if w == nil {
+				w = writers.Get().(*memberWriter)
+				defer writers.Put(w)
 			}
-			if err := s.encode(r.seq, bare, mw); err != nil {
+			if err := s.encode(r.seq, bare, w); err != nil {
 				r.shards = nil
 				return nil, fmt.Errorf("compress shard %d: %w", i, err)
 			}
@@ -311,8 +316,6 @@ func (r *Renderer) whole(header []byte, doc *quotaconfig.Document) []byte {
 	}
 	return append(b, "}}"...)
 }
-
-var comma = []byte{','}
 
 // shardEncoding is one compressed object as last stored (the whole document in
 // the Compressed layout, a shard in the Sharded one): its apps in ID order and
@@ -425,7 +428,7 @@ func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
 		head = append(bare[:len(bare)-1:len(bare)-1], `,"apps":{`...)
 	}
 	w.sum.Reset()
-	w.plain = 0
+	w.plain, w.compressing = 0, false
 	if s.headGz == nil || !bytes.Equal(head, s.head) {
 		w.begin(len(s.headGz))
 		w.write(head)
@@ -464,18 +467,22 @@ func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
 			}
 			w.begin(hint)
 		}
+		// One write per run: sha256 and gzip have a cost per call.
+		b := w.buf[:0]
 		if run.lead {
-			w.write(comma)
+			b = append(b, ',')
 		}
 		for j := lo; j < hi; j++ {
 			if j > lo {
-				w.write(comma)
+				b = append(b, ',')
 			}
-			w.write(s.apps[j].enc.bytes)
+			b = append(b, s.apps[j].enc.bytes...)
 		}
 		if run.tail {
-			w.write(closing)
+			b = append(b, "}}"...)
 		}
+		w.write(b)
+		w.buf = b
 		if !reuse {
 			gz, err := w.end()
 			if err != nil {
@@ -497,8 +504,6 @@ func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
 	return nil
 }
 
-var closing = []byte("}}")
-
 // memberWriter hashes an object as it is written and compresses the members
 // being replaced, each as a gzip member of its own (quotaconfig.Compress's
 // bytes for the same input).
@@ -510,13 +515,17 @@ type memberWriter struct {
 	compressing bool
 	plain       int
 	err         error
+	// buf holds a run's plain bytes while they are written.
+	buf []byte
 }
 
-func newMemberWriter() *memberWriter {
+// writers keeps memberWriters (a gzip writer allocates about 1 MB) from one
+// Store call to the next.
+var writers = sync.Pool{New: func() any {
 	w := &memberWriter{sum: sha256.New()}
 	w.zw = quotaconfig.NewCompressor(&w.gz)
 	return w
-}
+}}
 
 // begin starts a member; sizeHint is its likely compressed size.
 func (w *memberWriter) begin(sizeHint int) {
