@@ -351,9 +351,7 @@ type memberRun struct {
 	first, last string
 	n           int
 	lead, tail  bool
-	// stale is set when one of its apps has been removed since.
-	stale bool
-	gz    []byte
+	gz          []byte
 }
 
 // membersCompressed counts the gzip members compressed, for tests.
@@ -371,20 +369,8 @@ func (s *shardEncoding) fill(enc map[string]*appEncoding, ids []string) {
 func compareApp(a memberApp, id string) int { return strings.Compare(a.id, id) }
 
 // sync updates s.apps: edited are its apps added or changed since the last
-// call, removed those removed. The members holding a removed app are marked
-// stale; those holding an added or changed app are found by encode, from
-// appEncoding.changed.
+// call, removed those removed.
 func (s *shardEncoding) sync(enc map[string]*appEncoding, edited, removed []string) {
-	for _, id := range removed {
-		// The run holding id is the last to start at or before it.
-		j, found := slices.BinarySearchFunc(s.runs, id, func(r memberRun, id string) int { return strings.Compare(r.first, id) })
-		if !found {
-			j--
-		}
-		if j >= 0 {
-			s.runs[j].stale = true
-		}
-	}
 	if len(removed) <= 16 {
 		for _, id := range removed {
 			if j, found := slices.BinarySearchFunc(s.apps, id, compareApp); found {
@@ -454,9 +440,11 @@ func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
 		for k < len(s.runs) && s.runs[k].first < run.first {
 			k++
 		}
-		// An old run with the same first and last app and no app of it removed
-		// holds the same apps, unless one was added, which is changed.
-		reuse := !changed && k < len(s.runs) && !s.runs[k].stale && s.runs[k].first == run.first &&
+		// An old run from the same first to the same last app holds the same apps
+		// if none was added (an added app is changed) and it held as many: the
+		// run's apps are then among the old run's, which held every app between
+		// the two.
+		reuse := !changed && k < len(s.runs) && s.runs[k].first == run.first &&
 			s.runs[k].last == run.last && s.runs[k].n == run.n && s.runs[k].lead == run.lead && s.runs[k].tail == run.tail
 		if reuse {
 			run.gz = s.runs[k].gz
