@@ -22,7 +22,8 @@ type Layout int
 const (
 	// Plain: the whole document under data limits.json.
 	Plain Layout = iota
-	// Compressed: the whole document gzip-compressed under binaryData limits.json.gz.
+	// Compressed: the whole document gzip-compressed under binaryData
+	// limits.json.gz, in gzip members (quotaconfig.CompressDocument).
 	Compressed
 	// Sharded: an index in the named ConfigMap and the apps in shard ConfigMaps.
 	Sharded
@@ -56,15 +57,18 @@ type Stored struct {
 // StoredShard is one shard ConfigMap's content.
 type StoredShard struct {
 	Ref quotaconfig.ShardRef
-	// Data is the compressed shard, stored under binaryData Ref.Key.
+	// Data is the compressed shard, in gzip members, stored under binaryData
+	// Ref.Key.
 	Data []byte
 }
 
 // Store lays a document out within budget bytes per object: plain while it
-// fits, else gzip-compressed, else sharded (docs/scale.md). The Renderer keeps
-// each app's encoding and each shard's compressed bytes from the previous call,
-// so a change to one app re-encodes and compresses only its shard. shardName
-// names shard i's ConfigMap. The bytes are those json.Marshal and
+// fits, else gzip-compressed, else sharded (docs/scale.md). Each compressed
+// object is gzip members cut where quotaconfig.StartsMember says. The Renderer
+// keeps each app's encoding and each member's compressed bytes from the
+// previous call, so a change to one app re-encodes it and compresses only the
+// member holding it (in its shard). shardName names shard i's ConfigMap. The
+// bytes are those json.Marshal, quotaconfig.CompressDocument and
 // quotaconfig.Split produce; tests hold it to that.
 func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i int) string) (*Stored, error) {
 	r.seq++
