@@ -195,6 +195,15 @@ func TestReadsEveryForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	hash := quotaconfig.Hash([]byte(plain))
+	// As the controller stores it: in gzip members, which a reader must all read.
+	parsed, err := quotaconfig.Parse([]byte(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := quotaconfig.CompressDocument(parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
@@ -210,6 +219,7 @@ func TestReadsEveryForm(t *testing.T) {
 	write("plain/limits.sha256", []byte(hash))
 	write("gz/limits.json.gz", gz)
 	write("gz/limits.sha256", []byte(hash))
+	write("members/limits.sha256", []byte(hash))
 	write("badhash/limits.json.gz", gz)
 	write("badhash/limits.sha256", []byte("sha256:00"))
 	cmGz, _ := yaml.Marshal(map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
@@ -217,6 +227,8 @@ func TestReadsEveryForm(t *testing.T) {
 	forms := map[string]string{
 		"plain file":          write("limits.json", []byte(plain)),
 		"gzip file":           write("limits.json.gz", gz),
+		"gzip members":        write("members/limits.json.gz", members),
+		"mounted, members":    filepath.Join(dir, "members"),
 		"mounted, plain":      filepath.Join(dir, "plain"),
 		"mounted, compressed": filepath.Join(dir, "gz"),
 		"ConfigMap, gzip":     write("cm.yaml", cmGz),

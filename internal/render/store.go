@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"hash"
 	"slices"
-	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/appquota/appquota/pkg/quotaconfig"
@@ -20,7 +22,8 @@ type Layout int
 const (
 	// Plain: the whole document under data limits.json.
 	Plain Layout = iota
-	// Compressed: the whole document gzip-compressed under binaryData limits.json.gz.
+	// Compressed: the whole document gzip-compressed under binaryData
+	// limits.json.gz, in gzip members (quotaconfig.CompressDocument).
 	Compressed
 	// Sharded: an index in the named ConfigMap and the apps in shard ConfigMaps.
 	Sharded
@@ -54,15 +57,18 @@ type Stored struct {
 // StoredShard is one shard ConfigMap's content.
 type StoredShard struct {
 	Ref quotaconfig.ShardRef
-	// Data is the compressed shard, stored under binaryData Ref.Key.
+	// Data is the compressed shard, in gzip members, stored under binaryData
+	// Ref.Key.
 	Data []byte
 }
 
 // Store lays a document out within budget bytes per object: plain while it
-// fits, else gzip-compressed, else sharded (docs/scale.md). The Renderer keeps
-// each app's encoding and each shard's compressed bytes from the previous call,
-// so a change to one app re-encodes and compresses only its shard. shardName
-// names shard i's ConfigMap. The bytes are those json.Marshal and
+// fits, else gzip-compressed, else sharded (docs/scale.md). Each compressed
+// object is gzip members cut where quotaconfig.StartsMember says. The Renderer
+// keeps each app's encoding and each member's compressed bytes from the
+// previous call, so a change to one app re-encodes it and compresses only the
+// member holding it (in its shard). shardName names shard i's ConfigMap. The
+// bytes are those json.Marshal, quotaconfig.CompressDocument and
 // quotaconfig.Split produce; tests hold it to that.
 func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i int) string) (*Stored, error) {
 	r.seq++
@@ -149,6 +155,17 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		return &Stored{Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data, PlainBytes: len(data), StoredBytes: len(data)}, nil
 	}
 
+	// The apps this call added or changed, for the compressed layouts to find
+	// the members they touch.
+	var edited []string
+	if changed {
+		for id, e := range r.enc {
+			if e.changed == r.seq {
+				edited = append(edited, id)
+			}
+		}
+	}
+
 	// How many objects the compressed configuration needs: one (the whole
 	// document compressed) or a power of two of shards. A new layout is sized
 	// from the compression ratio last seen, to 70% of the budget; after that the
@@ -158,7 +175,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if r.ratio == 0 {
 		// No ratio seen yet (a new Renderer): compress the whole document once to
 		// learn it, and keep the result if it fits.
-		st, err := r.layout(header, doc, 1, shardName, true, nil)
+		st, err := r.layout(header, doc, 1, shardName, true, edited, removed)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +197,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		n = want
 	}
 	for ; n <= MaxShards; n *= 2 {
-		st, err := r.layout(header, doc, n, shardName, changed, removed)
+		st, err := r.layout(header, doc, n, shardName, changed, edited, removed)
 		if err != nil {
 			return nil, err
 		}
@@ -196,18 +213,32 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 const MaxShards = quotaconfig.MaxShards
 
 // layout stores the document in n objects (1: compressed whole), or returns nil
-// if one of them is over budget.
-func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, removed []string) (*Stored, error) {
+// if one of them is over budget. edited are the apps this Store call added or
+// changed, removed those it removed.
+func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, edited, removed []string) (*Stored, error) {
 	if n == 1 {
+		// r.shards holds the whole document's one object.
+		if len(r.shards) != 1 {
+			r.shards, r.compressed = make([]shardEncoding, 1), nil
+			ids := make([]string, 0, len(r.enc))
+			for id := range r.enc {
+				ids = append(ids, id)
+			}
+			r.shards[0].fill(r.enc, ids)
+		} else if changed {
+			r.shards[0].sync(r.enc, edited, removed)
+		}
 		if changed || r.compressed == nil {
-			data := r.whole(header, doc)
-			gz, err := quotaconfig.Compress(data)
+			s := &r.shards[0]
+			w := writers.Get().(*memberWriter)
+			err := s.encode(r.seq, header, w)
+			writers.Put(w)
 			if err != nil {
+				r.shards, r.compressed = nil, nil
 				return nil, fmt.Errorf("compress: %w", err)
 			}
-			r.compressed = &Stored{Layout: Compressed, Hash: quotaconfig.Hash(data), Key: quotaconfig.GzipDataKey, Data: gz, PlainBytes: len(data), StoredBytes: len(gz)}
+			r.compressed = &Stored{Layout: Compressed, Hash: s.hash, Key: quotaconfig.GzipDataKey, Data: s.gz, PlainBytes: s.plain, StoredBytes: len(s.gz)}
 		}
-		r.shards = nil
 		if r.compressed.StoredBytes > r.budget {
 			return nil, nil
 		}
@@ -220,60 +251,56 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 	dirty := make([]bool, n)
 	if len(r.shards) != n {
 		r.shards = make([]shardEncoding, n)
-		for i := range dirty {
+		members := make([][]string, n)
+		for id := range r.enc {
+			i := quotaconfig.ShardOf(id, n)
+			members[i] = append(members[i], id)
+		}
+		for i := range n {
+			r.shards[i].fill(r.enc, members[i])
 			dirty[i] = true
 		}
-	}
-	members := make([][]string, n)
-	for id, e := range r.enc {
-		i := quotaconfig.ShardOf(id, n)
-		members[i] = append(members[i], id)
-		if e.changed == r.seq {
+	} else {
+		ed, rm := make([][]string, n), make([][]string, n)
+		for _, id := range edited {
+			i := quotaconfig.ShardOf(id, n)
+			ed[i] = append(ed[i], id)
 			dirty[i] = true
 		}
-	}
-	for _, id := range removed {
-		dirty[quotaconfig.ShardOf(id, n)] = true
+		for _, id := range removed {
+			i := quotaconfig.ShardOf(id, n)
+			rm[i] = append(rm[i], id)
+			dirty[i] = true
+		}
+		for i := range n {
+			if dirty[i] {
+				r.shards[i].sync(r.enc, ed[i], rm[i])
+			}
+		}
 	}
 
 	st := &Stored{Layout: Sharded}
 	index := quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles}
-	var stream *shardStream
+	var w *memberWriter
 	for i := range n {
 		s := &r.shards[i]
-		if dirty[i] {
-			if stream == nil {
-				stream = newShardStream()
+		bare, _ := json.Marshal(&quotaconfig.Shard{Version: doc.Version, Shard: i, Shards: n}) // a string and ints always encode
+		if dirty[i] || !bytes.Equal(bare, s.bare) {
+			if w == nil {
+				w = writers.Get().(*memberWriter)
+				defer writers.Put(w)
 			}
-			slices.Sort(members[i])
-			stream.reset(len(s.gz))
-			stream.writeString(`{"version":`)
-			v, _ := json.Marshal(doc.Version) // a string always encodes
-			stream.write(v)
-			stream.writeString(`,"shard":` + strconv.Itoa(i) + `,"shards":` + strconv.Itoa(n))
-			if len(members[i]) > 0 {
-				stream.writeString(`,"apps":{`)
-				for j, id := range members[i] {
-					if j > 0 {
-						stream.write(comma)
-					}
-					stream.write(r.enc[id].bytes)
-				}
-				stream.writeString("}")
-			}
-			stream.writeString("}")
-			hash, gz, err := stream.finish()
-			if err != nil {
+			if err := s.encode(r.seq, bare, w); err != nil {
+				r.shards = nil
 				return nil, fmt.Errorf("compress shard %d: %w", i, err)
 			}
-			*s = shardEncoding{hash: hash, plain: stream.plain, gz: gz, apps: len(members[i])}
 		}
 		if len(s.gz) > r.budget {
 			// Too large at this count: every shard is re-encoded at the next one.
 			r.shards = nil
 			return nil, nil
 		}
-		ref := quotaconfig.ShardRef{ConfigMap: shardName(i), Key: quotaconfig.ShardKey(i, n), Hash: s.hash, Apps: s.apps}
+		ref := quotaconfig.ShardRef{ConfigMap: shardName(i), Key: quotaconfig.ShardKey(i, n), Hash: s.hash, Apps: len(s.apps)}
 		index.Shards = append(index.Shards, ref)
 		st.Shards = append(st.Shards, StoredShard{Ref: ref, Data: s.gz})
 		st.PlainBytes += s.plain
@@ -286,7 +313,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 	st.Hash, st.Key, st.Data = quotaconfig.Hash(data), quotaconfig.DataKey, data
 	st.PlainBytes += len(data)
 	if len(data) > r.budget {
-		// Many large profiles: the index goes compressed too.
+		// Many large profiles: the index goes compressed too, in one member.
 		if st.Data, err = quotaconfig.Compress(data); err != nil {
 			return nil, fmt.Errorf("compress index: %w", err)
 		}
@@ -332,54 +359,231 @@ func (r *Renderer) whole(header []byte, doc *quotaconfig.Document) []byte {
 	return append(b, "}}"...)
 }
 
-var comma = []byte{','}
-
-// shardStream hashes and compresses a shard as it is written, so the shard's
-// plain JSON (10 MB at 100,000 apps in two shards) is never held whole. Its
-// output is exactly quotaconfig.Hash and quotaconfig.Compress of those bytes.
-type shardStream struct {
-	gz    bytes.Buffer
-	zw    *gzip.Writer
-	sum   hash.Hash
+// shardEncoding is one compressed object as last stored (the whole document in
+// the Compressed layout, a shard in the Sharded one): its apps in ID order and
+// the gzip members it was cut into (quotaconfig.StartsMember), so that a
+// change recompresses only the members holding what changed and the rest are
+// copied. The plain JSON is never held whole: it streams through sha256 and,
+// for the members that changed, gzip.
+type shardEncoding struct {
+	// apps are the object's apps, sorted by ID.
+	apps []memberApp
+	// bare is the object's JSON without apps, as last encoded; head the first
+	// member's plain bytes (bare opened for the apps), headGz that member.
+	bare, head, headGz []byte
+	// runs are the members after the first, in order.
+	runs []memberRun
+	// hash, plain and gz are the object's hash, plain size and stored bytes.
+	hash  string
 	plain int
-	err   error
+	gz    []byte
 }
 
-func newShardStream() *shardStream {
-	st := &shardStream{sum: sha256.New()}
-	st.zw = quotaconfig.NewCompressor(&st.gz)
-	return st
+// memberApp is one app of an object.
+type memberApp struct {
+	id  string
+	enc *appEncoding
+	// starts is quotaconfig.StartsMember(id).
+	starts bool
 }
 
-// reset starts a shard; sizeHint is its likely compressed size.
-func (s *shardStream) reset(sizeHint int) {
-	s.gz = bytes.Buffer{}
-	s.gz.Grow(sizeHint + sizeHint/8)
-	s.zw.Reset(&s.gz)
-	s.sum.Reset()
-	s.plain, s.err = 0, nil
+// memberRun is a run of apps compressed as one member: from first to last, n
+// apps, after a comma when lead, with the closing braces when tail.
+type memberRun struct {
+	first, last string
+	n           int
+	lead, tail  bool
+	gz          []byte
 }
 
-func (s *shardStream) write(p []byte) {
-	if s.err != nil {
-		return
+// membersCompressed counts the gzip members compressed, for tests.
+var membersCompressed atomic.Int64
+
+// fill makes s an object holding the apps ids, with nothing compressed yet.
+func (s *shardEncoding) fill(enc map[string]*appEncoding, ids []string) {
+	slices.Sort(ids)
+	*s = shardEncoding{apps: make([]memberApp, len(ids))}
+	for i, id := range ids {
+		s.apps[i] = memberApp{id: id, enc: enc[id], starts: quotaconfig.StartsMember(id)}
 	}
-	s.plain += len(p)
-	s.sum.Write(p)
-	_, s.err = s.zw.Write(p)
 }
 
-func (s *shardStream) writeString(p string) { s.write([]byte(p)) }
+func compareApp(a memberApp, id string) int { return strings.Compare(a.id, id) }
 
-// finish returns the shard's hash and compressed bytes.
-func (s *shardStream) finish() (string, []byte, error) {
-	if s.err == nil {
-		s.err = s.zw.Close()
+// sync updates s.apps: edited are its apps added or changed since the last
+// call, removed those removed.
+func (s *shardEncoding) sync(enc map[string]*appEncoding, edited, removed []string) {
+	if len(removed) <= 16 {
+		for _, id := range removed {
+			if j, found := slices.BinarySearchFunc(s.apps, id, compareApp); found {
+				s.apps = slices.Delete(s.apps, j, j+1)
+			}
+		}
+	} else {
+		gone := make(map[string]bool, len(removed))
+		for _, id := range removed {
+			gone[id] = true
+		}
+		s.apps = slices.DeleteFunc(s.apps, func(a memberApp) bool { return gone[a.id] })
 	}
-	if s.err != nil {
-		return "", nil, s.err
+	var added []memberApp
+	for _, id := range edited {
+		if j, found := slices.BinarySearchFunc(s.apps, id, compareApp); found {
+			s.apps[j].enc = enc[id] // the same encoding, unless it was replaced
+		} else {
+			added = append(added, memberApp{id: id, enc: enc[id], starts: quotaconfig.StartsMember(id)})
+		}
 	}
-	return quotaconfig.FormatHash(s.sum.Sum(nil)), s.gz.Bytes(), nil
+	if len(added) <= 16 {
+		for _, a := range added {
+			j, _ := slices.BinarySearchFunc(s.apps, a.id, compareApp)
+			s.apps = slices.Insert(s.apps, j, a)
+		}
+	} else {
+		s.apps = append(s.apps, added...)
+		slices.SortFunc(s.apps, func(a, b memberApp) int { return strings.Compare(a.id, b.id) })
+	}
+}
+
+// encode lays the object out again, bare being its JSON without apps:
+// hashing all of it, compressing the members that changed (an app of theirs was
+// added, changed or removed, or they became the first or last) and copying the
+// others. Apps changed in Store call seq are those with appEncoding.changed ==
+// seq.
+func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
+	head := bare
+	if len(s.apps) > 0 {
+		head = append(bare[:len(bare)-1:len(bare)-1], `,"apps":{`...)
+	}
+	w.sum.Reset()
+	w.plain, w.compressing = 0, false
+	if s.headGz == nil || !bytes.Equal(head, s.head) {
+		w.begin(len(s.headGz))
+		w.write(head)
+		gz, err := w.end()
+		if err != nil {
+			return err
+		}
+		s.head, s.headGz = head, gz
+	} else {
+		w.write(head)
+	}
+	s.bare = bare
+	total := len(s.headGz)
+	runs := make([]memberRun, 0, len(s.runs)+1)
+	k := 0
+	for lo := 0; lo < len(s.apps); {
+		hi, changed := lo+1, s.apps[lo].enc.changed == seq
+		for hi < len(s.apps) && !s.apps[hi].starts {
+			changed = changed || s.apps[hi].enc.changed == seq
+			hi++
+		}
+		run := memberRun{first: s.apps[lo].id, last: s.apps[hi-1].id, n: hi - lo, lead: lo > 0, tail: hi == len(s.apps)}
+		for k < len(s.runs) && s.runs[k].first < run.first {
+			k++
+		}
+		// An old run from the same first to the same last app holds the same apps
+		// if none was added (an added app is changed) and it held as many: the
+		// run's apps are then among the old run's, which held every app between
+		// the two.
+		reuse := !changed && k < len(s.runs) && s.runs[k].first == run.first &&
+			s.runs[k].last == run.last && s.runs[k].n == run.n && s.runs[k].lead == run.lead && s.runs[k].tail == run.tail
+		if reuse {
+			run.gz = s.runs[k].gz
+		} else {
+			hint := 8 << 10
+			if k < len(s.runs) {
+				hint = len(s.runs[k].gz)
+			}
+			w.begin(hint)
+		}
+		// One write per run: sha256 and gzip have a cost per call.
+		b := w.buf[:0]
+		if run.lead {
+			b = append(b, ',')
+		}
+		for j := lo; j < hi; j++ {
+			if j > lo {
+				b = append(b, ',')
+			}
+			b = append(b, s.apps[j].enc.bytes...)
+		}
+		if run.tail {
+			b = append(b, "}}"...)
+		}
+		w.write(b)
+		w.buf = b
+		if !reuse {
+			gz, err := w.end()
+			if err != nil {
+				return err
+			}
+			run.gz = gz
+		}
+		total += len(run.gz)
+		runs = append(runs, run)
+		lo = hi
+	}
+	s.runs = runs
+	gz := make([]byte, 0, total)
+	gz = append(gz, s.headGz...)
+	for _, run := range runs {
+		gz = append(gz, run.gz...)
+	}
+	s.gz, s.plain, s.hash = gz, w.plain, quotaconfig.FormatHash(w.sum.Sum(nil))
+	return nil
+}
+
+// memberWriter hashes an object as it is written and compresses the members
+// being replaced, each as a gzip member of its own (quotaconfig.Compress's
+// bytes for the same input).
+type memberWriter struct {
+	sum hash.Hash
+	zw  *gzip.Writer
+	// gz receives the member being compressed, if any.
+	gz          bytes.Buffer
+	compressing bool
+	plain       int
+	err         error
+	// buf holds a run's plain bytes while they are written.
+	buf []byte
+}
+
+// writers keeps memberWriters (a gzip writer allocates about 1 MB) from one
+// Store call to the next.
+var writers = sync.Pool{New: func() any {
+	w := &memberWriter{sum: sha256.New()}
+	w.zw = quotaconfig.NewCompressor(&w.gz)
+	return w
+}}
+
+// begin starts a member; sizeHint is its likely compressed size.
+func (w *memberWriter) begin(sizeHint int) {
+	w.gz = bytes.Buffer{}
+	w.gz.Grow(sizeHint + sizeHint/8)
+	w.zw.Reset(&w.gz)
+	w.compressing, w.err = true, nil
+}
+
+func (w *memberWriter) write(p []byte) {
+	w.plain += len(p)
+	w.sum.Write(p)
+	if w.compressing && w.err == nil {
+		_, w.err = w.zw.Write(p)
+	}
+}
+
+// end finishes the member and returns its bytes.
+func (w *memberWriter) end() ([]byte, error) {
+	w.compressing = false
+	if w.err == nil {
+		w.err = w.zw.Close()
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	membersCompressed.Add(1)
+	return w.gz.Bytes(), nil
 }
 
 // appEncoding is one app's entry as it appears in the document, `"id":{...}`.
@@ -388,14 +592,6 @@ type appEncoding struct {
 	bytes []byte
 	// changed and seen are the Store call that last changed and last saw it.
 	changed, seen uint64
-}
-
-// shardEncoding is one shard as last stored.
-type shardEncoding struct {
-	hash  string
-	plain int
-	gz    []byte
-	apps  int
 }
 
 func appBytes(id string, a *quotaconfig.App) ([]byte, error) {

@@ -2,8 +2,10 @@ package render_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -38,7 +40,8 @@ func setApp(d *quotaconfig.Document, i int, max int64) {
 	}}}
 }
 
-// reference stores d the slow, obvious way: json.Marshal, Compress, Split.
+// reference stores d the slow, obvious way: json.Marshal, CompressDocument,
+// Split; and the compressed bytes decompress to json.Marshal's.
 func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 	t.Helper()
 	whole, err := json.Marshal(d)
@@ -51,9 +54,18 @@ func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 			t.Fatal("plain: not json.Marshal's bytes")
 		}
 	case render.Compressed:
-		gz, _ := quotaconfig.Compress(whole)
+		gz, err := quotaconfig.CompressDocument(d)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !bytes.Equal(st.Data, gz) || st.Key != quotaconfig.GzipDataKey || st.Hash != quotaconfig.Hash(whole) {
-			t.Fatal("compressed: not Compress(json.Marshal)'s bytes")
+			t.Fatal("compressed: not CompressDocument's bytes")
+		}
+		if plain, err := quotaconfig.Decompress(st.Data); err != nil || !bytes.Equal(plain, whole) {
+			t.Fatalf("compressed: does not decompress to json.Marshal's bytes (%v)", err)
+		}
+		if st.PlainBytes != len(whole) || st.StoredBytes != len(st.Data) {
+			t.Fatalf("compressed: PlainBytes %d, StoredBytes %d for %d and %d", st.PlainBytes, st.StoredBytes, len(whole), len(st.Data))
 		}
 	case render.Sharded:
 		index, shards, err := quotaconfig.Split(d, len(st.Shards), shardName)
@@ -66,6 +78,10 @@ func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 		for i, s := range st.Shards {
 			if !bytes.Equal(s.Data, shards[i]) {
 				t.Fatalf("sharded: shard %d differs from Split's", i)
+			}
+			plain, err := quotaconfig.Decompress(s.Data)
+			if err != nil || quotaconfig.Hash(plain) != s.Ref.Hash {
+				t.Fatalf("sharded: shard %d does not decompress to its hash (%v)", i, err)
 			}
 		}
 	}
@@ -111,12 +127,25 @@ func TestStoreChoosesLayoutBySize(t *testing.T) {
 // A long-lived Renderer, fed a changing document, must store exactly what a
 // fresh one stores: the memory of unchanged apps and shards never goes stale.
 func TestStoreIncrementalMatchesFresh(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
+	rng, members := rand.New(rand.NewPCG(1, 2)), rand.New(rand.NewPCG(3, 4))
+	compared := 0 // steps where both chose the same layout, compared byte for byte
 	d := storeDoc(3000)
 	r := new(render.Renderer)
 	budget := 16 << 10
 	prevShards := 0
 	for step := range 60 {
+		if step%3 == 0 {
+			// Apps that start a gzip member come or go (from their own random
+			// numbers, to leave the sequence below as it was).
+			starts, _ := boundaryApps(members.IntN(20000), 3)
+			for _, i := range starts {
+				if _, ok := d.Apps[appID(i)]; ok {
+					delete(d.Apps, appID(i))
+				} else {
+					setApp(d, i, members.Int64N(1e6))
+				}
+			}
+		}
 		switch rng.IntN(6) {
 		case 0: // add many: the shard count grows
 			for range 400 {
@@ -155,6 +184,12 @@ func TestStoreIncrementalMatchesFresh(t *testing.T) {
 			t.Fatalf("step %d: too large at budget %d", step, budget)
 		}
 		reference(t, d, got)
+		if got.Layout == want.Layout && len(got.Shards) == len(want.Shards) {
+			if !sameBytes(got, want) {
+				t.Fatalf("step %d: %v with %d shards, not a fresh Renderer's bytes", step, got.Layout, len(got.Shards))
+			}
+			compared++
+		}
 		if (got.Layout == render.Plain) != (want.Layout == render.Plain) {
 			// Between compressed and sharded the choice depends on the compression
 			// ratio seen before and on hysteresis; plain is for exactly what fits.
@@ -168,4 +203,181 @@ func TestStoreIncrementalMatchesFresh(t *testing.T) {
 		}
 		prevShards = len(got.Shards)
 	}
+	if compared < 30 {
+		t.Errorf("only %d of 60 steps laid out as a fresh Renderer does, to compare bytes", compared)
+	}
+	t.Logf("%d of 60 steps compared byte for byte with a fresh Renderer", compared)
+}
+
+// gzipMembers splits gzip data into its members.
+func gzipMembers(t *testing.T, data []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	r := bytes.NewReader(data) // an io.ByteReader: gzip reads no further than a member
+	for r.Len() > 0 {
+		start := len(data) - r.Len()
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr.Multistream(false)
+		if _, err := io.Copy(io.Discard, zr); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data[start:len(data)-r.Len()])
+	}
+	return out
+}
+
+// appID is storeDoc's ID of app i.
+func appID(i int) string { return fmt.Sprintf("app-%06d", i) }
+
+// boundaryApps returns count apps from i on (in storeDoc's numbering) that
+// start a gzip member, and count that do not.
+func boundaryApps(from, count int) (starts, not []int) {
+	for i := from; len(starts) < count || len(not) < count; i++ {
+		if quotaconfig.StartsMember(appID(i)) {
+			if len(starts) < count {
+				starts = append(starts, i)
+			}
+		} else if len(not) < count {
+			not = append(not, i)
+		}
+	}
+	return starts, not
+}
+
+// TestStoreRecompressesOnlyChangedMembers: a change recompresses the members
+// holding what changed and no other; every other member's bytes are kept; and
+// a long-lived Renderer's bytes are a fresh one's.
+func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		budget int
+		layout render.Layout
+	}{
+		{"compressed", 400 << 10, render.Compressed}, // about 630 KB plain, 40 KB compressed
+		{"sharded", 12 << 10, render.Sharded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := storeDoc(3000)
+			starts, not := boundaryApps(100, 4) // among the apps
+			newStarts, newNot := boundaryApps(3000, 2)
+			r := new(render.Renderer)
+			prev, err := r.Store(d, tc.budget, shardName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := []struct {
+				name string
+				edit func()
+				// want is how many members are compressed again.
+				want int64
+			}{
+				{"nothing", func() {}, 0},
+				{"an app changes", func() { setApp(d, not[0], 7) }, 1},
+				{"an app that starts a member changes", func() { setApp(d, starts[0], 7) }, 1},
+				{"an app is added", func() { setApp(d, newNot[0], 7) }, 1},
+				{"an app that starts a member is added: its run is cut in two", func() { setApp(d, newStarts[0], 7) }, 2},
+				{"an app is removed", func() { delete(d.Apps, appID(not[1])) }, 1},
+				{"an app that starts a member is removed: two runs become one", func() { delete(d.Apps, appID(starts[1])) }, 1},
+				{"the first app is removed", func() { delete(d.Apps, appID(0)) }, 1},
+				{"an app that starts a member comes back", func() { setApp(d, starts[1], 9) }, 2},
+				{"two apps in two members change", func() { setApp(d, starts[2], 1); setApp(d, starts[3], 1) }, 2},
+			}
+			if tc.layout == render.Compressed {
+				first, _ := boundaryApps(1, 1) // the first member's apps are 1 to first-1 now
+				type step = struct {
+					name string
+					edit func()
+					want int64
+				}
+				steps = append(steps,
+					step{"the profiles change: the head only", func() {
+						p := d.Profiles["default"]
+						p.Fallback = []quotaconfig.Limit{{Unit: "Requests", Window: "Second", Scope: "App", Max: 5}}
+						d.Profiles["default"] = p
+					}, 1},
+					step{"the first member's apps go: the second becomes the first, without its leading comma", func() {
+						for i := 1; i < first[0]; i++ {
+							delete(d.Apps, appID(i))
+						}
+					}, 1},
+					step{"an app comes before the first, which starts a member: it gets its leading comma", func() { setApp(d, 1, 3) }, 2},
+				)
+			}
+			for _, step := range steps {
+				step.edit()
+				before := render.MembersCompressed()
+				st, err := r.Store(d, tc.budget, shardName)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Layout != tc.layout || len(st.Shards) != len(prev.Shards) {
+					t.Fatalf("%s: %v with %d shards, want %v with %d", step.name, st.Layout, len(st.Shards), tc.layout, len(prev.Shards))
+				}
+				if got := render.MembersCompressed() - before; got != step.want {
+					t.Errorf("%s: %d members compressed, want %d", step.name, got, step.want)
+				}
+				reference(t, d, st)
+				// Every member of the new bytes but those compressed again is one of
+				// the old bytes.
+				objects := func(st *render.Stored) [][]byte {
+					if st.Layout == render.Compressed {
+						return [][]byte{st.Data}
+					}
+					var out [][]byte
+					for _, s := range st.Shards {
+						out = append(out, s.Data)
+					}
+					return out
+				}
+				old := map[string]bool{}
+				for _, o := range objects(prev) {
+					for _, m := range gzipMembers(t, o) {
+						old[string(m)] = true
+					}
+				}
+				fresh, total := 0, 0
+				for _, o := range objects(st) {
+					ms := gzipMembers(t, o)
+					if tc.layout == render.Compressed && len(ms) < 10 {
+						t.Fatalf("%s: %d members for 3000 apps", step.name, len(ms))
+					}
+					for _, m := range ms {
+						total++
+						if !old[string(m)] {
+							fresh++
+						}
+					}
+				}
+				if int64(fresh) > step.want {
+					t.Errorf("%s: %d of %d members differ from the last bytes, want at most %d", step.name, fresh, total, step.want)
+				}
+				want, err := new(render.Renderer).Store(d, tc.budget, shardName)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !sameBytes(st, want) {
+					t.Fatalf("%s: the bytes differ from a fresh Renderer's", step.name)
+				}
+				prev = st
+			}
+		})
+	}
+}
+
+// sameBytes reports whether two stored documents are the same objects, byte
+// for byte.
+func sameBytes(a, b *render.Stored) bool {
+	if a.Layout != b.Layout || a.Hash != b.Hash || a.Key != b.Key || !bytes.Equal(a.Data, b.Data) ||
+		len(a.Shards) != len(b.Shards) || a.PlainBytes != b.PlainBytes || a.StoredBytes != b.StoredBytes {
+		return false
+	}
+	for i := range a.Shards {
+		if a.Shards[i].Ref != b.Shards[i].Ref || !bytes.Equal(a.Shards[i].Data, b.Shards[i].Data) {
+			return false
+		}
+	}
+	return true
 }

@@ -3,7 +3,6 @@ package quotaconfig
 import (
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -49,9 +48,7 @@ type Shard struct {
 // n. With n a power of two, doubling n splits each shard in two (shard i into i
 // and i+n) and moves no app anywhere else.
 func ShardOf(appID string, n int) int {
-	h := fnv.New64a()
-	h.Write([]byte(appID))
-	return int(h.Sum64() % uint64(n))
+	return int(fnv1a(appID) % uint64(n))
 }
 
 // ShardKey is the key (and mounted file name) of shard i of n, compressed.
@@ -229,9 +226,10 @@ func ShardBytes(key string, data map[string]string, binaryData map[string][]byte
 
 // Split divides a document into an index and n shards as the controller stores
 // them: the index's JSON (which goes under DataKey, or GzipDataKey when large)
-// and each shard's gzip-compressed JSON, to be stored in ConfigMap configMap(i)
-// under binaryData ShardKey(i, n). Split is the reference for writers; the
-// controller produces the same bytes without re-encoding unchanged shards.
+// and each shard's JSON gzip-compressed in members (see StartsMember), to be
+// stored in ConfigMap configMap(i) under binaryData ShardKey(i, n). Split is the
+// reference for writers; the controller produces the same bytes without
+// re-encoding unchanged shards or members.
 func Split(d *Document, n int, configMap func(i int) string) (index []byte, shards [][]byte, err error) {
 	if n < 1 || n > MaxShards {
 		return nil, nil, fmt.Errorf("shard count %d is not between 1 and %d", n, MaxShards)
@@ -249,7 +247,8 @@ func Split(d *Document, n int, configMap func(i int) string) (index []byte, shar
 		if err != nil {
 			return nil, nil, err
 		}
-		gz, err := Compress(plain)
+		head, _ := json.Marshal(&Shard{Version: parts[i].Version, Shard: i, Shards: n}) // ints and a string always encode
+		gz, err := compressMembers(head, parts[i].Apps)
 		if err != nil {
 			return nil, nil, err
 		}
