@@ -83,7 +83,9 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	changed := !bytes.Equal(header, r.header)
 	// The apps whose entry may have changed: those Merge says (when doc is the
 	// document it just merged), else all of them.
-	var removed []string
+	// The apps this call added or changed, and removed, for the compressed
+	// layouts to find the members they touch.
+	var edited, removed []string
 	update := func(id string) error {
 		a, ok := doc.Apps[id]
 		e := r.enc[id]
@@ -112,6 +114,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		}
 		r.appsBytes += len(e.bytes) + 1
 		e.changed, e.seen = r.seq, r.seq
+		edited = append(edited, id)
 		changed = true
 		return nil
 	}
@@ -153,17 +156,6 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		data := r.whole(header, doc)
 		r.shards, r.compressed = nil, nil
 		return &Stored{Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data, PlainBytes: len(data), StoredBytes: len(data)}, nil
-	}
-
-	// The apps this call added or changed, for the compressed layouts to find
-	// the members they touch.
-	var edited []string
-	if changed {
-		for id, e := range r.enc {
-			if e.changed == r.seq {
-				edited = append(edited, id)
-			}
-		}
 	}
 
 	// How many objects the compressed configuration needs: one (the whole
