@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +88,19 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		},
 		func() { apps = append(apps, newApp(fmt.Sprint("new-", serial))) },
 		func() { apps = append(apps, newApp(apps[rng.IntN(len(apps))].Spec.AppID)) }, // a taken appID
+		func() { // a new AppQuota invalid from the start: it owns its appID without an entry
+			a := newApp(fmt.Sprint("bad-", serial))
+			a.Spec.Overrides[0].Group = "no-such-group"
+			apps = append(apps, a)
+		},
+		func() { // a claim on the appID of the latest AppQuota that was never valid
+			for _, a := range slices.Backward(apps) {
+				if strings.HasPrefix(a.Spec.AppID, "bad-") {
+					apps = append(apps, newApp(a.Spec.AppID))
+					return
+				}
+			}
+		},
 		func() { // two new AppQuotas for one new appID at once
 			id := fmt.Sprint("pair-", serial)
 			apps = append(apps, newApp(id), newApp(id))
@@ -107,7 +122,7 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		func() { now = now.Add(time.Duration(rng.IntN(10)) * time.Minute) },
 	}
 	// Most steps change an AppQuota or two, as in production.
-	weights := []int{30, 8, 8, 4, 8, 2, 2, 4, 2, 10, 1, 6}
+	weights := []int{30, 8, 8, 4, 8, 4, 3, 2, 2, 4, 2, 10, 1, 6}
 	total := 0
 	for _, w := range weights {
 		total += w
@@ -158,5 +173,52 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 	t.Logf("%d of 400 merges updated the last result", fast)
 	if fast < 200 || fast == 400 {
 		t.Errorf("%d of 400 merges updated the last result: want most, not all", fast)
+	}
+}
+
+// TestMergeChangesClaimOnEntrylessOwner: an AppQuota invalid from its creation
+// owns its appID without a document entry; a newer claim on that appID must be
+// refused although it arrives when the owner has left no trace in the document.
+func TestMergeChangesClaimOnEntrylessOwner(t *testing.T) {
+	profiles, apps := benchObjects(t, 3)
+	for i := range apps {
+		apps[i].CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC))
+	}
+	ptrs := render.Pointers(apps)
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var r render.Renderer
+	step := func(stored bool) *render.Result {
+		t.Helper()
+		res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: ptrs, PreviousIsStored: stored, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Store(res.Document, 4<<20, shardName); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	step(false)
+	bad := apps[0].DeepCopy()
+	bad.Name, bad.UID, bad.Spec.AppID = "bad", "uid-bad", "shared"
+	bad.CreationTimestamp = metav1.NewTime(now)
+	bad.Spec.Overrides[0].Group = "no-such-group"
+	ptrs = append(ptrs, bad)
+	step(true)
+	late := apps[1].DeepCopy()
+	late.Name, late.UID, late.Spec.AppID = "late", "uid-late", "shared"
+	late.CreationTimestamp = metav1.NewTime(now.Add(time.Second))
+	ptrs = append(ptrs, late)
+	res := step(true)
+	// The invalid AppQuota's arrival is a merge of changes; the claim on its
+	// appID needs all claims, so a full merge.
+	if fast := render.FastMerges(&r); fast != 1 {
+		t.Errorf("%d merges of changes, want 1", fast)
+	}
+	if o := res.Apps[render.Key(late)]; o.Valid || o.Reason != quotav1.ReasonDuplicateAppID {
+		t.Errorf("the later claim: %+v, want DuplicateAppID", o)
+	}
+	if e, ok := res.Document.Apps["shared"]; ok {
+		t.Errorf("appID shared has entry %+v, want none (its owner is invalid)", e)
 	}
 }

@@ -102,7 +102,9 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 			e = &appEncoding{}
 			r.enc[id] = e
 		case sameApp(&e.app, &a):
-			e.seen = r.seq
+			// The same encoding; keep the document's own value, so that the
+			// next merge, which starts from these, starts from it exactly.
+			e.app, e.seen = a, r.seq
 			return nil
 		default:
 			r.appsBytes -= len(e.bytes) + 1
@@ -142,10 +144,11 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 			}
 		}
 	}
-	r.pending = nil
 	if r.last != nil && doc == r.merged {
 		r.last.stored = true
 	}
+	// Done with the merge's document: the encodings now hold its apps.
+	r.merged, r.pending = nil, nil
 	plain := len(header) + r.appsBytes
 	r.header, r.lastProfiles = header, doc.Profiles
 
