@@ -282,7 +282,8 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		return ctrl.Result{}, fmt.Errorf("store: %w", err)
 	}
 	// Nothing here reads the document after Store, and the status controller's
-	// snapshot (res) need not hold it: the renderer keeps it for the next merge.
+	// snapshot (res) need not hold it: the renderer's encodings hold its apps
+	// for the next merge.
 	res.Document = nil
 	r.storedWritten = false
 	if st.TooLarge {
