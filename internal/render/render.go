@@ -420,11 +420,7 @@ func (r *Renderer) mergeAll(in Input) *Result {
 		} else {
 			owners[a.Spec.AppID] = key
 		}
-		app, inDoc, out := r.mergeApp(a, e.c, key, ref, version(ref.Profile), prev, in.Now, func(name string) {
-			if _, ok := res.Document.Profiles[name]; !ok {
-				keepDeleted(name)
-			}
-		})
+		app, inDoc, out := r.mergeApp(a, e.c, key, ref, version(ref.Profile), prev, in.Now, keepDeleted)
 		if inDoc {
 			res.Document.Apps[a.Spec.AppID] = app
 		}
