@@ -228,19 +228,15 @@ func (b *bench) startManager(ctx context.Context) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build manager: %w\n%s", err, out)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	addr := l.Addr().String()
-	l.Close()
 	b.metrics = "http://" + addr + "/metrics"
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	pprofAddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
-	pprofAddr := pl.Addr().String()
-	pl.Close()
 	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
 	wh := b.cluster.Env.WebhookInstallOptions
 	b.mgr = exec.Command(bin,
@@ -269,6 +265,17 @@ func (b *bench) startManager(ctx context.Context) error {
 	}
 	os.Remove(bin) // the running process keeps it
 	return nil
+}
+
+// freeAddr returns a loopback address with a port nothing listens on, for the
+// manager to serve on.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func (b *bench) stopManager() {
