@@ -72,6 +72,14 @@ type QuotaReconciler struct {
 	// is compressed, then sharded (render.Renderer.Store); a render that does not
 	// fit even then is not written and the last good document stays.
 	MaxConfigBytes int
+	// ShardAbove is render.Renderer.ShardAbove: a configuration stored larger
+	// is sharded, and a change rewrites only the index, which carries the apps
+	// changed since their shards were written.
+	ShardAbove int
+	// CompactAfter is how long after the last write the apps the index
+	// carries are folded into their shards, which brings the ConfigMaps back to
+	// what `kubectl appquota render` shows.
+	CompactAfter time.Duration
 	// MinWriteInterval is the least time between two writes: renders wait for
 	// it, so a burst of changes is written once per interval. A change after a
 	// quiet spell goes out at once.
@@ -111,6 +119,7 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
 	}
 	r.appQuotas = sii.GetStore()
+	r.renderer.ShardAbove = r.ShardAbove
 	fixed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
 	})
@@ -273,6 +282,11 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// tell their AppQuotas once the new document is written. Only the render
 	// loop knows the exact previous document, and only until Store.
 	expired := r.expiredOverrides(res, previous, previousIsStored)
+	if r.renderer.Recent() > 0 && time.Since(r.lastWrite) >= r.CompactAfter {
+		// Quiet since the last write: fold the apps the index carries into
+		// their shards.
+		r.renderer.Compact()
+	}
 	// Plain while it fits the budget, then gzip-compressed, then sharded; over
 	// the budget even in MaxShards shards nothing is written and the last good
 	// configuration stays.
@@ -323,11 +337,19 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// and the apps whose outcome changed.
 	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes})
 
+	var next time.Duration
 	if res.NextExpiry != nil {
 		// The document changes when the next override expires: render again then.
-		return ctrl.Result{RequeueAfter: max(res.NextExpiry.Sub(r.now()), time.Millisecond)}, nil
+		next = max(res.NextExpiry.Sub(r.now()), time.Millisecond)
 	}
-	return ctrl.Result{}, nil
+	if st.Recent > 0 {
+		// The index carries changed apps: fold them in once writes are quiet.
+		fold := max(time.Until(r.lastWrite.Add(r.CompactAfter)), time.Millisecond)
+		if next == 0 || fold < next {
+			next = fold
+		}
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
 }
 
 func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quotav1.QuotaProfile, res *render.Result, st *render.Stored) error {

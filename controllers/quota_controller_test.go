@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -601,8 +603,9 @@ func shardConfigMaps(t *testing.T) map[string]corev1.ConfigMap {
 
 // TestShardedOverBudget: a configuration that does not fit one ConfigMap even
 // compressed is split into shards that each fit; a change to one app rewrites
-// only its shard and the index; a deleted shard is put back; back under the
-// budget, the shards are deleted after the index no longer names them.
+// only the index, which carries it until CompactAfter folds it into its shard;
+// a deleted shard is put back; back under the budget, the shards are deleted
+// after the index no longer names them.
 func TestShardedOverBudget(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
@@ -624,6 +627,7 @@ func TestShardedOverBudget(t *testing.T) {
 	gz, _ := quotaconfig.Compress(whole)
 	small := opts
 	small.MaxConfigBytes = len(gz) / 3
+	small.CompactAfter = 3 * time.Second
 	restore := runWith(t, small)
 
 	var index quotaconfig.Document
@@ -674,7 +678,7 @@ func TestShardedOverBudget(t *testing.T) {
 		}
 	}
 
-	// One app changes: its shard and the index are rewritten, no other shard.
+	// One app changes: only the index is rewritten, carrying the app.
 	var a quotav1.AppQuota
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "s7"}, &a); err != nil {
 		t.Fatal(err)
@@ -684,7 +688,25 @@ func TestShardedOverBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, wait, wantLimit("shard-7", "messages-send-users", 777))
+	if carried, err := indexApps(); err != nil || len(carried) != 1 || carried[0] != "shard-7" {
+		t.Errorf("the index carries %v (%v), want [shard-7]", carried, err)
+	}
+	for name, cm := range shardConfigMaps(t) {
+		if cm.ResourceVersion != shards[name].ResourceVersion {
+			t.Errorf("shard %s rewritten for a change the index carries", name)
+		}
+	}
+	// Quiet for CompactAfter: the app is folded into its shard, the only one
+	// rewritten, and the index carries nothing again.
 	home := index.Shards[quotaconfig.ShardOf("shard-7", len(index.Shards))].ConfigMap
+	eventually(t, wait, func() error {
+		carried, err := indexApps()
+		if err == nil && len(carried) != 0 {
+			err = fmt.Errorf("the index still carries %v", carried)
+		}
+		return err
+	})
+	eventually(t, wait, wantLimit("shard-7", "messages-send-users", 777))
 	for name, cm := range shardConfigMaps(t) {
 		if changed := cm.ResourceVersion != shards[name].ResourceVersion; changed != (name == home) {
 			t.Errorf("shard %s rewritten: %v; only %s, which holds the app, should be", name, changed, home)
@@ -775,4 +797,24 @@ func TestBurstIsWrittenOncePerInterval(t *testing.T) {
 	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// indexApps lists the apps the index ConfigMap carries itself (changed since
+// their shards were written). Between the writes of a shard and of the index
+// the configuration does not assemble, and it returns that error.
+func indexApps() ([]string, error) {
+	_, cm, err := document()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+	if err != nil {
+		return nil, err
+	}
+	var index quotaconfig.Document
+	if err := json.Unmarshal(raw, &index); err != nil {
+		return nil, err
+	}
+	ids := slices.Sorted(maps.Keys(index.Apps))
+	return append(ids, index.RemovedApps...), nil
 }

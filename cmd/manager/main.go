@@ -49,6 +49,8 @@ func main() {
 	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
 	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
 	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes, "Size budget of each ConfigMap written: over it the document is compressed, then sharded; over it even in 64 shards the last good one stays and objects report ConfigTooLarge.")
+	flag.IntVar(&opts.ShardAboveBytes, "shard-above-bytes", opts.ShardAboveBytes, "Keeps what one change rewrites small: a configuration stored larger than this is sharded, and the apps changed since their shards were written ride in the index until --compact-after; 0 shards only over --max-config-bytes.")
+	flag.DurationVar(&opts.CompactAfter, "compact-after", opts.CompactAfter, "How long the configuration stays unwritten before the apps its index carries are folded into their shards.")
 	flag.DurationVar(&opts.MinWriteInterval, "min-write-interval", opts.MinWriteInterval, "Least time between two writes of the ConfigMaps: a burst of changes is written once per interval.")
 	flag.Float64Var(&opts.EventRate, "event-rate", opts.EventRate, "Events emitted per second, per type (Normal, Warning); more are dropped and counted in appquota_events_dropped_total. Statuses always tell everything.")
 	flag.IntVar(&opts.EventBurst, "event-burst", opts.EventBurst, "Burst of events allowed above --event-rate.")

@@ -38,6 +38,16 @@ type Options struct {
 	// MaxConfigBytes is the size budget of the rendered document, kept well under
 	// the 1 MiB object limit so an object plus its metadata always fits.
 	MaxConfigBytes int
+	// ShardAboveBytes keeps what one change rewrites small: a configuration
+	// stored larger than this (compressed) is sharded, and the apps changed
+	// since their shards were written ride in the index, the one object a
+	// change rewrites, until CompactAfter without a write (docs/scale.md). 0
+	// turns this off: plain, then compressed, then sharded only over
+	// MaxConfigBytes, every app in its shard.
+	ShardAboveBytes int
+	// CompactAfter is how long the configuration stays unwritten before the
+	// apps the index carries are folded into their shards.
+	CompactAfter time.Duration
 	// MinWriteInterval is the least time between two writes of the ConfigMaps:
 	// a burst of changes is written once per interval, not once per render.
 	MinWriteInterval time.Duration
@@ -59,6 +69,8 @@ func DefaultOptions() Options {
 		ConfigMapName:    "appquota-limits",
 		DefaultProfile:   "default",
 		MaxConfigBytes:   900 * 1024,
+		ShardAboveBytes:  64 * 1024,
+		CompactAfter:     10 * time.Second,
 		MinWriteInterval: time.Second,
 		EventRate:        10,
 		EventBurst:       100,
@@ -80,6 +92,12 @@ func (o Options) Validate() error {
 	}
 	if o.MaxConfigBytes <= 0 || o.MaxConfigBytes > 1000*1024 {
 		errs = append(errs, errors.New("max config bytes must be between 1 and 1024000"))
+	}
+	if o.ShardAboveBytes < 0 {
+		errs = append(errs, errors.New("shard above bytes must not be negative"))
+	}
+	if o.CompactAfter <= 0 {
+		errs = append(errs, errors.New("compact after must be positive"))
 	}
 	if o.EventRate <= 0 || o.EventBurst < 1 {
 		errs = append(errs, errors.New("event rate must be positive and event burst at least 1"))
@@ -189,6 +207,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		ConfigMap:        types.NamespacedName{Namespace: o.Namespace, Name: o.ConfigMapName},
 		DefaultProfile:   o.DefaultProfile,
 		MaxConfigBytes:   o.MaxConfigBytes,
+		ShardAbove:       o.ShardAboveBytes,
+		CompactAfter:     o.CompactAfter,
 		MinWriteInterval: o.MinWriteInterval,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

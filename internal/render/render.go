@@ -120,6 +120,14 @@ func Render(in Input) (*Result, error) {
 // members. Its output is exactly Render's. A Renderer is not safe for
 // concurrent use.
 type Renderer struct {
+	// ShardAbove, when above 0, keeps what one change rewrites small (see
+	// Store): a configuration whose compressed whole is larger than ShardAbove
+	// bytes is sharded, and the apps changed since their shards were written
+	// ride in the index until Compact, or until their entries pass
+	// RecentFactor times ShardAbove. 0 keeps the canonical layout: every app
+	// in its shard, shards only over the budget.
+	ShardAbove int
+
 	// Merge's memory, by object UID.
 	apps     map[types.UID]*appCheck
 	profiles map[types.UID]*profileCheck
@@ -150,6 +158,11 @@ type Renderer struct {
 	shards       []shardEncoding
 	compressed   *Stored
 	ratio        float64
+	// recent are the apps added, changed or removed since their shards were
+	// last encoded, which the index carries (ShardAbove); compact asks the
+	// next Store to fold them into their shards.
+	recent  map[string]struct{}
+	compact bool
 }
 
 // appCheck is what the Renderer remembers of one AppQuota (by UID): its

@@ -49,6 +49,9 @@ type Stored struct {
 	// PlainBytes is the size of the uncompressed configuration (index and shards
 	// together), StoredBytes the size of the largest object written.
 	PlainBytes, StoredBytes int
+	// Recent is how many apps the index carries (changed, added or removed
+	// since their shards were written; Renderer.ShardAbove), 0 when none.
+	Recent int
 	// TooLarge is set when even MaxShards shards do not fit the budget; nothing
 	// else is set then, and nothing must be written.
 	TooLarge bool
@@ -63,7 +66,12 @@ type StoredShard struct {
 }
 
 // Store lays a document out within budget bytes per object: plain while it
-// fits, else gzip-compressed, else sharded (docs/scale.md). Each compressed
+// fits, else gzip-compressed, else sharded (docs/scale.md). With ShardAbove
+// set, "fits" is within ShardAbove as well, and in the sharded layout the
+// apps changed since their shards were encoded go into the index instead
+// (Stored.Recent), so that a change rewrites only the index; they are folded
+// into their shards by the Store after Compact, or once their entries pass
+// RecentFactor times ShardAbove bytes (or the budget). Each compressed
 // object is gzip members cut where quotaconfig.StartsMember says. The Renderer
 // keeps each app's encoding and each member's compressed bytes from the
 // previous call, so a change to one app re-encodes it and compresses only the
@@ -155,9 +163,9 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if len(doc.Apps) > 0 {
 		plain += len(`,"apps":{}`) - 1 // the header's closing brace makes way for these, and one comma fewer than apps
 	}
-	if plain <= budget {
+	if plain <= r.wholeLimit() {
 		data := r.whole(header, doc)
-		r.shards, r.compressed = nil, nil
+		r.shards, r.compressed, r.recent, r.compact = nil, nil, nil, false
 		return &Stored{Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data, PlainBytes: len(data), StoredBytes: len(data)}, nil
 	}
 
@@ -207,12 +215,70 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 // MaxShards bounds the shard count (quotaconfig.MaxShards).
 const MaxShards = quotaconfig.MaxShards
 
+// RecentFactor bounds the apps the index carries (Renderer.ShardAbove): once
+// their entries pass RecentFactor times ShardAbove bytes, uncompressed, Store
+// folds them into their shards. Four times keeps a burst of thousands of
+// changes to a few shard writes, and the index a few tens of KB compressed.
+const RecentFactor = 4
+
+// Compact makes the next Store fold the apps the index carries into their
+// shards, so that the stored layout is again every app in its shard.
+func (r *Renderer) Compact() { r.compact = true }
+
+// Recent is how many apps the index carries since the last Store.
+func (r *Renderer) Recent() int { return len(r.recent) }
+
+// wholeLimit is the largest whole document, plain or compressed, Store writes
+// as one object.
+func (r *Renderer) wholeLimit() int {
+	if r.ShardAbove > 0 {
+		return min(r.budget, r.ShardAbove)
+	}
+	return r.budget
+}
+
+// recentBytes is the size of the entries of the apps the index carries.
+func (r *Renderer) recentBytes() int {
+	size := 0
+	for id := range r.recent {
+		if e, ok := r.enc[id]; ok {
+			size += len(e.bytes) + 1
+		}
+	}
+	return size
+}
+
+// foldRecent brings the apps the index carries into their shards (of n),
+// marking those shards dirty.
+func (r *Renderer) foldRecent(n int, dirty []bool) {
+	ed, rm := make([][]string, n), make([][]string, n)
+	for id := range r.recent {
+		i := quotaconfig.ShardOf(id, n)
+		if e, ok := r.enc[id]; ok {
+			// Changed since its shard was encoded, maybe in an earlier Store:
+			// its member is compressed again.
+			e.changed = r.seq
+			ed[i] = append(ed[i], id)
+		} else {
+			rm[i] = append(rm[i], id)
+		}
+		dirty[i] = true
+	}
+	for i := range n {
+		if dirty[i] {
+			r.shards[i].sync(r.enc, ed[i], rm[i])
+		}
+	}
+	r.recent, r.compact = nil, false
+}
+
 // layout stores the document in n objects (1: compressed whole), or returns nil
 // if one of them is over budget. edited are the apps this Store call added or
 // changed, removed those it removed.
 func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, edited, removed []string) (*Stored, error) {
 	if n == 1 {
-		// r.shards holds the whole document's one object.
+		// r.shards holds the whole document's one object, with every app.
+		r.recent, r.compact = nil, false
 		if len(r.shards) != 1 {
 			r.shards, r.compressed = make([]shardEncoding, 1), nil
 			ids := make([]string, 0, len(r.enc))
@@ -234,7 +300,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 			}
 			r.compressed = &Stored{Layout: Compressed, Hash: s.hash, Key: quotaconfig.GzipDataKey, Data: s.gz, PlainBytes: s.plain, StoredBytes: len(s.gz)}
 		}
-		if r.compressed.StoredBytes > r.budget {
+		if r.compressed.StoredBytes > r.wholeLimit() {
 			return nil, nil
 		}
 		return r.compressed, nil
@@ -242,9 +308,11 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 	r.compressed = nil
 
 	// Which shards changed: all of them when the count did, otherwise those
-	// holding an app that was added, changed or removed.
+	// holding an app that was added, changed or removed (with ShardAbove, only
+	// when the index's apps are folded into them).
 	dirty := make([]bool, n)
 	if len(r.shards) != n {
+		r.recent, r.compact = nil, false
 		r.shards = make([]shardEncoding, n)
 		members := make([][]string, n)
 		for id := range r.enc {
@@ -254,6 +322,19 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 		for i := range n {
 			r.shards[i].fill(r.enc, members[i])
 			dirty[i] = true
+		}
+	} else if r.ShardAbove > 0 {
+		if r.recent == nil {
+			r.recent = map[string]struct{}{}
+		}
+		for _, id := range edited {
+			r.recent[id] = struct{}{}
+		}
+		for _, id := range removed {
+			r.recent[id] = struct{}{}
+		}
+		if r.compact || r.recentBytes() > min(RecentFactor*r.ShardAbove, r.budget) {
+			r.foldRecent(n, dirty)
 		}
 	} else {
 		ed, rm := make([][]string, n), make([][]string, n)
@@ -301,14 +382,28 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 		st.PlainBytes += s.plain
 		st.StoredBytes = max(st.StoredBytes, len(s.gz))
 	}
+	if len(r.recent) > 0 {
+		index.Apps = make(map[string]quotaconfig.App, len(r.recent))
+		for id := range r.recent {
+			if e, ok := r.enc[id]; ok {
+				index.Apps[id] = e.app
+			} else if _, held := slices.BinarySearchFunc(r.shards[quotaconfig.ShardOf(id, n)].apps, id, compareApp); held {
+				index.RemovedApps = append(index.RemovedApps, id)
+			}
+		}
+		slices.Sort(index.RemovedApps)
+		st.Recent = len(index.Apps) + len(index.RemovedApps)
+	}
 	data, err := json.Marshal(&index)
 	if err != nil {
 		return nil, fmt.Errorf("encode index: %w", err)
 	}
 	st.Hash, st.Key, st.Data = quotaconfig.Hash(data), quotaconfig.DataKey, data
 	st.PlainBytes += len(data)
-	if len(data) > r.budget {
-		// Many large profiles: the index goes compressed too, in one member.
+	// The index is what a change rewrites when ShardAbove is set: compressed,
+	// the catalog's 35 KB take 3 KB. Otherwise it is compressed only when many
+	// large profiles make it large.
+	if r.ShardAbove > 0 || len(data) > r.budget {
 		if st.Data, err = quotaconfig.Compress(data); err != nil {
 			return nil, fmt.Errorf("compress index: %w", err)
 		}

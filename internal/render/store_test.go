@@ -72,7 +72,13 @@ func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(st.Data, index) || st.Hash != quotaconfig.Hash(index) {
+		stored := st.Data
+		if st.Key == quotaconfig.GzipDataKey {
+			if stored, err = quotaconfig.Decompress(st.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(stored, index) || st.Hash != quotaconfig.Hash(index) {
 			t.Fatalf("sharded: index differs from Split's:\n%s\n%s", st.Data, index)
 		}
 		for i, s := range st.Shards {
@@ -380,4 +386,127 @@ func sameBytes(a, b *render.Stored) bool {
 		}
 	}
 	return true
+}
+
+// assemble reads st back as a gateway would, through LoadConfigMaps.
+func assemble(t *testing.T, st *render.Stored) *quotaconfig.Document {
+	t.Helper()
+	cms := map[string]map[string][]byte{"limits": {st.Key: st.Data, quotaconfig.HashKey: []byte(st.Hash)}}
+	for _, s := range st.Shards {
+		cms[s.Ref.ConfigMap] = map[string][]byte{s.Ref.Key: s.Data}
+	}
+	d, err := quotaconfig.LoadConfigMaps("limits", func(name string) (map[string]string, map[string][]byte, error) {
+		cm, ok := cms[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("no ConfigMap %s", name)
+		}
+		data, binary := map[string]string{}, map[string][]byte{}
+		for k, v := range cm {
+			if k == quotaconfig.GzipDataKey || k != quotaconfig.DataKey && k != quotaconfig.HashKey {
+				binary[k] = v
+			} else {
+				data[k] = string(v)
+			}
+		}
+		return data, binary, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestStoreRecentRidesInIndex: with ShardAbove, a configuration whose
+// compressed whole is over it is sharded even within the budget; a change
+// then rewrites only the index, which carries the changed and removed apps,
+// within RecentFactor times ShardAbove; past that, or after Compact, they are
+// folded into their shards, and the bytes are Split's. At every step a reader
+// assembles exactly the document stored.
+func TestStoreRecentRidesInIndex(t *testing.T) {
+	const budget, above = 64 << 10, 2 << 10
+	d := storeDoc(3000) // about 630 KB plain, 40 KB compressed
+	r := &render.Renderer{ShardAbove: above}
+	prev, err := r.Store(d, budget, shardName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev.Layout != render.Sharded || prev.Recent != 0 || prev.Key != quotaconfig.GzipDataKey {
+		t.Fatalf("got %v (%d shards, %d recent, key %s), want sharded with a compressed index and nothing recent", prev.Layout, len(prev.Shards), prev.Recent, prev.Key)
+	}
+	reference(t, d, prev)
+	rng := rand.New(rand.NewPCG(3, 4))
+	folds, carried := 0, 0
+	for step := range 400 {
+		compact := step%199 == 198
+		switch k := rng.IntN(10); {
+		case k < 6:
+			setApp(d, rng.IntN(4000), int64(rng.IntN(1000))) // changed, or added
+		case k < 9:
+			delete(d.Apps, appID(rng.IntN(4000)))
+		default:
+			setApp(d, rng.IntN(4000), 5)
+			delete(d.Apps, appID(rng.IntN(4000)))
+		}
+		if compact {
+			r.Compact()
+		}
+		st, err := r.Store(d, budget, shardName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Layout != render.Sharded || len(st.Shards) != len(prev.Shards) {
+			t.Fatalf("step %d: %v with %d shards, want sharded with %d", step, st.Layout, len(st.Shards), len(prev.Shards))
+		}
+		if got := assemble(t, st); !equalDocs(got, d) {
+			t.Fatalf("step %d: the stored configuration does not assemble to the document (%d apps, want %d)", step, len(got.Apps), len(d.Apps))
+		}
+		rewritten := 0
+		for i := range st.Shards {
+			if !bytes.Equal(st.Shards[i].Data, prev.Shards[i].Data) {
+				rewritten++
+			}
+		}
+		if st.Recent > 0 {
+			carried++
+			if rewritten > 0 || compact {
+				t.Fatalf("step %d: %d shards rewritten while the index carries %d apps (compact %v)", step, rewritten, st.Recent, compact)
+			}
+			idx := index(t, st)
+			size := 0
+			for id, a := range idx.Apps {
+				b, _ := json.Marshal(map[string]quotaconfig.App{id: a})
+				size += len(b) - 1
+			}
+			if size > render.RecentFactor*above {
+				t.Fatalf("step %d: the index carries %d bytes of apps, over %d", step, size, render.RecentFactor*above)
+			}
+		} else if rewritten > 0 {
+			folds++
+			reference(t, d, st) // folded: every app in its shard, Split's bytes
+		}
+		prev = st
+	}
+	// Both paths ran: changes carried by the index, and folds by size and by Compact.
+	if carried < 300 || folds < 6 {
+		t.Fatalf("%d steps carried in the index, %d folds", carried, folds)
+	}
+}
+
+func index(t *testing.T, st *render.Stored) *quotaconfig.Document {
+	t.Helper()
+	raw, err := quotaconfig.Decompress(st.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d quotaconfig.Document
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}
+
+func equalDocs(a, b *quotaconfig.Document) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }

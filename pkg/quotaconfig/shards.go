@@ -59,13 +59,24 @@ func ShardKey(i, n int) string {
 // shards checks an index's shard list.
 func (v *validator) shards(d *Document) {
 	if len(d.Shards) == 0 {
+		if len(d.RemovedApps) > 0 {
+			v.add("removedApps", "must be empty in a document without shards (%d entries)", len(d.RemovedApps))
+		}
 		return
 	}
 	if len(d.Shards) > MaxShards {
 		v.add("shards", "has %d entries, more than %d", len(d.Shards), MaxShards)
 	}
-	if len(d.Apps) > 0 {
-		v.add("apps", "must be empty in a sharded document (%d entries): apps live in the shards", len(d.Apps))
+	for i, id := range d.RemovedApps {
+		at := "removedApps[" + strconv.Itoa(i) + "]"
+		switch _, listed := d.Apps[id]; {
+		case id == "":
+			v.add(at, "an app ID must not be empty")
+		case i > 0 && id <= d.RemovedApps[i-1]:
+			v.add(at, "%q is not after %q: the list is sorted and has no duplicates", id, d.RemovedApps[i-1])
+		case listed:
+			v.add(at, "%q is also in apps: an app is either changed or removed", id)
+		}
 	}
 	keys := map[string]int{}
 	for i, s := range d.Shards {
@@ -118,8 +129,9 @@ func validHash(h string) bool {
 // Assemble completes a sharded index: it fetches each shard's stored bytes
 // (compressed when its key ends in .json.gz), checks them against the index's
 // hash and app count, checks that every app is in the shard ShardOf assigns,
-// and returns the whole document, validated, without Shards. A document that is
-// not sharded is returned as it is.
+// then applies the index's own changes (RemovedApps dropped, Apps replacing or
+// adding entries), and returns the whole document, validated, without Shards.
+// A document that is not sharded is returned as it is.
 //
 // A shard that does not match its hash is an error, not a partial result: the
 // index and its shards are written one object at a time, and a reader that
@@ -149,6 +161,14 @@ func Assemble(index *Document, fetch func(ShardRef) ([]byte, error)) (*Document,
 			}
 			out.Apps[id] = a
 		}
+	}
+	// The changes since the shards were written, which the index carries so
+	// that one change rewrites only the index.
+	for _, id := range index.RemovedApps {
+		delete(out.Apps, id)
+	}
+	for id, a := range index.Apps {
+		out.Apps[id] = a
 	}
 	if err := out.Validate(); err != nil {
 		return nil, err

@@ -148,16 +148,63 @@ func TestIndexValidation(t *testing.T) {
 	bad.Shards[0].Hash = "sha256:nothex"
 	bad.Shards[0].ConfigMap = ""
 	bad.Apps = map[string]qc.App{"x": {Profile: "default"}}
+	bad.RemovedApps = []string{"b", "a", "a", "x", ""}
 	err := bad.Validate()
 	for _, want := range []string{
 		`shards[1].key: "limits-0-of-2.json.gz" duplicates shards[0]`,
 		`shards[0].hash: "sha256:nothex" is not sha256:<64 lowercase hex digits>`,
 		"shards[0].configMap: must be a ConfigMap name",
-		"apps: must be empty in a sharded document (1 entries)",
+		`removedApps[1]: "a" is not after "b": the list is sorted and has no duplicates`,
+		`removedApps[2]: "a" is not after "a"`,
+		`removedApps[3]: "x" is also in apps: an app is either changed or removed`,
+		"removedApps[4]: an app ID must not be empty",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)
 		}
+	}
+	plain := shardedDoc(1)
+	plain.RemovedApps = []string{"app-00000"}
+	if err := plain.Validate(); err == nil || !strings.Contains(err.Error(), "removedApps: must be empty in a document without shards (1 entries)") {
+		t.Errorf("removedApps without shards: %v", err)
+	}
+}
+
+// TestAssembleAppliesIndexChanges: an index carrying the changes since its
+// shards were written (apps changed or added, apps removed) assembles to the
+// document with those changes, wherever the apps' shards are.
+func TestAssembleAppliesIndexChanges(t *testing.T) {
+	base := shardedDoc(200)
+	cms := configMaps(t, base, 4)
+	var index qc.Document
+	if err := json.Unmarshal(cms["limits"][qc.DataKey], &index); err != nil {
+		t.Fatal(err)
+	}
+	want := shardedDoc(200)
+	changed := qc.App{Profile: "default", Source: "tenants/changed", Overrides: []qc.Override{{Group: "messages-send-users", Limits: []qc.Limit{lim("Requests", "Second", "App", 7)}}}}
+	index.Apps = map[string]qc.App{"app-00010": changed, "new-app": {Profile: "default", Source: "tenants/new"}}
+	index.RemovedApps = []string{"app-00020", "app-00199"}
+	want.Apps["app-00010"], want.Apps["new-app"] = changed, index.Apps["new-app"]
+	delete(want.Apps, "app-00020")
+	delete(want.Apps, "app-00199")
+	data, err := json.Marshal(&index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms["limits"] = map[string][]byte{qc.DataKey: data, qc.HashKey: []byte(qc.Hash(data))}
+	got, err := qc.LoadConfigMaps("limits", reader(cms))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("assembled %d apps, want %d; app-00010 %+v", len(got.Apps), len(want.Apps), got.Apps["app-00010"])
+	}
+	// An app the index changes must still name a profile the index has.
+	index.Apps["new-app"] = qc.App{Profile: "nowhere"}
+	if _, err := qc.Assemble(&index, func(ref qc.ShardRef) ([]byte, error) {
+		return qc.ShardBytes(ref.Key, nil, map[string][]byte{ref.Key: cms[ref.ConfigMap][ref.Key]})
+	}); err == nil || !strings.Contains(err.Error(), `apps["new-app"].profile: "nowhere" does not exist`) {
+		t.Errorf("index app with an unknown profile: %v", err)
 	}
 }
 

@@ -43,10 +43,14 @@ type Document struct {
 	DefaultProfile string `json:"defaultProfile"`
 	// Profiles by name.
 	Profiles map[string]Profile `json:"profiles"`
-	// Apps by app ID.
+	// Apps by app ID. In a sharded index, the apps changed since their shards
+	// were last written: these entries replace the shards' (see Assemble).
 	Apps map[string]App `json:"apps,omitempty"`
-	// Shards, when not empty, make this document an index: Apps is empty and the
-	// apps are in the shards listed (see Assemble).
+	// RemovedApps, only in a sharded index, are the app IDs removed since their
+	// shards were last written, sorted: Assemble drops them from the shards' apps.
+	RemovedApps []string `json:"removedApps,omitempty"`
+	// Shards, when not empty, make this document an index: the apps are in the
+	// shards listed, updated by Apps and RemovedApps (see Assemble).
 	Shards []ShardRef `json:"shards,omitempty"`
 }
 

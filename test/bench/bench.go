@@ -980,7 +980,7 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 			return err
 		}
 		budget := b.opts.MaxConfigBytes
-		st, err := new(render.Renderer).Store(res.Document, budget, func(i int) string { return fmt.Sprint(i) })
+		st, err := (&render.Renderer{ShardAbove: b.opts.ShardAboveBytes}).Store(res.Document, budget, func(i int) string { return fmt.Sprint(i) })
 		if err != nil {
 			return err
 		}
