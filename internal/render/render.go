@@ -545,13 +545,15 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		}
 		c := r.apps[a.UID]
 		if c != nil {
-			if c.appID != a.Spec.AppID { // immutable in the API; merge all if not
-				return nil
-			}
 			live++
 			c.seen = r.merges
 			if c.merged == a.Generation {
+				// The spec is the one merged, appID included (which only a new
+				// generation could change, and the API refuses to).
 				continue
+			}
+			if c.appID != a.Spec.AppID {
+				return nil
 			}
 		}
 		changed = append(changed, a)
