@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -105,6 +106,13 @@ type QuotaReconciler struct {
 	lastGoodHash  string
 	// lastWrite is when the ConfigMaps were last written.
 	lastWrite time.Time
+	// inputsChanged is set when an AppQuota or QuotaProfile event arrives and
+	// cleared when a render starts; written is what the last render stored,
+	// while the ConfigMaps were brought in line with it, and nextExpiry its
+	// earliest expiry. Together they tell a render that would change nothing.
+	inputsChanged atomic.Bool
+	written       *render.Stored
+	nextExpiry    *time.Time
 }
 
 // SetupWithManager registers the reconciler. The manager's cache must limit
@@ -123,6 +131,12 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	fixed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
 	})
+	// The cache holds an object before its event is handled, so a render that
+	// starts after this flag is set sees the change.
+	input := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		r.inputsChanged.Store(true)
+		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
+	})
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.ConfigMap.Namespace && r.owns(o.GetName())
 	})
@@ -131,8 +145,8 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	specOnly := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("appquota").
-		Watches(&quotav1.QuotaProfile{}, fixed, specOnly).
-		Watches(&quotav1.AppQuota{}, fixed, specOnly).
+		Watches(&quotav1.QuotaProfile{}, input, specOnly).
+		Watches(&quotav1.AppQuota{}, input, specOnly).
 		Watches(&corev1.ConfigMap{}, fixed, builder.WithPredicates(ours)).
 		Complete(r)
 }
@@ -213,13 +227,32 @@ func (r *QuotaReconciler) now() time.Time {
 
 // Reconcile renders, writes the ConfigMap when its content changed, and updates
 // the status of every object whose status changed.
-func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl.Result, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	now := r.now()
+	if !r.inputsChanged.Load() {
+		// The event of our own write, or a requeue: with no object changed, the
+		// ConfigMaps as written, no override due to expire and no fold due, a
+		// render would change nothing, at a cost that grows with the apps.
+		idle, err := r.idle(ctx, now)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if idle {
+			return ctrl.Result{RequeueAfter: r.requeueAfter(now)}, nil
+		}
+	}
 	if wait := time.Until(r.lastWrite.Add(r.MinWriteInterval)); wait > 0 {
 		// Written a moment ago: let more changes gather first.
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
+	r.inputsChanged.Store(false)
+	defer func() {
+		if err != nil {
+			// Not rendered: whatever changed is still to render.
+			r.inputsChanged.Store(true)
+		}
+	}()
 
 	var profiles quotav1.QuotaProfileList
 	// The cache's own objects, not copies: with 100,000 AppQuotas a deep copy per
@@ -291,6 +324,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// the budget even in MaxShards shards nothing is written and the last good
 	// configuration stays.
 	st, err := r.renderer.Store(res.Document, r.MaxConfigBytes, r.shardName)
+	r.written, r.nextExpiry = nil, res.NextExpiry
 	if err != nil {
 		r.storedWritten = false
 		return ctrl.Result{}, fmt.Errorf("store: %w", err)
@@ -313,7 +347,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		r.storedWritten, r.lastGoodHash = true, st.Hash
+		r.storedWritten, r.lastGoodHash, r.written = true, st.Hash, st
 	}
 	tooLarge := st.TooLarge
 	// QuotaProfiles are few: their statuses are written here, in parallel.
@@ -337,19 +371,54 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.R
 	// and the apps whose outcome changed.
 	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes})
 
+	return ctrl.Result{RequeueAfter: r.requeueAfter(r.now())}, nil
+}
+
+// requeueAfter is when the last render's output changes with no event: the
+// next override expiry, or the fold of the apps the index carries once writes
+// are quiet; 0 when neither.
+func (r *QuotaReconciler) requeueAfter(now time.Time) time.Duration {
 	var next time.Duration
-	if res.NextExpiry != nil {
-		// The document changes when the next override expires: render again then.
-		next = max(res.NextExpiry.Sub(r.now()), time.Millisecond)
+	if r.nextExpiry != nil {
+		next = max(r.nextExpiry.Sub(now), time.Millisecond)
 	}
-	if st.Recent > 0 {
-		// The index carries changed apps: fold them in once writes are quiet.
+	if r.renderer.Recent() > 0 {
 		fold := max(time.Until(r.lastWrite.Add(r.CompactAfter)), time.Millisecond)
 		if next == 0 || fold < next {
 			next = fold
 		}
 	}
-	return ctrl.Result{RequeueAfter: next}, nil
+	return next
+}
+
+// idle reports whether a render now would change nothing, given that no
+// AppQuota or QuotaProfile changed since the last: the ConfigMaps hold exactly
+// what it wrote, no override has expired since and no fold is due.
+func (r *QuotaReconciler) idle(ctx context.Context, now time.Time) (bool, error) {
+	st := r.written
+	if st == nil || (r.nextExpiry != nil && !now.Before(*r.nextExpiry)) ||
+		(r.renderer.Recent() > 0 && time.Since(r.lastWrite) >= r.CompactAfter) {
+		return false, nil
+	}
+	var cms corev1.ConfigMapList
+	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return false, fmt.Errorf("list ConfigMaps: %w", err)
+	}
+	shards := map[string]render.StoredShard{}
+	for _, s := range st.Shards {
+		shards[s.Ref.ConfigMap] = s
+	}
+	held := 0
+	for i := range cms.Items {
+		cm := &cms.Items[i]
+		switch s, isShard := shards[cm.Name]; {
+		case cm.Name == r.ConfigMap.Name && holds(cm, st), isShard && holdsShard(cm, s):
+			held++
+		case r.owns(cm.Name):
+			return false, nil // ours, and not as written: repair it
+		}
+	}
+	return held == 1+len(st.Shards), nil
 }
 
 func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quotav1.QuotaProfile, res *render.Result, st *render.Stored) error {

@@ -49,36 +49,40 @@ func BenchmarkRender10k(b *testing.B) {
 }
 
 // BenchmarkOneChange is the controller's work per change: one app's override
-// changes, and a long-lived Renderer merges and stores (900 KiB budget:
-// compressed at 10,000 apps, sharded at 100,000).
+// changes, and a long-lived Renderer merges and stores, with the 900 KiB budget
+// and ShardAbove as the manager's default (64 KiB: sharded at 10,000 and
+// 100,000 apps, a change rewrites the index) or off (0: compressed at 10,000,
+// sharded at 100,000, a change rewrites its object).
 func BenchmarkOneChange(b *testing.B) {
 	for _, n := range []int{10000, 100000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			profiles, apps := benchObjects(b, n)
-			now := time.Now()
-			var r render.Renderer
-			step := func(i int) *render.Stored {
-				a := &apps[i%n]
-				a.Generation++
-				a.Spec.Overrides[0].Limits[0].Max++
-				// As the controller does while the ConfigMaps hold what it stored.
-				res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now, PreviousIsStored: true})
-				if err != nil {
-					b.Fatal(err)
+		for _, above := range []int{64 << 10, 0} {
+			b.Run(fmt.Sprintf("%d/shard-above-%dKiB", n, above>>10), func(b *testing.B) {
+				profiles, apps := benchObjects(b, n)
+				now := time.Now()
+				r := render.Renderer{ShardAbove: above}
+				step := func(i int) *render.Stored {
+					a := &apps[i%n]
+					a.Generation++
+					a.Spec.Overrides[0].Limits[0].Max++
+					// As the controller does while the ConfigMaps hold what it stored.
+					res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now, PreviousIsStored: true})
+					if err != nil {
+						b.Fatal(err)
+					}
+					st, err := r.Store(res.Document, 900<<10, shardName)
+					if err != nil || st.TooLarge {
+						b.Fatal(err, st.TooLarge)
+					}
+					return st
 				}
-				st, err := r.Store(res.Document, 900<<10, shardName)
-				if err != nil || st.TooLarge {
-					b.Fatal(err, st.TooLarge)
+				st := step(0)
+				b.ReportMetric(float64(len(st.Shards)), "shards")
+				i := 0
+				for b.Loop() {
+					i += 7919
+					step(i)
 				}
-				return st
-			}
-			st := step(0)
-			b.ReportMetric(float64(len(st.Shards)), "shards")
-			i := 0
-			for b.Loop() {
-				i += 7919
-				step(i)
-			}
-		})
+			})
+		}
 	}
 }

@@ -97,16 +97,34 @@ func TestLargestAppQuotaFits(t *testing.T) {
 	}
 
 	// Alone in the document, at a budget of MaxAppBytes plus the overhead, it is
-	// written, as it is at the default budget.
-	doc := storeDoc(0)
-	doc.Apps[id] = app
-	for _, budget := range []int{render.MaxAppBytes + render.ShardOverheadBytes, 900 << 10} {
-		st, err := new(render.Renderer).Store(doc, budget, shardName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.TooLarge || st.StoredBytes > budget {
-			t.Errorf("budget %d: too large (%v) or an object of %d bytes", budget, st.TooLarge, st.StoredBytes)
+	// written, as it is at the default budget; and so it is when it arrives as
+	// a change to a sharded configuration whose index carries changes
+	// (ShardAbove): past the index's cap, it goes to its shard.
+	for _, above := range []int{0, 64 << 10} {
+		for _, budget := range []int{render.MaxAppBytes + render.ShardOverheadBytes, 900 << 10} {
+			doc := storeDoc(0)
+			doc.Apps[id] = app
+			st, err := (&render.Renderer{ShardAbove: above}).Store(doc, budget, shardName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.TooLarge || st.StoredBytes > budget {
+				t.Errorf("shard above %d, budget %d: too large (%v) or an object of %d bytes", above, budget, st.TooLarge, st.StoredBytes)
+			}
+
+			doc = storeDoc(3000)
+			r := &render.Renderer{ShardAbove: above}
+			if _, err := r.Store(doc, budget, shardName); err != nil {
+				t.Fatal(err)
+			}
+			doc.Apps[id] = app
+			st, err = r.Store(doc, budget, shardName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.TooLarge || st.StoredBytes > budget || len(st.Data) > budget {
+				t.Errorf("shard above %d, budget %d, added to 3,000 apps: too large (%v) or an object of %d bytes", above, budget, st.TooLarge, st.StoredBytes)
+			}
 		}
 	}
 }
