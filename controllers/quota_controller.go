@@ -320,9 +320,9 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		// their shards.
 		r.renderer.Compact()
 	}
-	// Plain while it fits the budget, then gzip-compressed, then sharded; over
-	// the budget even in MaxShards shards nothing is written and the last good
-	// configuration stays.
+	// Plain while it fits ShardAbove and the budget, then gzip-compressed, then
+	// sharded with changes in the index; over the budget even in MaxShards
+	// shards nothing is written and the last good configuration stays.
 	st, err := r.renderer.Store(res.Document, r.MaxConfigBytes, r.shardName)
 	r.written, r.nextExpiry = nil, res.NextExpiry
 	if err != nil {
