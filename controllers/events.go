@@ -15,8 +15,16 @@ var EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Events not sent because more were emitted than --event-rate allows, by event type (Normal, Warning).",
 }, []string{"type"})
 
+// Renders counts the render loop's passes by outcome: "rendered" (merged and
+// stored), "skipped" (nothing had changed since the last render: the event of
+// the controller's own write, or a requeue with nothing due).
+var Renders = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "appquota_renders_total",
+	Help: "Render loop passes by outcome: rendered, or skipped because nothing changed since the last render.",
+}, []string{"outcome"})
+
 func init() {
-	metrics.Registry.MustRegister(EventsDropped)
+	metrics.Registry.MustRegister(EventsDropped, Renders)
 }
 
 // limitedRecorder sends events at most at a set rate per event type and drops

@@ -239,6 +239,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 			return ctrl.Result{}, err
 		}
 		if idle {
+			Renders.WithLabelValues("skipped").Inc()
 			return ctrl.Result{RequeueAfter: r.requeueAfter(now)}, nil
 		}
 	}
@@ -325,6 +326,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	// shards nothing is written and the last good configuration stays.
 	st, err := r.renderer.Store(res.Document, r.MaxConfigBytes, r.shardName)
 	r.written, r.nextExpiry = nil, res.NextExpiry
+	Renders.WithLabelValues("rendered").Inc()
 	if err != nil {
 		r.storedWritten = false
 		return ctrl.Result{}, fmt.Errorf("store: %w", err)

@@ -15,11 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -817,4 +819,41 @@ func indexApps() ([]string, error) {
 	}
 	ids := slices.Sorted(maps.Keys(index.Apps))
 	return append(ids, index.RemovedApps...), nil
+}
+
+// TestNoRenderWhenNothingChanged: an event on the ConfigMap that leaves its
+// content as written (here an annotation someone adds) is answered without a
+// render; a change to its content is repaired (TestManualEditAndDeletionAreRepaired).
+func TestNoRenderWhenNothingChanged(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	a := appQuota(ns, "quiet", "quiet-1", raise("messages-send-users", 321))
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("quiet-1", "messages-send-users", 321))
+	rendered, skipped := controllers.Renders.WithLabelValues("rendered"), controllers.Renders.WithLabelValues("skipped")
+	// Another test's expiry or a fold may render meanwhile: a probe counts
+	// only if no render happened while it ran, and one such probe is enough.
+	for probe := range 5 {
+		r0, s0 := testutil.ToFloat64(rendered), testutil.ToFloat64(skipped)
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{"example.com/touched":"%d"}}}`, probe)
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: opts.Namespace, Name: opts.ConfigMapName}}
+		if err := k8s.Patch(ctx, cm, client.RawPatch(types.MergePatchType, []byte(patch)), client.FieldOwner("someone")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, wait, func() error {
+			if testutil.ToFloat64(skipped) == s0 && testutil.ToFloat64(rendered) == r0 {
+				return errors.New("the ConfigMap event was not handled yet")
+			}
+			return nil
+		})
+		if testutil.ToFloat64(rendered) == r0 {
+			if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatal("every event on an unchanged ConfigMap caused a render")
 }
