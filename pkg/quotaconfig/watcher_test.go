@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -403,4 +404,39 @@ func TestWatcherShardedCompressedIndex(t *testing.T) {
 		t.Fatalf("fallback = %d, want 100", got)
 	}
 	assembled(t, w.Current())
+}
+
+// TestWatcherIndexCarriesChanges: a mounted index (compressed, as the
+// controller stores it) that carries apps changed and removed since its
+// shards were written is applied over them.
+func TestWatcherIndexCarriesChanges(t *testing.T) {
+	files := mountedShards(t, shardedFallback(100), 4)
+	var index qc.Document
+	if err := json.Unmarshal([]byte(files[qc.DataKey]), &index); err != nil {
+		t.Fatal(err)
+	}
+	index.Apps = map[string]qc.App{"app-00042": {Profile: "default", Source: "tenants/raised",
+		Overrides: []qc.Override{{Group: "messages-send-users", Limits: []qc.Limit{lim("Requests", "Second", "App", 999)}}}}}
+	index.RemovedApps = []string{"app-00007"}
+	plain, err := json.Marshal(&index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, err := qc.Compress(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(files, qc.DataKey)
+	files[qc.GzipDataKey], files[qc.HashKey] = string(gz), qc.Hash(plain)
+	w, err := qc.NewWatcher(newKubelet(t, files).dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.Current()
+	if r := c.Resolve("app-00042", "POST", "/app-id/x/messages/users"); r.Override == nil || r.Limits[0].Max != 999 {
+		t.Errorf("app-00042 resolves to %+v, want the index's override", r)
+	}
+	if _, ok := c.Document().Apps["app-00007"]; ok || len(c.Document().Apps) != len(shardedDoc(200).Apps)-1 {
+		t.Errorf("the config has %d apps (app-00007 present: %v), want one fewer than %d", len(c.Document().Apps), ok, len(shardedDoc(200).Apps))
+	}
 }
