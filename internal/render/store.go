@@ -251,17 +251,33 @@ func (r *Renderer) recentBytes() int {
 // foldRecent brings the apps the index carries into their shards (of n),
 // marking those shards dirty.
 func (r *Renderer) foldRecent(n int, dirty []bool) {
-	ed, rm := make([][]string, n), make([][]string, n)
+	var edited, removed []string
 	for id := range r.recent {
-		i := quotaconfig.ShardOf(id, n)
 		if e, ok := r.enc[id]; ok {
 			// Changed since its shard was encoded, maybe in an earlier Store:
 			// its member is compressed again.
 			e.changed = r.seq
-			ed[i] = append(ed[i], id)
+			edited = append(edited, id)
 		} else {
-			rm[i] = append(rm[i], id)
+			removed = append(removed, id)
 		}
+	}
+	r.syncShards(n, dirty, edited, removed)
+	r.recent, r.compact = nil, false
+}
+
+// syncShards updates the shards (of n) holding the apps edited (added or
+// changed) and removed, marking them dirty.
+func (r *Renderer) syncShards(n int, dirty []bool, edited, removed []string) {
+	ed, rm := make([][]string, n), make([][]string, n)
+	for _, id := range edited {
+		i := quotaconfig.ShardOf(id, n)
+		ed[i] = append(ed[i], id)
+		dirty[i] = true
+	}
+	for _, id := range removed {
+		i := quotaconfig.ShardOf(id, n)
+		rm[i] = append(rm[i], id)
 		dirty[i] = true
 	}
 	for i := range n {
@@ -269,7 +285,6 @@ func (r *Renderer) foldRecent(n int, dirty []bool) {
 			r.shards[i].sync(r.enc, ed[i], rm[i])
 		}
 	}
-	r.recent, r.compact = nil, false
 }
 
 // layout stores the document in n objects (1: compressed whole), or returns nil
@@ -337,22 +352,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 			r.foldRecent(n, dirty)
 		}
 	} else {
-		ed, rm := make([][]string, n), make([][]string, n)
-		for _, id := range edited {
-			i := quotaconfig.ShardOf(id, n)
-			ed[i] = append(ed[i], id)
-			dirty[i] = true
-		}
-		for _, id := range removed {
-			i := quotaconfig.ShardOf(id, n)
-			rm[i] = append(rm[i], id)
-			dirty[i] = true
-		}
-		for i := range n {
-			if dirty[i] {
-				r.shards[i].sync(r.enc, ed[i], rm[i])
-			}
-		}
+		r.syncShards(n, dirty, edited, removed)
 	}
 
 	st := &Stored{Layout: Sharded}
