@@ -230,18 +230,24 @@ func (r *QuotaReconciler) now() time.Time {
 func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl.Result, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	now := r.now()
-	if !r.inputsChanged.Load() {
-		// The event of our own write, or a requeue: with no object changed, the
-		// ConfigMaps as written, no override due to expire and no fold due, a
-		// render would change nothing, at a cost that grows with the apps.
-		idle, err := r.idle(ctx, now)
-		if err != nil {
-			return ctrl.Result{}, err
+	// The ConfigMaps we wrote: the named one and its shards (the cache holds only
+	// ConfigMaps labelled as ours in our namespace, see operator.CacheOptions).
+	var cms corev1.ConfigMapList
+	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list ConfigMaps: %w", err)
+	}
+	ours := map[string]*corev1.ConfigMap{}
+	for i := range cms.Items {
+		if cm := &cms.Items[i]; r.owns(cm.Name) {
+			ours[cm.Name] = cm
 		}
-		if idle {
-			Renders.WithLabelValues("skipped").Inc()
-			return ctrl.Result{RequeueAfter: r.requeueAfter(now)}, nil
-		}
+	}
+	// The event of our own write, or a requeue: with no object changed, the
+	// ConfigMaps as written, no override due to expire and no fold due, a
+	// render would change nothing, at a cost that grows with the apps.
+	if !r.inputsChanged.Load() && r.idle(now, ours) {
+		Renders.WithLabelValues("skipped").Inc()
+		return ctrl.Result{RequeueAfter: r.requeueAfter(now)}, nil
 	}
 	if wait := time.Until(r.lastWrite.Add(r.MinWriteInterval)); wait > 0 {
 		// Written a moment ago: let more changes gather first.
@@ -267,18 +273,6 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	for _, o := range cached {
 		if a, ok := o.(*quotav1.AppQuota); ok {
 			apps = append(apps, a)
-		}
-	}
-	// The ConfigMaps we wrote: the named one and its shards (the cache holds only
-	// ConfigMaps labelled as ours in our namespace, see operator.CacheOptions).
-	var cms corev1.ConfigMapList
-	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("list ConfigMaps: %w", err)
-	}
-	ours := map[string]*corev1.ConfigMap{}
-	for i := range cms.Items {
-		if cm := &cms.Items[i]; r.owns(cm.Name) {
-			ours[cm.Name] = cm
 		}
 	}
 	index, indexExists := ours[r.ConfigMap.Name]
@@ -316,9 +310,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	// tell their AppQuotas once the new document is written. Only the render
 	// loop knows the exact previous document, and only until Store.
 	expired := r.expiredOverrides(res, previous, previousIsStored)
-	if r.renderer.Recent() > 0 && time.Since(r.lastWrite) >= r.CompactAfter {
-		// Quiet since the last write: fold the apps the index carries into
-		// their shards.
+	if r.foldDue() {
 		r.renderer.Compact()
 	}
 	// Plain while it fits ShardAbove and the budget, then gzip-compressed, then
@@ -393,34 +385,31 @@ func (r *QuotaReconciler) requeueAfter(now time.Time) time.Duration {
 	return next
 }
 
+// foldDue reports whether the index carries apps and writes have been quiet
+// for CompactAfter: then they are folded into their shards.
+func (r *QuotaReconciler) foldDue() bool {
+	return r.renderer.Recent() > 0 && time.Since(r.lastWrite) >= r.CompactAfter
+}
+
 // idle reports whether a render now would change nothing, given that no
-// AppQuota or QuotaProfile changed since the last: the ConfigMaps hold exactly
-// what it wrote, no override has expired since and no fold is due.
-func (r *QuotaReconciler) idle(ctx context.Context, now time.Time) (bool, error) {
+// AppQuota or QuotaProfile changed since the last: our ConfigMaps (ours, by
+// name) hold exactly what it wrote, no override has expired since and no
+// fold is due.
+func (r *QuotaReconciler) idle(now time.Time, ours map[string]*corev1.ConfigMap) bool {
 	st := r.written
-	if st == nil || (r.nextExpiry != nil && !now.Before(*r.nextExpiry)) ||
-		(r.renderer.Recent() > 0 && time.Since(r.lastWrite) >= r.CompactAfter) {
-		return false, nil
+	if st == nil || (r.nextExpiry != nil && !now.Before(*r.nextExpiry)) || r.foldDue() ||
+		len(ours) != 1+len(st.Shards) {
+		return false
 	}
-	var cms corev1.ConfigMapList
-	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
-		return false, fmt.Errorf("list ConfigMaps: %w", err)
+	if cm := ours[r.ConfigMap.Name]; cm == nil || !holds(cm, st) {
+		return false // not as written: repair it
 	}
-	shards := map[string]render.StoredShard{}
 	for _, s := range st.Shards {
-		shards[s.Ref.ConfigMap] = s
-	}
-	held := 0
-	for i := range cms.Items {
-		cm := &cms.Items[i]
-		switch s, isShard := shards[cm.Name]; {
-		case cm.Name == r.ConfigMap.Name && holds(cm, st), isShard && holdsShard(cm, s):
-			held++
-		case r.owns(cm.Name):
-			return false, nil // ours, and not as written: repair it
+		if cm := ours[s.Ref.ConfigMap]; cm == nil || !holdsShard(cm, s) {
+			return false
 		}
 	}
-	return held == 1+len(st.Shards), nil
+	return true
 }
 
 func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quotav1.QuotaProfile, res *render.Result, st *render.Stored) error {
