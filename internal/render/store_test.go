@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -402,7 +403,7 @@ func assemble(t *testing.T, st *render.Stored) *quotaconfig.Document {
 		}
 		data, binary := map[string]string{}, map[string][]byte{}
 		for k, v := range cm {
-			if k == quotaconfig.GzipDataKey || k != quotaconfig.DataKey && k != quotaconfig.HashKey {
+			if strings.HasSuffix(k, ".gz") {
 				binary[k] = v
 			} else {
 				data[k] = string(v)
