@@ -121,6 +121,9 @@ func quantile(d []time.Duration, q float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
+// over is the ratio a/b, with b at least a microsecond.
+func over(a, b time.Duration) float64 { return float64(a) / float64(max(b, time.Microsecond)) }
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func met(ok bool) string {
@@ -617,17 +620,17 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 		return err
 	}
 	ratioAt := func(d []time.Duration, q float64) string {
-		return fmt.Sprintf("%.1fx", float64(quantile(d, q))/float64(max(quantile(base, q), time.Microsecond)))
+		return fmt.Sprintf("%.1fx", over(quantile(d, q), quantile(base, q)))
 	}
 	pair := func(d []time.Duration) string { return ms(quantile(d, 0.5)) + " / " + ms(quantile(d, 0.99)) }
 	p99, b99 := quantile(got, 0.99), quantile(base, 0.99)
-	ratio := float64(p99) / float64(max(b99, time.Microsecond))
+	ratio := over(p99, b99)
 	rep.add(Row{"Propagation: one render (reconcile) p50 / p99, from the manager's histogram",
 		fmt.Sprintf("≤ %s / ≤ %s", histQuantile(recBefore, recAfter, 0.5), histQuantile(recBefore, recAfter, 0.99)), "", "", "", ""})
 	rep.add(Row{fmt.Sprintf("Propagation p50, %d apps loaded: AppQuota patch sent to ConfigMap watch event holding it", b.cfg.Apps),
 		ms(quantile(got, 0.5)), ms(quantile(base, 0.5)) + " (ConfigMap update sent to its watch event, after the same quiet gap)", ratioAt(got, 0.5), "", ""})
 	rep.add(Row{"Propagation p99", ms(p99), ms(b99), fmt.Sprintf("%.1fx", ratio), "≤ 3x", met(ratio <= 3)})
-	rep.add(Row{"Propagation baseline measured back to back instead (no quiet gap) p50 / p99", pair(hot), "", fmt.Sprintf("%.1fx (propagation p99 / this p99)", float64(p99)/float64(max(quantile(hot, 0.99), time.Microsecond))), "", ""})
+	rep.add(Row{"Propagation baseline measured back to back instead (no quiet gap) p50 / p99", pair(hot), "", fmt.Sprintf("%.1fx (propagation p99 / this p99)", over(p99, quantile(hot, 0.99))), "", ""})
 	// The part of propagation before the controller hears of the change: the
 	// AppQuota write itself, through the admission webhook.
 	rep.add(Row{"Propagation, its first step: the AppQuota patch's own round trip (webhook on) p50 / p99",
@@ -639,7 +642,7 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 		pair(after), pair(base), ratioAt(after, 0.99) + " (p99)", "", ""})
 	// And its last step: the ConfigMap write, whatever the controller does before it.
 	rep.add(Row{fmt.Sprintf("Propagation, its last step: server-side apply of a ConfigMap the size of the one written (%.0f KB) to its watch event, back to back, p50 / p99", float64(size)/1000),
-		pair(writes), pair(hot), fmt.Sprintf("%.1fx (p99, against the back-to-back baseline)", float64(quantile(writes, 0.99))/float64(max(quantile(hot, 0.99), time.Microsecond))), "", ""})
+		pair(writes), pair(hot), fmt.Sprintf("%.1fx (p99, against the back-to-back baseline)", over(quantile(writes, 0.99), quantile(hot, 0.99))), "", ""})
 	// Where the API server spent its time during the samples, from its own
 	// request-duration histograms (means: their buckets are too coarse for p99).
 	rep.add(Row{"Propagation, server side (the API server's mean request durations over the samples): AppQuota patch / of it the webhook call / the manager's ConfigMap apply",
@@ -753,7 +756,7 @@ func (b *bench) admission(ctx context.Context, rep *Report) error {
 		return err
 	}
 	p99, b99 := quantile(aq, 0.99), quantile(cm, 0.99)
-	ratio := float64(p99) / float64(max(b99, time.Microsecond))
+	ratio := over(p99, b99)
 	rep.add(Row{"Admission: AppQuota create p50 (webhook on)", ms(quantile(aq, 0.5)), ms(quantile(cm, 0.5)) + " (ConfigMap create, no webhook)", "", "", ""})
 	rep.add(Row{"Admission: AppQuota create p99", ms(p99), ms(b99), fmt.Sprintf("%.1fx", ratio), "≤ 2x", met(ratio <= 2)})
 	rep.add(Row{"Admission: webhook handler p50 / p99 (its latency histogram, bucket upper bounds)",
