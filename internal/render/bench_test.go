@@ -49,7 +49,7 @@ func BenchmarkRender10k(b *testing.B) {
 }
 
 // BenchmarkOneChange is the controller's work per change: one app's override
-// changes, and a long-lived Renderer merges and stores, with the 900 KiB budget
+// changes, and a long-lived Renderer, told which, merges and stores, with the 900 KiB budget
 // and ShardAbove as the manager's default (64 KiB: sharded at 10,000 and
 // 100,000 apps, a change rewrites the index) or off (0: compressed at 10,000,
 // sharded at 100,000, a change rewrites its object).
@@ -60,12 +60,27 @@ func BenchmarkOneChange(b *testing.B) {
 				profiles, apps := benchObjects(b, n)
 				now := time.Now()
 				r := render.Renderer{ShardAbove: above}
+				ptrs := render.Pointers(apps)
+				byName := make(map[types.NamespacedName]*quotav1.AppQuota, n)
+				for _, a := range ptrs {
+					byName[types.NamespacedName{Namespace: a.Namespace, Name: a.Name}] = a
+				}
+				get := func(name types.NamespacedName) (*quotav1.AppQuota, bool) {
+					a, ok := byName[name]
+					return a, ok
+				}
 				step := func(i int) *render.Stored {
 					a := &apps[i%n]
 					a.Generation++
 					a.Spec.Overrides[0].Limits[0].Max++
-					// As the controller does while the ConfigMaps hold what it stored.
-					res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now, PreviousIsStored: true})
+					// As the controller does while the ConfigMaps hold what it
+					// stored: told which AppQuota changed.
+					changes := &render.Changes{
+						Names: []types.NamespacedName{{Namespace: a.Namespace, Name: a.Name}},
+						Get:   get,
+						All:   func() []*quotav1.AppQuota { return ptrs },
+					}
+					res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, Changes: changes, Now: now, PreviousIsStored: true})
 					if err != nil {
 						b.Fatal(err)
 					}

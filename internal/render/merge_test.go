@@ -110,9 +110,17 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 			apps = append(apps[:i], apps[i+1:]...)
 		},
 		func() { // being deleted
-			a := apps[rng.IntN(len(apps))].DeepCopy()
+			i := rng.IntN(len(apps))
+			a := apps[i].DeepCopy()
 			a.DeletionTimestamp = &metav1.Time{Time: now}
-			apps[rng.IntN(len(apps))] = a
+			apps[i] = a
+		},
+		func() { // deleted and created again under the same name
+			i := rng.IntN(len(apps))
+			a := apps[i].DeepCopy()
+			serial++
+			a.UID, a.Generation, a.Spec.AppID = types.UID(fmt.Sprint("uid-", serial)), 1, fmt.Sprint("again-", serial)
+			apps[i] = a
 		},
 		func() { // a status write: a new object, same generation
 			i := rng.IntN(len(apps))
@@ -122,14 +130,18 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		func() { now = now.Add(time.Duration(rng.IntN(10)) * time.Minute) },
 	}
 	// Most steps change an AppQuota or two, as in production.
-	weights := []int{30, 8, 8, 4, 8, 4, 3, 2, 2, 4, 2, 10, 1, 6}
+	weights := []int{30, 8, 8, 4, 8, 4, 3, 2, 2, 4, 2, 1, 10, 1, 6}
 	total := 0
 	for _, w := range weights {
 		total += w
 	}
 
-	var r render.Renderer
+	// r finds what changed by looking every AppQuota up; tracked is told, as
+	// the controller tells it, by the names whose object is not the one it
+	// was at the last merge (an informer's events).
+	var r, tracked render.Renderer
 	var previous *quotaconfig.Document
+	last := map[types.NamespacedName]*quotav1.AppQuota{}
 	for step := range 400 {
 		for range 1 + rng.IntN(2) {
 			n := rng.IntN(total)
@@ -141,38 +153,75 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 				n -= w
 			}
 		}
-		got, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, PreviousIsStored: step > 0, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Store(got.Document, 4<<20, shardName); err != nil {
-			t.Fatal(err)
-		}
 		want, err := new(render.Renderer).Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Previous: previous, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got.Document, want.Document) {
-			t.Fatalf("step %d: document differs from a full merge's:\n got %+v\nwant %+v", step, got.Document.Apps, want.Document.Apps)
+		current := map[types.NamespacedName]*quotav1.AppQuota{}
+		for _, a := range apps {
+			current[types.NamespacedName{Namespace: a.Namespace, Name: a.Name}] = a
 		}
-		if len(got.Apps) != len(want.Apps) {
-			t.Fatalf("step %d: %d outcomes, a full merge has %d", step, len(got.Apps), len(want.Apps))
-		}
-		for k, w := range want.Apps {
-			if g := got.Apps[k]; g == nil || !g.Equal(w) {
-				t.Fatalf("step %d: %s outcome %+v, a full merge's %+v", step, k, g, w)
+		var names []types.NamespacedName
+		for name, a := range current {
+			if last[name] != a {
+				names = append(names, name)
 			}
 		}
-		if !reflect.DeepEqual(got.Profiles, want.Profiles) || !reflect.DeepEqual(got.NextExpiry, want.NextExpiry) {
-			t.Fatalf("step %d: profiles %v next expiry %v, a full merge's %v %v", step, got.Profiles, got.NextExpiry, want.Profiles, want.NextExpiry)
+		for name := range last {
+			if current[name] == nil {
+				names = append(names, name)
+			}
+		}
+		last = current
+		changes := &render.Changes{
+			Names: names,
+			Get: func(name types.NamespacedName) (*quotav1.AppQuota, bool) {
+				a, ok := current[name]
+				return a, ok
+			},
+			All: func() []*quotav1.AppQuota { return apps },
+		}
+		for _, c := range []struct {
+			name string
+			r    *render.Renderer
+			in   render.Input
+		}{
+			{"looked up", &r, render.Input{AppQuotas: apps}},
+			{"told", &tracked, render.Input{Changes: changes}},
+		} {
+			in := c.in
+			in.DefaultProfile, in.Profiles, in.PreviousIsStored, in.Now = "default", profiles, step > 0, now
+			got, err := c.r.Merge(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.r.Store(got.Document, 4<<20, shardName); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Document, want.Document) {
+				t.Fatalf("step %d, changes %s: document differs from a full merge's:\n got %+v\nwant %+v", step, c.name, got.Document.Apps, want.Document.Apps)
+			}
+			if len(got.Apps) != len(want.Apps) {
+				t.Fatalf("step %d, changes %s: %d outcomes, a full merge has %d", step, c.name, len(got.Apps), len(want.Apps))
+			}
+			for k, w := range want.Apps {
+				if g := got.Apps[k]; g == nil || !g.Equal(w) {
+					t.Fatalf("step %d, changes %s: %s outcome %+v, a full merge's %+v", step, c.name, k, g, w)
+				}
+			}
+			if !reflect.DeepEqual(got.Profiles, want.Profiles) || !reflect.DeepEqual(got.NextExpiry, want.NextExpiry) {
+				t.Fatalf("step %d, changes %s: profiles %v next expiry %v, a full merge's %v %v", step, c.name, got.Profiles, got.NextExpiry, want.Profiles, want.NextExpiry)
+			}
+			got.Document = nil // as the controller drops it once stored
 		}
 		previous = want.Document
-		got.Document = nil // as the controller drops it once stored
 	}
-	fast := render.FastMerges(&r)
-	t.Logf("%d of 400 merges updated the last result", fast)
-	if fast < 200 || fast == 400 {
-		t.Errorf("%d of 400 merges updated the last result: want most, not all", fast)
+	for name, r := range map[string]*render.Renderer{"looked up": &r, "told": &tracked} {
+		fast := render.FastMerges(r)
+		t.Logf("changes %s: %d of 400 merges updated the last result", name, fast)
+		if fast < 200 || fast == 400 {
+			t.Errorf("changes %s: %d of 400 merges updated the last result: want most, not all", name, fast)
+		}
 	}
 }
 

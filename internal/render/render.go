@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,10 +28,14 @@ type Input struct {
 	// DefaultProfile is the profile of apps without an AppQuota.
 	DefaultProfile string
 	Profiles       []quotav1.QuotaProfile
-	// AppQuotas are pointers so that the controller can pass the cache's own
-	// objects without copying 100,000 structs per render; Merge never modifies
-	// them.
+	// AppQuotas are every AppQuota, unless Changes is set. They are pointers
+	// so that the controller can pass the cache's own objects without copying
+	// 100,000 structs per render; Merge never modifies them.
 	AppQuotas []*quotav1.AppQuota
+	// Changes, when set, stands in for AppQuotas: Merge reads the AppQuotas
+	// that changed since the last Merge and, only when it must merge
+	// everything, all of them.
+	Changes *Changes
 	// Previous is the last document written, nil if none (or when
 	// PreviousIsStored). Objects that are
 	// invalid now keep their entry from it, so a bad edit never takes away a
@@ -42,6 +47,19 @@ type Input struct {
 	PreviousIsStored bool
 	// Now decides which overrides have expired.
 	Now time.Time
+}
+
+// Changes is how a caller that knows which AppQuotas changed (the controller,
+// from its informer's events) hands them to Merge, so that a change costs
+// Merge the changed objects, not a look-up per AppQuota.
+type Changes struct {
+	// Names are the AppQuotas added, changed or deleted since the last Merge,
+	// each once; an unchanged one may be among them.
+	Names []types.NamespacedName
+	// Get returns the AppQuota with a name, false when there is none.
+	Get func(types.NamespacedName) (*quotav1.AppQuota, bool)
+	// All returns every AppQuota, for a merge of everything.
+	All func() []*quotav1.AppQuota
 }
 
 // Outcome is what happened to one object in a render.
@@ -64,6 +82,8 @@ type Outcome struct {
 
 // Result is a rendered document and the outcome for each object.
 type Result struct {
+	// Document is the merged document. A Renderer updates its apps in place
+	// in the next Merge: it is good until then.
 	Document *quotaconfig.Document
 	// Data is the document's canonical JSON, Hash "sha256:<hex>" of Data; Render
 	// sets them, Merge does not (the controller stores the document with Store).
@@ -128,8 +148,9 @@ type Renderer struct {
 	// in its shard, shards only over the budget.
 	ShardAbove int
 
-	// Merge's memory, by object UID.
-	apps     map[types.UID]*appCheck
+	// Merge's memory: AppQuotas by namespace and name (the strings of their
+	// key), QuotaProfiles by UID.
+	apps     map[types.NamespacedName]*appCheck
 	profiles map[types.UID]*profileCheck
 	merges   uint64
 	// last is what the next Merge needs to bring the last result up to date
@@ -163,14 +184,20 @@ type Renderer struct {
 	// next Store to fold them into their shards.
 	recent  map[string]struct{}
 	compact bool
+	// indexHeadGz is the first gzip member of a compressed index: the JSON
+	// of indexHead (a Store's header) to its profiles.
+	indexHead, indexHeadGz []byte
 }
 
-// appCheck is what the Renderer remembers of one AppQuota (by UID): its
-// latest generation's validation against a profile generation, and what the
-// last merge made of it.
+// appCheck is what the Renderer remembers of one AppQuota: its latest
+// generation's validation against a profile generation, and what the last
+// merge made of it.
 type appCheck struct {
-	// key is Key(a), made once: every document and outcome map shares it.
-	key   string
+	// key is Key(a), made once: every document and outcome map shares it,
+	// and the Renderer's map of records its strings (name).
+	key string
+	// uid tells the AppQuota from a new one of the same name.
+	uid   types.UID
 	appID string
 	// generation and profile identify the validation remembered in errs and
 	// overrides; profile is "" when none is.
@@ -192,10 +219,12 @@ type appCheck struct {
 // depends on nothing but itself, its profile and the other claims on its
 // appID.
 type mergeState struct {
-	// res is the merge's result. Its document's apps are not kept: once
-	// stored, the Renderer's encodings hold them (Store), and the caller may
-	// drop res.Document.
-	res            *Result
+	// res is the merge's result; the caller may drop res.Document once stored.
+	res *Result
+	// apps are the apps of res's document, which the next merge of changes
+	// updates in place rather than copying 100,000 entries: a Result's
+	// Document is good until the next Merge.
+	apps           map[string]quotaconfig.App
 	defaultProfile string
 	// profiles are the merged QuotaProfiles' versions (profileVersion) by name.
 	profiles map[string]string
@@ -251,10 +280,10 @@ func (r *Renderer) record(a *quotav1.AppQuota) *appCheck {
 	if a.UID == "" {
 		return nil
 	}
-	c := r.apps[a.UID]
-	if c == nil {
-		c = &appCheck{key: Key(a), appID: a.Spec.AppID}
-		r.apps[a.UID] = c
+	c := r.apps[nameOf(a)]
+	if c == nil || c.uid != a.UID {
+		c = &appCheck{key: Key(a), uid: a.UID, appID: a.Spec.AppID}
+		r.apps[c.name()] = c
 	}
 	c.seen, c.merged = r.merges, a.Generation
 	return c
@@ -283,6 +312,16 @@ func (r *Renderer) checkApp(a *quotav1.AppQuota, c *appCheck, ref validation.Ref
 	return c.errs, c.overrides
 }
 
+func nameOf(a *quotav1.AppQuota) types.NamespacedName {
+	return types.NamespacedName{Namespace: a.Namespace, Name: a.Name}
+}
+
+// name is the record's AppQuota's namespace and name, sharing key's bytes.
+func (c *appCheck) name() types.NamespacedName {
+	ns, name, _ := strings.Cut(c.key, "/")
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
+
 func overrides(a *quotav1.AppQuota) []quotaconfig.Override {
 	out := make([]quotaconfig.Override, 0, len(a.Spec.Overrides))
 	for _, o := range a.Spec.Overrides {
@@ -300,11 +339,14 @@ func overrides(a *quotav1.AppQuota) []quotaconfig.Override {
 func (r *Renderer) Merge(in Input) (*Result, error) {
 	r.merges++
 	if r.apps == nil {
-		r.apps, r.profiles = map[types.UID]*appCheck{}, map[types.UID]*profileCheck{}
+		r.apps, r.profiles = map[types.NamespacedName]*appCheck{}, map[types.UID]*profileCheck{}
 	}
 	if res := r.mergeChanges(in); res != nil {
 		r.fastMerges++
 		return res, nil
+	}
+	if in.Changes != nil {
+		in.AppQuotas = in.Changes.All()
 	}
 	res := r.mergeAll(in)
 	r.forget()
@@ -450,6 +492,7 @@ func (r *Renderer) mergeAll(in Input) *Result {
 	}
 	// Kept profiles (last good or deleted) make entries depend on each other.
 	if incremental && len(res.Document.Profiles) == len(state.profiles) {
+		state.apps = res.Document.Apps
 		r.last = state
 	}
 	r.merged = res.Document
@@ -532,43 +575,13 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		apiProfiles[p.Name], indexes[p.Name] = p, check.index
 	}
 
-	// What changed: AppQuotas not seen before or at another generation, and
-	// records no AppQuota answered to (deleted, or being deleted).
-	var changed []*quotav1.AppQuota
-	live := 0
-	for _, a := range in.AppQuotas {
-		if a.UID == "" {
-			return nil
-		}
-		if a.DeletionTimestamp != nil {
-			continue
-		}
-		c := r.apps[a.UID]
-		if c != nil {
-			live++
-			c.seen = r.merges
-			if c.merged == a.Generation {
-				// The spec is the one merged, appID included (which only a new
-				// generation could change, and the API refuses to).
-				continue
-			}
-			if c.appID != a.Spec.AppID {
-				return nil
-			}
-		}
-		changed = append(changed, a)
-	}
-	var removed []types.UID
-	if live != len(r.apps) {
-		for uid, c := range r.apps {
-			if c.seen != r.merges {
-				removed = append(removed, uid)
-			}
-		}
+	changed, removed, ok := r.changedApps(in)
+	if !ok {
+		return nil
 	}
 	// Another claim on a changed appID decides who owns it: merge all.
-	for _, uid := range removed {
-		if _, dup := s.dups[r.apps[uid].appID]; dup {
+	for _, c := range removed {
+		if _, dup := s.dups[c.appID]; dup {
 			return nil
 		}
 	}
@@ -582,17 +595,14 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 			return nil
 		}
 		claimed[id] = struct{}{}
-		if o, ok := r.owner(id); ok && r.apps[a.UID] == nil && !slices.ContainsFunc(removed, func(uid types.UID) bool { return r.apps[uid].key == o }) {
+		if o, ok := r.owner(id); ok && r.apps[nameOf(a)] == nil && !slices.ContainsFunc(removed, func(c *appCheck) bool { return c.key == o }) {
 			return nil
 		}
 	}
 
-	// The last document, as stored (s.stored): its profiles are those merged,
-	// its apps those encoded.
-	apps := make(map[string]quotaconfig.App, len(r.enc)+len(changed))
-	for id, e := range r.enc {
-		apps[id] = e.app
-	}
+	// The last document, as stored (s.stored), updated in place: its
+	// profiles are those merged.
+	apps := s.apps
 	res := &Result{
 		Document: &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
@@ -618,13 +628,12 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		}
 		pending[id] = struct{}{}
 	}
-	for _, uid := range removed {
-		c := r.apps[uid]
+	for _, c := range removed {
 		drop(c.key, c.appID)
 		if s.homeless[c.appID] == c.key {
 			delete(s.homeless, c.appID)
 		}
-		delete(r.apps, uid)
+		delete(r.apps, c.name())
 	}
 	prev := r.previous(in)
 	keptOther := false
@@ -651,7 +660,8 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 	}
 	if keptOther {
 		// A last good entry names a profile the document lacks (cannot happen
-		// while the previous document's profiles are these): merge all.
+		// while the previous document's profiles are these): merge all, which
+		// starts from nothing this merge updated.
 		return nil
 	}
 	if rescan {
@@ -665,6 +675,72 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 	s.res, s.stored = res, false
 	r.merged, r.pending = res.Document, pending
 	return res
+}
+
+// changedApps returns the AppQuotas added or changed since the last merge,
+// and the records of those removed (deleted, or being deleted): from
+// in.Changes when set, else by looking every AppQuota up. ok is false when
+// an AppQuota needs a full merge: one without a UID, one that replaced
+// another of the same name, or a new appID on an existing AppQuota.
+func (r *Renderer) changedApps(in Input) (changed []*quotav1.AppQuota, removed []*appCheck, ok bool) {
+	// check sorts out one live AppQuota against its record, if any.
+	check := func(a *quotav1.AppQuota, c *appCheck) bool {
+		switch {
+		case a.UID == "":
+			return false
+		case c == nil:
+			changed = append(changed, a)
+		case c.uid != a.UID:
+			return false
+		case c.merged == a.Generation:
+			// The spec is the one merged, appID included (which only a new
+			// generation could change, and the API refuses to).
+		case c.appID != a.Spec.AppID:
+			return false
+		default:
+			changed = append(changed, a)
+		}
+		return true
+	}
+	if ch := in.Changes; ch != nil {
+		for _, name := range ch.Names {
+			a, exists := ch.Get(name)
+			c := r.apps[name]
+			if !exists || a.DeletionTimestamp != nil {
+				if c != nil {
+					removed = append(removed, c)
+				}
+				continue
+			}
+			if !check(a, c) {
+				return nil, nil, false
+			}
+		}
+		return changed, removed, true
+	}
+	// Every AppQuota, and the records none answered to.
+	live := 0
+	for _, a := range in.AppQuotas {
+		if a.DeletionTimestamp != nil {
+			continue
+		}
+		c := r.apps[nameOf(a)]
+		if c != nil {
+			live++
+			c.seen = r.merges
+		}
+		if !check(a, c) {
+			return nil, nil, false
+		}
+	}
+	if live != len(r.apps) {
+		for _, c := range r.apps {
+			if c.seen != r.merges {
+				removed = append(removed, c)
+			}
+		}
+	}
+	return changed, removed, true
 }
 
 // owner returns the key of the AppQuota that owned appID in the last merge,
@@ -766,9 +842,9 @@ type plainOutcome struct {
 
 // forget drops what the last Merge did not see: deleted objects.
 func (r *Renderer) forget() {
-	for uid, c := range r.apps {
+	for name, c := range r.apps {
 		if c.seen != r.merges {
-			delete(r.apps, uid)
+			delete(r.apps, name)
 		}
 	}
 	for uid, c := range r.profiles {

@@ -84,9 +84,16 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if r.enc == nil {
 		r.enc = map[string]*appEncoding{}
 	}
-	header, err := json.Marshal(&quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles})
-	if err != nil {
-		return nil, fmt.Errorf("encode profiles: %w", err)
+	// A document this Renderer merged from changes has the profiles it last
+	// stored (mergeChanges): their 35 KB of JSON are not encoded again.
+	fromChanges := doc == r.merged && r.pending != nil
+	header := r.header
+	if !fromChanges || header == nil {
+		var err error
+		header, err = json.Marshal(&quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles})
+		if err != nil {
+			return nil, fmt.Errorf("encode profiles: %w", err)
+		}
 	}
 	changed := !bytes.Equal(header, r.header)
 	// The apps whose entry may have changed: those Merge says (when doc is the
@@ -131,7 +138,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if r.last != nil {
 		r.last.stored = false // until this Store is done
 	}
-	if doc == r.merged && r.pending != nil {
+	if fromChanges {
 		for id := range r.pending {
 			if err := update(id); err != nil {
 				return nil, err
@@ -356,7 +363,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 	}
 
 	st := &Stored{Layout: Sharded}
-	index := quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles}
+	var refs []quotaconfig.ShardRef
 	var w *memberWriter
 	for i := range n {
 		s := &r.shards[i]
@@ -377,36 +384,37 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 			return nil, nil
 		}
 		ref := quotaconfig.ShardRef{ConfigMap: shardName(i), Key: quotaconfig.ShardKey(i, n), Hash: s.hash, Apps: len(s.apps)}
-		index.Shards = append(index.Shards, ref)
+		refs = append(refs, ref)
 		st.Shards = append(st.Shards, StoredShard{Ref: ref, Data: s.gz})
 		st.PlainBytes += s.plain
 		st.StoredBytes = max(st.StoredBytes, len(s.gz))
 	}
-	if len(r.recent) > 0 {
-		index.Apps = make(map[string]quotaconfig.App, len(r.recent))
-		for id := range r.recent {
-			if e, ok := r.enc[id]; ok {
-				index.Apps[id] = e.app
-			} else if _, held := slices.BinarySearchFunc(r.shards[quotaconfig.ShardOf(id, n)].apps, id, compareApp); held {
-				index.RemovedApps = append(index.RemovedApps, id)
-			}
-		}
-		slices.Sort(index.RemovedApps)
-		st.Recent = len(index.Apps) + len(index.RemovedApps)
-	}
-	data, err := json.Marshal(&index)
+	tail, err := r.indexTail(n, refs, st)
 	if err != nil {
-		return nil, fmt.Errorf("encode index: %w", err)
+		return nil, err
 	}
+	data := make([]byte, 0, len(header)-1+len(tail))
+	data = append(append(data, header[:len(header)-1]...), tail...)
 	st.Hash, st.Key, st.Data = quotaconfig.Hash(data), quotaconfig.DataKey, data
 	st.PlainBytes += len(data)
 	// The index is what a change rewrites when ShardAbove is set: compressed,
 	// the catalog's 35 KB take 3 KB. Otherwise it is compressed only when many
-	// large profiles make it large.
+	// large profiles make it large. It is two gzip members, the profiles and
+	// the rest, so that a change compresses the catalog again only when it
+	// changed.
 	if r.ShardAbove > 0 || len(data) > r.budget {
-		if st.Data, err = quotaconfig.Compress(data); err != nil {
+		if !bytes.Equal(r.indexHead, header) || r.indexHeadGz == nil {
+			gz, err := quotaconfig.Compress(header[:len(header)-1])
+			if err != nil {
+				return nil, fmt.Errorf("compress index: %w", err)
+			}
+			r.indexHead, r.indexHeadGz = header, gz
+		}
+		rest, err := quotaconfig.Compress(tail)
+		if err != nil {
 			return nil, fmt.Errorf("compress index: %w", err)
 		}
+		st.Data = append(slices.Clip(r.indexHeadGz), rest...)
 		st.Key = quotaconfig.GzipDataKey
 		if len(st.Data) > r.budget {
 			return nil, nil
@@ -414,6 +422,49 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 	}
 	st.StoredBytes = max(st.StoredBytes, len(st.Data))
 	return st, nil
+}
+
+// indexTail is the index's JSON after its profiles, as json.Marshal writes
+// a Document: the apps the index carries (from their encodings), the ones it
+// removes, its shards (refs, of n), and the closing brace. It sets
+// st.Recent.
+func (r *Renderer) indexTail(n int, refs []quotaconfig.ShardRef, st *Stored) ([]byte, error) {
+	var ids, removed []string
+	size := 0
+	for id := range r.recent {
+		if e, ok := r.enc[id]; ok {
+			ids = append(ids, id)
+			size += len(e.bytes) + 1
+		} else if _, held := slices.BinarySearchFunc(r.shards[quotaconfig.ShardOf(id, n)].apps, id, compareApp); held {
+			removed = append(removed, id)
+		}
+	}
+	slices.Sort(ids)
+	slices.Sort(removed)
+	st.Recent = len(ids) + len(removed)
+	shards, err := json.Marshal(refs)
+	if err != nil {
+		return nil, fmt.Errorf("encode index: %w", err)
+	}
+	b := make([]byte, 0, size+len(shards)+64)
+	if len(ids) > 0 {
+		b = append(b, `,"apps":{`...)
+		for i, id := range ids {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, r.enc[id].bytes...)
+		}
+		b = append(b, '}')
+	}
+	if len(removed) > 0 {
+		b = append(b, `,"removedApps":`...)
+		list, _ := json.Marshal(removed) // strings always encode
+		b = append(b, list...)
+	}
+	b = append(b, `,"shards":`...)
+	b = append(b, shards...)
+	return append(b, '}'), nil
 }
 
 func (r *Renderer) storedTotal(st *Stored) int {

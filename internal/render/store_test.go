@@ -503,6 +503,14 @@ func index(t *testing.T, st *render.Stored) *quotaconfig.Document {
 	if err := json.Unmarshal(raw, &d); err != nil {
 		t.Fatal(err)
 	}
+	// The index, written piece by piece, is the Document's JSON exactly, and
+	// its hash is the one stored.
+	if canonical, _ := json.Marshal(&d); !bytes.Equal(raw, canonical) {
+		t.Fatalf("the index is not json.Marshal's encoding of itself:\n%.300s\nwant\n%.300s", raw, canonical)
+	}
+	if h := quotaconfig.Hash(raw); h != st.Hash {
+		t.Fatalf("the index hashes to %s, stored as %s", h, st.Hash)
+	}
 	return &d
 }
 
