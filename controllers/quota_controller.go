@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -113,6 +114,11 @@ type QuotaReconciler struct {
 	inputsChanged atomic.Bool
 	written       *render.Stored
 	nextExpiry    *time.Time
+
+	// changedApps are the AppQuotas with an event since the last render took
+	// them: the renderer merges those alone (render.Changes) while it can.
+	changedMu   sync.Mutex
+	changedApps map[types.NamespacedName]struct{}
 }
 
 // SetupWithManager registers the reconciler. The manager's cache must limit
@@ -137,6 +143,11 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.inputsChanged.Store(true)
 		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
 	})
+	appInput := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		r.noteChanged(client.ObjectKeyFromObject(o))
+		r.inputsChanged.Store(true)
+		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
+	})
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.ConfigMap.Namespace && r.owns(o.GetName())
 	})
@@ -146,7 +157,7 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("appquota").
 		Watches(&quotav1.QuotaProfile{}, input, specOnly).
-		Watches(&quotav1.AppQuota{}, input, specOnly).
+		Watches(&quotav1.AppQuota{}, appInput, specOnly).
 		Watches(&corev1.ConfigMap{}, fixed, builder.WithPredicates(ours)).
 		Complete(r)
 }
@@ -254,10 +265,15 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	r.inputsChanged.Store(false)
+	var changes *render.Changes
 	defer func() {
 		if err != nil {
-			// Not rendered: whatever changed is still to render.
+			// Not rendered: whatever changed is still to render, and its
+			// AppQuotas' statuses to write.
 			r.inputsChanged.Store(true)
+			if changes != nil {
+				r.noteChanged(changes.Names...)
+			}
 		}
 	}()
 
@@ -267,13 +283,6 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	// on copies).
 	if err := r.List(ctx, &profiles, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list QuotaProfiles: %w", err)
-	}
-	cached := r.appQuotas.List()
-	apps := make([]*quotav1.AppQuota, 0, len(cached))
-	for _, o := range cached {
-		if a, ok := o.(*quotav1.AppQuota); ok {
-			apps = append(apps, a)
-		}
 	}
 	index, indexExists := ours[r.ConfigMap.Name]
 	// The previous document: the one the renderer remembers while the
@@ -295,10 +304,13 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		}
 	}
 
+	// From here a failure makes the next merge a full one (the renderer's
+	// state is then not the one written), so the changes are taken now.
+	changes = r.takeChanges()
 	res, err := r.renderer.Merge(render.Input{
 		DefaultProfile:   r.DefaultProfile,
 		Profiles:         profiles.Items,
-		AppQuotas:        apps,
+		Changes:          changes,
 		Previous:         previous,
 		PreviousIsStored: previousIsStored,
 		Now:              now,
@@ -362,10 +374,54 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 
 	// AppQuotas can be 100,000: their statuses are the status controller's job,
 	// so that writing them never holds up the next render. It gets the result
-	// and the apps whose outcome changed.
-	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes})
+	// and the apps whose outcome changed, and those with an event: an
+	// AppQuota created under the name of one just deleted can have the same
+	// outcome, but not its status.
+	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes}, changes.Names)
 
 	return ctrl.Result{RequeueAfter: r.requeueAfter(r.now())}, nil
+}
+
+// noteChanged adds AppQuotas to those the next render takes.
+func (r *QuotaReconciler) noteChanged(names ...types.NamespacedName) {
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	if r.changedApps == nil {
+		r.changedApps = make(map[types.NamespacedName]struct{}, len(names))
+	}
+	for _, name := range names {
+		r.changedApps[name] = struct{}{}
+	}
+}
+
+// takeChanges hands the AppQuotas with an event since the last call to the
+// renderer, which reads them from the cache.
+func (r *QuotaReconciler) takeChanges() *render.Changes {
+	r.changedMu.Lock()
+	names := make([]types.NamespacedName, 0, len(r.changedApps))
+	for name := range r.changedApps {
+		names = append(names, name)
+	}
+	r.changedApps = nil
+	r.changedMu.Unlock()
+	return &render.Changes{
+		Names: names,
+		Get: func(name types.NamespacedName) (*quotav1.AppQuota, bool) {
+			o, exists, err := r.appQuotas.GetByKey(name.String())
+			a, ok := o.(*quotav1.AppQuota)
+			return a, err == nil && exists && ok
+		},
+		All: func() []*quotav1.AppQuota {
+			cached := r.appQuotas.List()
+			apps := make([]*quotav1.AppQuota, 0, len(cached))
+			for _, o := range cached {
+				if a, ok := o.(*quotav1.AppQuota); ok {
+					apps = append(apps, a)
+				}
+			}
+			return apps
+		},
+	}
 }
 
 // requeueAfter is when the last render's output changes with no event: the

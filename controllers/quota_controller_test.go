@@ -281,6 +281,35 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Created again under the same name, for another app: a new object, which
+	// the controller must not take for the deleted one.
+	again := appQuota(ns, "acme", "crud-2", raise("messages-send-users", 900))
+	if err := k8s.Create(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("crud-2", "messages-send-users", 900))
+	eventually(t, wait, ready(client.ObjectKeyFromObject(again), metav1.ConditionTrue, quotav1.ReasonApplied))
+	// And again at once, so that the deletion and the creation likely reach
+	// one render.
+	if err := k8s.Delete(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	third := appQuota(ns, "acme", "crud-3", raise("messages-send-users", 700))
+	if err := k8s.Create(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("crud-3", "messages-send-users", 700))
+	eventually(t, wait, ready(client.ObjectKeyFromObject(third), metav1.ConditionTrue, quotav1.ReasonApplied))
+	doc, _, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"crud-1", "crud-2"} {
+		if e, ok := doc.Apps[id]; ok {
+			t.Errorf("%s, whose AppQuota was deleted and its name reused, is in the document: %+v", id, e)
+		}
+	}
 }
 
 func TestManualEditAndDeletionAreRepaired(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -54,10 +55,11 @@ func (b *Board) snapshot() *snapshot {
 }
 
 // publish makes snap current and queues the AppQuotas whose outcome differs
-// from the last publish (all of them the first time). It blocks while the
-// status controller's queue intake is full, which is the back-pressure wanted,
-// and gives up when ctx ends (the manager is stopping).
-func (b *Board) publish(ctx context.Context, snap *snapshot) {
+// from the last publish (all of them the first time), and those named in
+// touched. It blocks while the status controller's queue intake is full,
+// which is the back-pressure wanted, and gives up when ctx ends (the manager
+// is stopping).
+func (b *Board) publish(ctx context.Context, snap *snapshot, touched []types.NamespacedName) {
 	b.mu.Lock()
 	b.current = snap
 	last := b.outcomes
@@ -71,11 +73,27 @@ func (b *Board) publish(ctx context.Context, snap *snapshot) {
 			continue
 		}
 		ns, name, _ := strings.Cut(key, "/")
-		select {
-		case b.changed <- event.GenericEvent{Object: &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
-		case <-ctx.Done():
+		if !b.queue(ctx, types.NamespacedName{Namespace: ns, Name: name}) {
 			return
 		}
+	}
+	// The status controller's queue takes each name once however often it is
+	// queued.
+	for _, name := range touched {
+		if !b.queue(ctx, name) {
+			return
+		}
+	}
+}
+
+// queue hands an AppQuota to the status controller; false when ctx ended
+// first.
+func (b *Board) queue(ctx context.Context, name types.NamespacedName) bool {
+	select {
+	case b.changed <- event.GenericEvent{Object: &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
