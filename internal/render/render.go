@@ -167,8 +167,14 @@ type Renderer struct {
 	merged  *quotaconfig.Document
 	pending map[string]struct{}
 
-	// Store's memory.
-	seq    uint64
+	// Store's memory. storedApps are the apps of the document last stored,
+	// the map of the document Merge gave (which the next merge of changes
+	// updates in place: a Result's Document is good until the next Merge)
+	// or a copy of one it did not; before are the stored entries of the apps
+	// a merge has updated there since.
+	storedApps map[string]quotaconfig.App
+	before     map[string]storedEntry
+	seq        uint64
 	budget int
 	enc    map[string]*appEncoding
 	// appsBytes is the size of the apps' entries in enc, a comma each.
@@ -196,8 +202,9 @@ type appCheck struct {
 	// key is Key(a), made once: every document and outcome map shares it,
 	// and the Renderer's map of records its strings (name).
 	key string
-	// uid tells the AppQuota from a new one of the same name.
-	uid   types.UID
+	// uid is uidHash of its UID, which tells it from a new AppQuota of the
+	// same name (8 bytes where the UID takes 64).
+	uid   uint64
 	appID string
 	// generation and profile identify the validation remembered in errs and
 	// overrides; profile is "" when none is.
@@ -219,12 +226,9 @@ type appCheck struct {
 // depends on nothing but itself, its profile and the other claims on its
 // appID.
 type mergeState struct {
-	// res is the merge's result; the caller may drop res.Document once stored.
-	res *Result
-	// apps are the apps of res's document, which the next merge of changes
-	// updates in place rather than copying 100,000 entries: a Result's
-	// Document is good until the next Merge.
-	apps           map[string]quotaconfig.App
+	// res is the merge's result; the caller may drop res.Document once stored
+	// (the Renderer keeps its apps: storedApps).
+	res            *Result
 	defaultProfile string
 	// profiles are the merged QuotaProfiles' versions (profileVersion) by name.
 	profiles map[string]string
@@ -281,8 +285,8 @@ func (r *Renderer) record(a *quotav1.AppQuota) *appCheck {
 		return nil
 	}
 	c := r.apps[nameOf(a)]
-	if c == nil || c.uid != a.UID {
-		c = &appCheck{key: Key(a), uid: a.UID, appID: a.Spec.AppID}
+	if c == nil || c.uid != uidHash(a.UID) {
+		c = &appCheck{key: Key(a), uid: uidHash(a.UID), appID: a.Spec.AppID}
 		r.apps[c.name()] = c
 	}
 	c.seen, c.merged = r.merges, a.Generation
@@ -310,6 +314,17 @@ func (r *Renderer) checkApp(a *quotav1.AppQuota, c *appCheck, ref validation.Ref
 		c.overrides = overrides(a)
 	}
 	return c.errs, c.overrides
+}
+
+// uidHash is the 64-bit FNV-1a hash of a UID: two UIDs that meet under one
+// name collide once in 2^64.
+func uidHash(uid types.UID) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range len(uid) {
+		h ^= uint64(uid[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 func nameOf(a *quotav1.AppQuota) types.NamespacedName {
@@ -492,7 +507,6 @@ func (r *Renderer) mergeAll(in Input) *Result {
 	}
 	// Kept profiles (last good or deleted) make entries depend on each other.
 	if incremental && len(res.Document.Profiles) == len(state.profiles) {
-		state.apps = res.Document.Apps
 		r.last = state
 	}
 	r.merged = res.Document
@@ -600,9 +614,9 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		}
 	}
 
-	// The last document, as stored (s.stored), updated in place: its
-	// profiles are those merged.
-	apps := s.apps
+	// The last document, as stored (s.stored), updated in place, each app's
+	// stored entry saved first (save): its profiles are those merged.
+	apps := r.storedApps
 	res := &Result{
 		Document: &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
@@ -624,6 +638,7 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		}
 		delete(res.Apps, key)
 		if e, ok := res.Document.Apps[id]; ok && e.Source == key {
+			r.save(id)
 			delete(res.Document.Apps, id)
 		}
 		pending[id] = struct{}{}
@@ -648,6 +663,7 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 			}
 		})
 		if inDoc {
+			r.save(c.appID)
 			res.Document.Apps[c.appID] = app
 			delete(s.homeless, c.appID)
 		} else {
@@ -690,7 +706,7 @@ func (r *Renderer) changedApps(in Input) (changed []*quotav1.AppQuota, removed [
 			return false
 		case c == nil:
 			changed = append(changed, a)
-		case c.uid != a.UID:
+		case c.uid != uidHash(a.UID):
 			return false
 		case c.merged == a.Generation:
 			// The spec is the one merged, appID included (which only a new
@@ -747,8 +763,8 @@ func (r *Renderer) changedApps(in Input) (changed []*quotav1.AppQuota, removed [
 // whose document is stored (mergeChanges): its entry's source, or one of the
 // owners without an entry.
 func (r *Renderer) owner(id string) (string, bool) {
-	if e := r.enc[id]; e != nil {
-		return e.app.Source, true
+	if e, ok := r.StoredApp(id); ok {
+		return e.Source, true
 	}
 	k, ok := r.last.homeless[id]
 	return k, ok
@@ -794,10 +810,30 @@ func (p previousDoc) profile(name string) (quotaconfig.Profile, bool) {
 // StoredApp returns an app's entry in the document the last Store call laid
 // out.
 func (r *Renderer) StoredApp(id string) (quotaconfig.App, bool) {
-	if e := r.enc[id]; e != nil {
-		return e.app, true
+	if e, saved := r.before[id]; saved {
+		return e.app, e.ok
 	}
-	return quotaconfig.App{}, false
+	a, ok := r.storedApps[id]
+	return a, ok
+}
+
+// save keeps an app's stored entry before a merge of changes updates it in
+// storedApps, for StoredApp and the next Store.
+func (r *Renderer) save(id string) {
+	if _, saved := r.before[id]; saved {
+		return
+	}
+	if r.before == nil {
+		r.before = map[string]storedEntry{}
+	}
+	a, ok := r.storedApps[id]
+	r.before[id] = storedEntry{a, ok}
+}
+
+// storedEntry is an app's entry in the document last stored, if ok.
+type storedEntry struct {
+	app quotaconfig.App
+	ok  bool
 }
 
 // shareOutcome returns the AppQuota's remembered outcome when out equals it,

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -104,6 +105,10 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	update := func(id string) error {
 		a, ok := doc.Apps[id]
 		e := r.enc[id]
+		var last quotaconfig.App
+		if e != nil {
+			last, _ = r.StoredApp(id)
+		}
 		switch {
 		case !ok:
 			if e != nil {
@@ -116,16 +121,13 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		case e == nil:
 			e = &appEncoding{}
 			r.enc[id] = e
-		case sameApp(&e.app, &a):
-			// The same encoding; keep the document's own value, so that the
-			// next merge, which starts from these, starts from it exactly.
-			e.app, e.seen = a, r.seq
+		case sameApp(&last, &a):
+			e.seen = r.seq
 			return nil
 		default:
 			r.appsBytes -= len(e.bytes) + 1
 		}
 		var err error
-		e.app = a
 		if e.bytes, err = appBytes(id, &a); err != nil {
 			return err
 		}
@@ -162,6 +164,15 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if r.last != nil && doc == r.merged {
 		r.last.stored = true
 	}
+	// The stored apps: a merged document's map from now on its own (the
+	// next merge of changes updates it), any other's copied, as its caller
+	// may change it.
+	if doc == r.merged {
+		r.storedApps = doc.Apps
+	} else {
+		r.storedApps = maps.Clone(doc.Apps)
+	}
+	r.before = nil
 	// Done with the merge's document: the encodings now hold its apps.
 	r.merged, r.pending = nil, nil
 	plain := len(header) + r.appsBytes
@@ -727,9 +738,9 @@ func (w *memberWriter) end() ([]byte, error) {
 	return w.gz.Bytes(), nil
 }
 
-// appEncoding is one app's entry as it appears in the document, `"id":{...}`.
+// appEncoding is one app's entry as it appears in the document, `"id":{...}`
+// (its value is in Renderer.storedApps).
 type appEncoding struct {
-	app   quotaconfig.App
 	bytes []byte
 	// changed and seen are the Store call that last changed and last saw it.
 	changed, seen uint64
