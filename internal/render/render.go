@@ -175,8 +175,8 @@ type Renderer struct {
 	storedApps map[string]quotaconfig.App
 	before     map[string]storedEntry
 	seq        uint64
-	budget int
-	enc    map[string]*appEncoding
+	budget     int
+	enc        map[string]*appEncoding
 	// appsBytes is the size of the apps' entries in enc, a comma each.
 	appsBytes int
 	header    []byte
