@@ -336,7 +336,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		return ctrl.Result{}, fmt.Errorf("store: %w", err)
 	}
 	// Nothing here reads the document after Store, and the status controller's
-	// snapshot (res) need not hold it: the renderer's encodings hold its apps
+	// snapshot (res) need not hold it: the renderer keeps its apps
 	// for the next merge.
 	res.Document = nil
 	r.storedWritten = false

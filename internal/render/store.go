@@ -173,7 +173,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		r.storedApps = maps.Clone(doc.Apps)
 	}
 	r.before = nil
-	// Done with the merge's document: the encodings now hold its apps.
+	// Done with the merge's document: storedApps now holds its apps.
 	r.merged, r.pending = nil, nil
 	plain := len(header) + r.appsBytes
 	r.header, r.lastProfiles = header, doc.Profiles
