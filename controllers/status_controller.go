@@ -68,8 +68,12 @@ func (b *Board) publish(ctx context.Context, snap *snapshot, touched []types.Nam
 	// The Renderer hands out the same *Outcome while an AppQuota's outcome is
 	// unchanged, so this is a pointer comparison per AppQuota; the key names the
 	// object, which is all the status controller's queue needs.
+	differs := func(key string, o *render.Outcome) bool {
+		prev, seen := last[key]
+		return !seen || (prev != o && !prev.Equal(o)) || snap.stored.TooLarge
+	}
 	for key, o := range snap.res.Apps {
-		if prev, seen := last[key]; seen && (prev == o || prev.Equal(o)) && !snap.stored.TooLarge {
+		if !differs(key, o) {
 			continue
 		}
 		ns, name, _ := strings.Cut(key, "/")
@@ -77,10 +81,11 @@ func (b *Board) publish(ctx context.Context, snap *snapshot, touched []types.Nam
 			return
 		}
 	}
-	// The status controller's queue takes each name once however often it is
-	// queued.
+	// Touched AppQuotas whose outcome did not differ, so not queued above (one
+	// without an outcome is gone, or going: no status to write).
 	for _, name := range touched {
-		if !b.queue(ctx, name) {
+		key := name.String() // render.Key's namespace/name
+		if o, ok := snap.res.Apps[key]; ok && !differs(key, o) && !b.queue(ctx, name) {
 			return
 		}
 	}
