@@ -239,6 +239,14 @@ func ready(key client.ObjectKey, status metav1.ConditionStatus, reason string) f
 
 const wait = 20 * time.Second
 
+// applied waits for appID's Requests/Second override of group to be max in
+// the configuration and for a to report it applied (Ready=True, Applied).
+func applied(t *testing.T, a *quotav1.AppQuota, appID, group string, max int64) {
+	t.Helper()
+	eventually(t, wait, wantLimit(appID, group, max))
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+}
+
 func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
@@ -246,8 +254,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("crud-1", "messages-send-users", 500))
-	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+	applied(t, a, "crud-1", "messages-send-users", 500)
 
 	// The status names the document the generation went into.
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
@@ -265,8 +272,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Update(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("crud-1", "messages-send-users", 800))
-	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+	applied(t, a, "crud-1", "messages-send-users", 800)
 
 	if err := k8s.Delete(ctx, a); err != nil {
 		t.Fatal(err)
@@ -288,8 +294,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Create(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("crud-2", "messages-send-users", 900))
-	eventually(t, wait, ready(client.ObjectKeyFromObject(again), metav1.ConditionTrue, quotav1.ReasonApplied))
+	applied(t, again, "crud-2", "messages-send-users", 900)
 	// And again at once, so that the deletion and the creation likely reach
 	// one render.
 	if err := k8s.Delete(ctx, again); err != nil {
@@ -299,8 +304,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Create(ctx, third); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("crud-3", "messages-send-users", 700))
-	eventually(t, wait, ready(client.ObjectKeyFromObject(third), metav1.ConditionTrue, quotav1.ReasonApplied))
+	applied(t, third, "crud-3", "messages-send-users", 700)
 	doc, _, err := document()
 	if err != nil {
 		t.Fatal(err)
@@ -419,8 +423,7 @@ func TestInvalidAppQuotaKeepsLastGood(t *testing.T) {
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("lastgood-1", "messages-send-users", 400))
-	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
+	applied(t, a, "lastgood-1", "messages-send-users", 400)
 
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
 		t.Fatal(err)
