@@ -657,7 +657,9 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		drop(c.key, c.appID)
 		profile := apiProfiles[profileName(a)]
 		ref := validation.Reference{Profile: profile, Index: indexes[profileName(a)]}
-		app, inDoc, out := r.mergeApp(a, c, c.key, ref, profileVersion(profile), prev, in.Now, func(name string) {
+		// s.profiles holds the version strings of the full merge, one per
+		// profile for every app that has it (not one string per app changed).
+		app, inDoc, out := r.mergeApp(a, c, c.key, ref, s.profiles[profileName(a)], prev, in.Now, func(name string) {
 			if _, ok := res.Document.Profiles[name]; !ok {
 				keptOther = true
 			}
