@@ -15,6 +15,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -24,13 +25,10 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// Cache indexes the webhook looks AppQuotas up by, so admission stays a map
-// lookup with 100,000 AppQuotas in the cache.
-const (
-	// IndexAppIDBucket indexes AppQuotas by AppIDBucket(spec.appID).
-	IndexAppIDBucket = "spec.appID.bucket"
-	IndexProfile     = "spec.profile"
-)
+// IndexAppIDBucket is the cache index, by AppIDBucket(spec.appID), the
+// webhook looks AppQuotas up by, so that admitting one stays a map lookup
+// with 100,000 AppQuotas in the cache.
+const IndexAppIDBucket = "spec.appID.bucket"
 
 // appIDBuckets is how many index values AppQuotas are spread over by appID.
 // An index by the appID itself would cost a set per AppQuota (client-go maps
@@ -54,17 +52,20 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("index AppQuotas by appID: %w", err)
 	}
-	if err := indexer.IndexField(ctx, &quotav1.AppQuota{}, IndexProfile, func(o client.Object) []string {
-		return []string{profileOf(o.(*quotav1.AppQuota))}
-	}); err != nil {
-		return fmt.Errorf("index AppQuotas by profile: %w", err)
+	inf, err := mgr.GetCache().GetInformer(ctx, &quotav1.AppQuota{})
+	if err != nil {
+		return fmt.Errorf("AppQuota informer: %w", err)
+	}
+	appQuotas, ok := inf.(toolscache.SharedIndexInformer)
+	if !ok {
+		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.AppQuota{}).
 		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader()}).Complete(); err != nil {
 		return fmt.Errorf("AppQuota webhook: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.QuotaProfile{}).
-		WithValidator(&QuotaProfileValidator{Reader: mgr.GetClient()}).Complete(); err != nil {
+		WithValidator(&QuotaProfileValidator{AppQuotas: appQuotas}).Complete(); err != nil {
 		return fmt.Errorf("QuotaProfile webhook: %w", err)
 	}
 	return nil
@@ -154,7 +155,11 @@ func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuo
 // QuotaProfileValidator validates QuotaProfiles and refuses deleting one that
 // AppQuotas still use.
 type QuotaProfileValidator struct {
-	Reader client.Reader
+	// AppQuotas is the cache's AppQuota informer. A deletion walks its store,
+	// pointers and no copies: deleting a profile is rare, and an index by
+	// profile would hold an entry per AppQuota, twice (controller-runtime
+	// indexes per namespace and across them), about 5 MB at 100,000.
+	AppQuotas toolscache.SharedIndexInformer
 }
 
 var _ admission.Validator[*quotav1.QuotaProfile] = &QuotaProfileValidator{}
@@ -174,16 +179,18 @@ const usersShown = 3
 
 // ValidateDelete implements admission.Validator.
 func (v *QuotaProfileValidator) ValidateDelete(ctx context.Context, p *quotav1.QuotaProfile) (admission.Warnings, error) {
-	var users quotav1.AppQuotaList
-	if err := v.Reader.List(ctx, &users, client.MatchingFields{IndexProfile: p.Name}); err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("list AppQuotas by profile: %w", err))
+	// Before its first list the store would answer that nobody uses the profile.
+	if !toolscache.WaitForCacheSync(ctx.Done(), v.AppQuotas.HasSynced) {
+		return nil, apierrors.NewInternalError(fmt.Errorf("the AppQuota cache has not synced: %w", ctx.Err()))
 	}
-	if len(users.Items) == 0 {
+	var names []string
+	for _, o := range v.AppQuotas.GetStore().List() {
+		if a, ok := o.(*quotav1.AppQuota); ok && profileOf(a) == p.Name {
+			names = append(names, a.Namespace+"/"+a.Name)
+		}
+	}
+	if len(names) == 0 {
 		return nil, nil
-	}
-	names := make([]string, 0, len(users.Items))
-	for _, a := range users.Items {
-		names = append(names, a.Namespace+"/"+a.Name)
 	}
 	slices.Sort(names)
 	shown := strings.Join(names[:min(usersShown, len(names))], ", ")
