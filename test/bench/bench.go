@@ -28,6 +28,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -537,53 +538,11 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 		}
 		return 0, errors.New("baseline watch closed")
 	}
-	// Every measured write, AppQuota patch or baseline update, starts after the
-	// same quiet gap: the manager's minimum write interval since its last
-	// ConfigMap write (a change sooner would wait for it; the bulk rows measure
-	// bursts), and as long since the previous measured write. Measured back to
-	// back instead, the baseline runs on a machine kept busy and fast; after a
-	// quiet second both pay the same wake-up, which is not the operator's cost.
-	gap := b.opts.MinWriteInterval + 50*time.Millisecond
-	var lastDone time.Time
-	quiet := func() {
-		until := time.Unix(0, b.lastEvent.Load()).Add(gap)
-		if t := lastDone.Add(gap); t.After(until) {
-			until = t
-		}
-		time.Sleep(time.Until(until))
+	on, err := b.propagationSamples(ctx, 0, update)
+	if err != nil {
+		return err
 	}
-	var got, patched, after, base []time.Duration
-	for s := range b.cfg.Samples {
-		quiet()
-		i := rand.IntN(b.cfg.Apps)
-		want := int64(5_000_000 + s)
-		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":%d}]`, want)
-		b.drain()
-		sent := time.Now()
-		if err := b.c.Patch(ctx, &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(i)}}, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
-			return err
-		}
-		acked := time.Now()
-		patched = append(patched, acked.Sub(sent))
-		at, err := b.waitOutput(ctx, time.Minute, func(d *quotaconfig.Document) bool {
-			a, ok := d.Apps[appID(i)]
-			return ok && len(a.Overrides) == 1 && len(a.Overrides[0].Limits) == 1 && a.Overrides[0].Limits[0].Max == want
-		})
-		if err != nil {
-			return fmt.Errorf("propagation sample %d: %w", s, err)
-		}
-		got = append(got, at.Sub(sent))
-		after = append(after, at.Sub(acked))
-		lastDone = time.Now()
-
-		quiet()
-		d, err := update(strconv.Itoa(s + 1))
-		if err != nil {
-			return err
-		}
-		base = append(base, d)
-		lastDone = time.Now()
-	}
+	got, patched, after, base := on.got, on.patched, on.after, on.base
 	apiAfter, err := b.apiMetrics(ctx)
 	if err != nil {
 		return err
@@ -647,10 +606,162 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	// request-duration histograms (means: their buckets are too coarse for p99).
 	rep.add(Row{"Propagation, server side (the API server's mean request durations over the samples): AppQuota patch / of it the webhook call / the manager's ConfigMap apply",
 		apiMean(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"resource": "appquotas", "verb": "PATCH", "subresource": ""}) + " / " +
-			apiMean(apiBefore, apiAfter, "apiserver_admission_webhook_admission_duration_seconds", map[string]string{"name": "vappquota.quota.appquota.io"}) + " / " +
+			apiMean(apiBefore, apiAfter, "apiserver_admission_webhook_admission_duration_seconds", map[string]string{"name": appQuotaWebhook}) + " / " +
 			apiMean(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"resource": "configmaps", "verb": "APPLY", "subresource": ""}),
 		apiMean(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"resource": "configmaps", "verb": "PUT", "subresource": ""}) + " (baseline update)", "", "", ""})
+
+	// For comparison only: the same samples with the AppQuota webhook taken out
+	// of the API server's configuration, which measures what its round trip
+	// costs propagation. The product keeps it: the warnings on an update (a
+	// limit lowered, blocked or raised 100x, an override already expired) need
+	// the profile and the clock, which the API server's CEL does not have.
+	var off propSamples
+	if err := b.withoutAppQuotaWebhook(ctx, func() (err error) {
+		off, err = b.propagationSamples(ctx, 1, update)
+		return err
+	}); err != nil {
+		return err
+	}
+	rep.add(Row{"For comparison only, the AppQuota webhook taken out of the API server's configuration (the product keeps it): propagation p50 / p99, and its first step, the patch, p50 / p99",
+		pair(off.got) + ", patch " + pair(off.patched), pair(off.base) + " (its own baseline, taken with it)",
+		fmt.Sprintf("%.1fx (p99)", over(quantile(off.got, 0.99), quantile(off.base, 0.99))), "", ""})
 	return nil
+}
+
+// appQuotaWebhook is the name of the AppQuota webhook in the
+// ValidatingWebhookConfiguration (config/webhook).
+const appQuotaWebhook = "vappquota.quota.appquota.io"
+
+// withoutAppQuotaWebhook runs f with the AppQuota webhook removed from the API
+// server's configuration, and puts it back after. It waits, both ways, until
+// the API server's own count of calls to the webhook says the change took.
+func (b *bench) withoutAppQuotaWebhook(ctx context.Context, f func() error) error {
+	var list admissionregistrationv1.ValidatingWebhookConfigurationList
+	if err := b.c.List(ctx, &list); err != nil {
+		return err
+	}
+	var cfg *admissionregistrationv1.ValidatingWebhookConfiguration
+	for i := range list.Items {
+		if slices.ContainsFunc(list.Items[i].Webhooks, func(w admissionregistrationv1.ValidatingWebhook) bool { return w.Name == appQuotaWebhook }) {
+			cfg = &list.Items[i]
+		}
+	}
+	if cfg == nil {
+		return fmt.Errorf("no ValidatingWebhookConfiguration holds %s", appQuotaWebhook)
+	}
+	hooks := cfg.Webhooks
+	cfg.Webhooks = slices.DeleteFunc(slices.Clone(hooks), func(w admissionregistrationv1.ValidatingWebhook) bool { return w.Name == appQuotaWebhook })
+	if err := b.c.Update(ctx, cfg); err != nil {
+		return fmt.Errorf("remove the AppQuota webhook: %w", err)
+	}
+	ferr := b.waitWebhookCalled(ctx, false)
+	if ferr == nil {
+		ferr = f()
+	}
+	// Put it back whatever happened: the rows after this one measure with it.
+	if err := b.c.Get(ctx, client.ObjectKeyFromObject(cfg), cfg); err != nil {
+		return errors.Join(ferr, err)
+	}
+	cfg.Webhooks = hooks
+	if err := b.c.Update(ctx, cfg); err != nil {
+		return errors.Join(ferr, fmt.Errorf("restore the AppQuota webhook: %w", err))
+	}
+	return errors.Join(ferr, b.waitWebhookCalled(ctx, true))
+}
+
+// waitWebhookCalled polls until a dry-run patch of an AppQuota does (called)
+// or does not call the AppQuota webhook, by the API server's count of its calls.
+func (b *bench) waitWebhookCalled(ctx context.Context, called bool) error {
+	calls := func() (uint64, error) {
+		m, err := b.apiMetrics(ctx)
+		if err != nil {
+			return 0, err
+		}
+		_, n := apiSum(m, "apiserver_admission_webhook_admission_duration_seconds", map[string]string{"name": appQuotaWebhook})
+		return n, nil
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		before, err := calls()
+		if err != nil {
+			return err
+		}
+		probe := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(0)}}
+		if err := b.c.Patch(ctx, probe, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"probe":"webhook"}}}`)), client.DryRunAll); err != nil {
+			return fmt.Errorf("probe the AppQuota webhook: %w", err)
+		}
+		after, err := calls()
+		if err != nil {
+			return err
+		}
+		if (after > before) == called {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the API server did not take the AppQuota webhook change (want called=%t) within a minute", called)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// propSamples are a run of propagation samples: each AppQuota patch sent to
+// the ConfigMap event holding it (got), the patch's own round trip (patched),
+// the patch acknowledged to that event (after), and the baseline update taken
+// with it (base).
+type propSamples struct{ got, patched, after, base []time.Duration }
+
+// propagationSamples takes cfg.Samples samples, each an AppQuota patch and a
+// baseline update (update). round keeps the values each run writes apart from
+// those of the runs before, so that no patch leaves an object as it was.
+func (b *bench) propagationSamples(ctx context.Context, round int, update func(string) (time.Duration, error)) (propSamples, error) {
+	// Every measured write, AppQuota patch or baseline update, starts after the
+	// same quiet gap: the manager's minimum write interval since its last
+	// ConfigMap write (a change sooner would wait for it; the bulk rows measure
+	// bursts), and as long since the previous measured write. Measured back to
+	// back instead, the baseline runs on a machine kept busy and fast; after a
+	// quiet second both pay the same wake-up, which is not the operator's cost.
+	gap := b.opts.MinWriteInterval + 50*time.Millisecond
+	var lastDone time.Time
+	quiet := func() {
+		until := time.Unix(0, b.lastEvent.Load()).Add(gap)
+		if t := lastDone.Add(gap); t.After(until) {
+			until = t
+		}
+		time.Sleep(time.Until(until))
+	}
+	var r propSamples
+	for s := range b.cfg.Samples {
+		quiet()
+		i := rand.IntN(b.cfg.Apps)
+		want := int64(5_000_000 + round*100_000 + s)
+		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":%d}]`, want)
+		b.drain()
+		sent := time.Now()
+		if err := b.c.Patch(ctx, &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(i)}}, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
+			return r, err
+		}
+		acked := time.Now()
+		r.patched = append(r.patched, acked.Sub(sent))
+		at, err := b.waitOutput(ctx, time.Minute, func(d *quotaconfig.Document) bool {
+			a, ok := d.Apps[appID(i)]
+			return ok && len(a.Overrides) == 1 && len(a.Overrides[0].Limits) == 1 && a.Overrides[0].Limits[0].Max == want
+		})
+		if err != nil {
+			return r, fmt.Errorf("propagation sample %d: %w", s, err)
+		}
+		r.got = append(r.got, at.Sub(sent))
+		r.after = append(r.after, at.Sub(acked))
+		lastDone = time.Now()
+
+		quiet()
+		d, err := update(fmt.Sprintf("%d-%d", round, s))
+		if err != nil {
+			return r, err
+		}
+		r.base = append(r.base, d)
+		lastDone = time.Now()
+	}
+	return r, nil
 }
 
 // apiMetrics reads the API server's metrics once.
@@ -663,34 +774,36 @@ func (b *bench) apiMetrics(ctx context.Context) (map[string]*dto.MetricFamily, e
 	return parser.TextToMetricFamilies(bytes.NewReader(raw))
 }
 
+// apiSum is the sum and count of the histogram series whose labels include want.
+func apiSum(f map[string]*dto.MetricFamily, name string, want map[string]string) (s float64, n uint64) {
+	fam := f[name]
+	if fam == nil {
+		return 0, 0
+	}
+series:
+	for _, m := range fam.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue series
+			}
+		}
+		if h := m.GetHistogram(); h != nil {
+			s += h.GetSampleSum()
+			n += h.GetSampleCount()
+		}
+	}
+	return s, n
+}
+
 // apiMean is the mean of the histogram series whose labels include want,
 // between two scrapes.
 func apiMean(before, after map[string]*dto.MetricFamily, name string, want map[string]string) string {
-	sum := func(f map[string]*dto.MetricFamily) (s float64, n uint64) {
-		fam := f[name]
-		if fam == nil {
-			return 0, 0
-		}
-	series:
-		for _, m := range fam.Metric {
-			labels := map[string]string{}
-			for _, l := range m.Label {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue series
-				}
-			}
-			if h := m.GetHistogram(); h != nil {
-				s += h.GetSampleSum()
-				n += h.GetSampleCount()
-			}
-		}
-		return s, n
-	}
-	s0, n0 := sum(before)
-	s1, n1 := sum(after)
+	s0, n0 := apiSum(before, name, want)
+	s1, n1 := apiSum(after, name, want)
 	if n1 <= n0 {
 		return "n/a"
 	}

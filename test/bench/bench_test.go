@@ -26,7 +26,7 @@ func TestSmoke(t *testing.T) {
 	}
 	md := rep.Markdown()
 	for _, want := range []string{
-		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation without its first step",
+		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation without its first step", "For comparison only, the AppQuota webhook taken out",
 		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS / goroutines with 100 AppQuotas",
 		"Footprint: manager heap / RSS / goroutines with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
 		"/ compressed, 1 object(s)", "/ sharded, ",
