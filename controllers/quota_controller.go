@@ -5,6 +5,7 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -91,12 +92,13 @@ type QuotaReconciler struct {
 
 	// Board hands each render's result to the status controller.
 	Board *Board
+	// AppQuotas is the cache's store of AppQuotas (the manager's AppQuota
+	// informer's), read directly: a List copies every object's struct into the
+	// list, 40 MB per render at 100,000.
+	AppQuotas toolscache.Store
 
 	// renderer remembers per-object work from one render to the next.
 	renderer render.Renderer
-	// appQuotas is the cache's store of AppQuotas, read directly: a List copies
-	// every object's struct into the list, 40 MB per render at 100,000.
-	appQuotas toolscache.Store
 
 	// storedWritten is set while the document the renderer last stored is the
 	// last one written (the renderer remembers it, so no copy of 100,000 apps is
@@ -122,17 +124,12 @@ type QuotaReconciler struct {
 }
 
 // SetupWithManager registers the reconciler. The manager's cache must limit
-// ConfigMaps to the ones it writes (see operator.CacheOptions).
+// ConfigMaps to the ones it writes (see operator.CacheOptions), and AppQuotas
+// must be the store of its AppQuota informer (operator.Setup passes it).
 func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	inf, err := mgr.GetCache().GetInformer(context.Background(), &quotav1.AppQuota{})
-	if err != nil {
-		return fmt.Errorf("AppQuota informer: %w", err)
+	if r.AppQuotas == nil {
+		return errors.New("QuotaReconciler needs the cache's AppQuota store")
 	}
-	sii, ok := inf.(toolscache.SharedIndexInformer)
-	if !ok {
-		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
-	}
-	r.appQuotas = sii.GetStore()
 	r.renderer.ShardAbove = r.ShardAbove
 	fixed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: r.ConfigMap}}
@@ -407,12 +404,12 @@ func (r *QuotaReconciler) takeChanges() *render.Changes {
 	return &render.Changes{
 		Names: names,
 		Get: func(name types.NamespacedName) (*quotav1.AppQuota, bool) {
-			o, exists, err := r.appQuotas.GetByKey(name.String())
+			o, exists, err := r.AppQuotas.GetByKey(name.String())
 			a, ok := o.(*quotav1.AppQuota)
 			return a, err == nil && exists && ok
 		},
 		All: func() []*quotav1.AppQuota {
-			cached := r.appQuotas.List()
+			cached := r.AppQuotas.List()
 			apps := make([]*quotav1.AppQuota, 0, len(cached))
 			for _, o := range cached {
 				if a, ok := o.(*quotav1.AppQuota); ok {
@@ -560,7 +557,7 @@ func (r *QuotaReconciler) expiredOverrides(res *render.Result, previous *quotaco
 		if len(o.Expired) == 0 {
 			continue
 		}
-		obj, ok, err := r.appQuotas.GetByKey(key)
+		obj, ok, err := r.AppQuotas.GetByKey(key)
 		a, isApp := obj.(*quotav1.AppQuota)
 		if err != nil || !ok || !isApp {
 			continue

@@ -44,21 +44,14 @@ func AppIDBucket(appID string) string {
 	return strconv.Itoa(quotaconfig.ShardOf(appID, appIDBuckets))
 }
 
-// SetupWithManager registers the indexes and both validators with mgr.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+// SetupWithManager registers the index and both validators with mgr;
+// appQuotas is the manager's AppQuota informer.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscache.SharedIndexInformer) error {
 	indexer := mgr.GetFieldIndexer()
 	if err := indexer.IndexField(ctx, &quotav1.AppQuota{}, IndexAppIDBucket, func(o client.Object) []string {
 		return []string{AppIDBucket(o.(*quotav1.AppQuota).Spec.AppID)}
 	}); err != nil {
 		return fmt.Errorf("index AppQuotas by appID: %w", err)
-	}
-	inf, err := mgr.GetCache().GetInformer(ctx, &quotav1.AppQuota{})
-	if err != nil {
-		return fmt.Errorf("AppQuota informer: %w", err)
-	}
-	appQuotas, ok := inf.(toolscache.SharedIndexInformer)
-	if !ok {
-		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.AppQuota{}).
 		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader()}).Complete(); err != nil {

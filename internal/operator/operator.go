@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -198,6 +199,16 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		mgr.GetLogger().Info("the size budget is below what the largest possible AppQuota needs; an AppQuota near its size bounds could not be written",
 			"maxConfigBytes", o.MaxConfigBytes, "largestAppQuotaBytes", least)
 	}
+	// The render loop and the webhook read AppQuotas from the informer's store
+	// itself (pointers, no list copies); both share the manager's informer.
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &quotav1alpha1.AppQuota{})
+	if err != nil {
+		return fmt.Errorf("AppQuota informer: %w", err)
+	}
+	appQuotas, ok := inf.(toolscache.SharedIndexInformer)
+	if !ok {
+		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
+	}
 	board := controllers.NewBoard()
 	recorder := controllers.NewLimitedRecorder(mgr.GetEventRecorder("appquota-controller"), o.EventRate, o.EventBurst)
 	r := &controllers.QuotaReconciler{
@@ -210,6 +221,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		ShardAbove:       o.ShardAboveBytes,
 		CompactAfter:     o.CompactAfter,
 		MinWriteInterval: o.MinWriteInterval,
+		AppQuotas:        appQuotas.GetStore(),
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
@@ -219,7 +231,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("set up status controller: %w", err)
 	}
 	if !o.DisableWebhook {
-		if err := webhook.SetupWithManager(context.Background(), mgr); err != nil {
+		if err := webhook.SetupWithManager(context.Background(), mgr, appQuotas); err != nil {
 			return fmt.Errorf("set up webhook: %w", err)
 		}
 	}
