@@ -35,6 +35,7 @@ func main() {
 		metricsSecure  bool
 		apiQPS         float64
 		apiBurst       int
+		enableHTTP2    bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint (HTTPS, authenticated) binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -44,6 +45,7 @@ func main() {
 	flag.IntVar(&apiBurst, "kube-api-burst", 200, "Burst of requests to the API server.")
 	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers; off by default, as in kubebuilder's scaffold, for the HTTP/2 stream cancellation and rapid reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP, for local benchmarks only.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server (default: controller-runtime's).")
 	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
@@ -66,6 +68,7 @@ func main() {
 		log.Error(err, "build scheme")
 		os.Exit(1)
 	}
+	tlsOpts := operator.ServerTLSOpts(enableHTTP2)
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(apiQPS), apiBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -75,13 +78,14 @@ func main() {
 			SecureServing: metricsSecure,
 			// Only callers allowed to GET /metrics (see config/rbac) may scrape.
 			FilterProvider: metricsFilter(metricsSecure),
+			TLSOpts:        tlsOpts,
 		},
 		HealthProbeBindAddress: probeAddr,
 		PprofBindAddress:       pprofAddr,
 		Cache:                  operator.CacheOptions(opts),
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "appquota-leader.quota.appquota.io",
-		WebhookServer:          webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir}),
+		WebhookServer:          webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
 	})
 	if err != nil {
 		log.Error(err, "create manager")

@@ -283,7 +283,8 @@ func (c *Cluster) CreateNamespaces(ctx context.Context, names ...string) error {
 
 // RunOperator runs the operator in this process against the cluster, as the
 // manager binary would (operator.Setup), with the webhook server on envtest's
-// local address and certificates, and metrics and probes off. It creates the
+// local address and certificates and the manager's default TLS settings
+// (operator.ServerTLSOpts), and metrics and probes off. It creates the
 // operator's namespace, and returns once the caches have synced; stop stops the
 // manager and waits for it.
 func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop func(), err error) {
@@ -303,6 +304,7 @@ func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop 
 			Host:    wh.LocalServingHost,
 			Port:    wh.LocalServingPort,
 			CertDir: wh.LocalServingCertDir,
+			TLSOpts: operator.ServerTLSOpts(false),
 		}),
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ package operator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -186,6 +187,20 @@ func internAppQuota(a *quotav1alpha1.AppQuota) {
 		c.Type, c.Reason, c.Message = intern(c.Type), intern(c.Reason), intern(c.Message)
 		c.Status = intern(c.Status)
 	}
+}
+
+// ServerTLSOpts are the TLS settings of the manager's webhook and metrics
+// servers. Without enableHTTP2 they offer HTTP/1.1 only, as kubebuilder's
+// scaffold does against the HTTP/2 stream cancellation and rapid reset CVEs
+// (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8). It is also faster here: the
+// API server's call to the AppQuota webhook took 3.1 ms on average over
+// HTTP/1.1 against 4.6 ms over HTTP/2 (docs/scale.md), since an HTTP/2
+// request passes between more goroutines on each side.
+func ServerTLSOpts(enableHTTP2 bool) []func(*tls.Config) {
+	if enableHTTP2 {
+		return nil
+	}
+	return []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
 }
 
 // Setup registers the operator with mgr.

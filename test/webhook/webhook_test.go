@@ -5,7 +5,10 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -249,5 +252,25 @@ func TestProfileDeletionWhileReferenced(t *testing.T) {
 			t.Fatalf("deleting the profile no AppQuota uses still fails:\n%s", out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWebhookServesHTTP1Only checks the webhook server's default TLS settings
+// (operator.ServerTLSOpts): a client offering HTTP/2 first, as the API server
+// does, is answered in HTTP/1.1.
+func TestWebhookServesHTTP1Only(t *testing.T) {
+	wh := cluster.Env.WebhookInstallOptions
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(wh.LocalServingCAData) {
+		t.Fatal("envtest's webhook CA is not PEM")
+	}
+	addr := net.JoinHostPort(wh.LocalServingHost, strconv.Itoa(wh.LocalServingPort))
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: wh.LocalServingHost, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := conn.ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+		t.Errorf("webhook server negotiated %q with a client offering h2 and http/1.1, want http/1.1 (HTTP/2 is off unless --enable-http2)", got)
 	}
 }
