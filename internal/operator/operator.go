@@ -194,8 +194,8 @@ func internAppQuota(a *quotav1alpha1.AppQuota) {
 // scaffold does against the HTTP/2 stream cancellation and rapid reset CVEs
 // (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8). It is also faster here: the
 // API server's call to the AppQuota webhook took 3.0 to 4.2 ms on average
-// over HTTP/1.1 against 4.6 and 4.7 ms over HTTP/2 (docs/scale.md), since an
-// HTTP/2 request passes between more goroutines on each side.
+// over HTTP/1.1 against 4.6 and 4.7 ms over HTTP/2 (docs/scale.md), likely
+// because an HTTP/2 request passes between more goroutines on each side.
 func ServerTLSOpts(enableHTTP2 bool) []func(*tls.Config) {
 	if enableHTTP2 {
 		return nil
