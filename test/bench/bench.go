@@ -56,6 +56,9 @@ type Config struct {
 	Grow bool
 	// MaxConfigBytes is the manager's --max-config-bytes; 0 keeps its default.
 	MaxConfigBytes int
+	// ShardAboveBytes, when positive, is the manager's --shard-above-bytes;
+	// 0 keeps its default.
+	ShardAboveBytes int
 	// ProfileDir, when set, receives the manager's heap and goroutine profiles
 	// at each footprint point.
 	ProfileDir string
@@ -168,6 +171,10 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		b.opts.MaxConfigBytes = cfg.MaxConfigBytes
 	}
 	rep := &Report{Config: cfg}
+	if cfg.ShardAboveBytes > 0 {
+		b.opts.ShardAboveBytes = cfg.ShardAboveBytes
+		rep.Notes = append(rep.Notes, fmt.Sprintf("The manager ran with --shard-above-bytes=%d instead of its default.", cfg.ShardAboveBytes))
+	}
 	var err error
 	fmt.Fprintln(log, "starting the control plane")
 	if b.cluster, err = localcluster.Start(localcluster.Options{}); err != nil {
@@ -247,6 +254,7 @@ func (b *bench) startManager(ctx context.Context) error {
 	b.mgr = exec.Command(bin,
 		"--kubeconfig", b.cluster.KubeconfigPath,
 		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
+		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
 		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
 		"--zap-log-level", "error")
