@@ -239,9 +239,11 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	log := ctrl.LoggerFrom(ctx)
 	now := r.now()
 	// The ConfigMaps we wrote: the named one and its shards (the cache holds only
-	// ConfigMaps labelled as ours in our namespace, see operator.CacheOptions).
+	// ConfigMaps labelled as ours in our namespace, see operator.CacheOptions),
+	// as the cache holds them: shards of up to the budget each are not copied
+	// per render, and nothing here modifies them.
 	var cms corev1.ConfigMapList
-	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list ConfigMaps: %w", err)
 	}
 	ours := map[string]*corev1.ConfigMap{}
@@ -374,7 +376,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	// and the apps whose outcome changed, and those with an event: an
 	// AppQuota created under the name of one just deleted can have the same
 	// outcome, but not its status.
-	r.Board.publish(ctx, &snapshot{res: res, stored: st, budget: r.MaxConfigBytes}, changes.Names)
+	r.Board.publish(ctx, res, &snapshot{stored: st, budget: r.MaxConfigBytes}, changes.Names)
 
 	return ctrl.Result{RequeueAfter: r.requeueAfter(r.now())}, nil
 }
@@ -550,17 +552,19 @@ type expiry struct {
 // expiredOverrides lists the overrides res dropped for having expired that the
 // previous document (previous, or the one the renderer stored) still held.
 // Few outcomes list expired groups; their objects are looked up by key (the
-// cache's keys are render.Key's namespace/name).
+// cache's keys are render.Key's namespace/name). After an incremental merge
+// only the outcomes it changed can be new: an override expiring makes the
+// next merge a full one.
 func (r *QuotaReconciler) expiredOverrides(res *render.Result, previous *quotaconfig.Document, previousIsStored bool) []expiry {
 	var out []expiry
-	for key, o := range res.Apps {
-		if len(o.Expired) == 0 {
-			continue
+	check := func(key string, o *render.Outcome) {
+		if o == nil || len(o.Expired) == 0 {
+			return
 		}
 		obj, ok, err := r.AppQuotas.GetByKey(key)
 		a, isApp := obj.(*quotav1.AppQuota)
 		if err != nil || !ok || !isApp {
-			continue
+			return
 		}
 		var prevApp quotaconfig.App
 		switch {
@@ -572,13 +576,22 @@ func (r *QuotaReconciler) expiredOverrides(res *render.Result, previous *quotaco
 			ok = false
 		}
 		if !ok || prevApp.Source != key {
-			continue
+			return
 		}
 		for _, g := range o.Expired {
 			if slices.ContainsFunc(prevApp.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
 				out = append(out, expiry{app: a, group: g})
 			}
 		}
+	}
+	if res.Incremental {
+		for _, key := range res.Changed {
+			check(key, res.Apps[key])
+		}
+		return out
+	}
+	for key, o := range res.Apps {
+		check(key, o)
 	}
 	return out
 }

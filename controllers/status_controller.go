@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -26,19 +27,21 @@ import (
 	"github.com/appquota/appquota/internal/render"
 )
 
-// snapshot is one render's result, as the status controller needs it.
+// snapshot is what the status controller needs of one render besides the
+// outcomes: how it was stored.
 type snapshot struct {
-	res    *render.Result
 	stored *render.Stored
 	budget int
 }
 
 // Board passes renders from the render loop to the status controller: the
-// latest snapshot, and a stream of the AppQuotas whose outcome changed.
+// latest snapshot and outcomes, and a stream of the AppQuotas whose outcome
+// changed.
 type Board struct {
 	mu      sync.RWMutex
 	current *snapshot
-	// outcomes is what the previous publish told, to send only what changed.
+	// outcomes are the latest render's outcomes by render.Key: the Board's own
+	// copy, since the Renderer updates its map in place in the next render.
 	outcomes map[string]*render.Outcome
 	changed  chan event.GenericEvent
 }
@@ -48,54 +51,90 @@ func NewBoard() *Board {
 	return &Board{changed: make(chan event.GenericEvent, 1024)}
 }
 
-func (b *Board) snapshot() *snapshot {
+// read returns the latest snapshot and the AppQuota's outcome in it (ok false
+// when it has none), together.
+func (b *Board) read(key string) (snap *snapshot, out *render.Outcome, ok bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return b.current
+	out, ok = b.outcomes[key]
+	return b.current, out, ok
 }
 
-// publish makes snap current and queues the AppQuotas whose outcome differs
-// from the last publish (all of them the first time), and those named in
-// touched. It blocks while the status controller's queue intake is full,
-// which is the back-pressure wanted, and gives up when ctx ends (the manager
-// is stopping).
-func (b *Board) publish(ctx context.Context, snap *snapshot, touched []types.NamespacedName) {
-	b.mu.Lock()
-	b.current = snap
-	last := b.outcomes
-	b.outcomes = snap.res.Apps
-	b.mu.Unlock()
+// publish makes the render (res, stored as snap) current and queues the
+// AppQuotas whose outcome differs from the last publish (all of them the
+// first time, and every one while the configuration is too large to store),
+// and those named in touched. After an incremental merge only the keys it
+// changed are looked at, so a render's cost here is that of its change, not
+// of the AppQuotas. It must be called before the Renderer's next Merge. It
+// blocks while the status controller's queue intake is full, which is the
+// back-pressure wanted, and gives up when ctx ends (the manager is stopping).
+func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot, touched []types.NamespacedName) {
+	var differ []string
 	// The Renderer hands out the same *Outcome while an AppQuota's outcome is
-	// unchanged, so this is a pointer comparison per AppQuota; the key names the
-	// object, which is all the status controller's queue needs.
-	differs := func(key string, o *render.Outcome) bool {
-		prev, seen := last[key]
+	// unchanged, so this is mostly a pointer comparison.
+	differs := func(prev *render.Outcome, seen bool, o *render.Outcome) bool {
 		return !seen || (prev != o && !prev.Equal(o)) || snap.stored.TooLarge
 	}
-	for key, o := range snap.res.Apps {
-		if !differs(key, o) {
-			continue
+	b.mu.Lock()
+	b.current = snap
+	if res.Incremental && b.outcomes != nil {
+		for _, key := range res.Changed {
+			o, ok := res.Apps[key]
+			if !ok {
+				delete(b.outcomes, key)
+				continue
+			}
+			prev, seen := b.outcomes[key]
+			b.outcomes[key] = o
+			if differs(prev, seen, o) {
+				differ = append(differ, key)
+			}
 		}
-		ns, name, _ := strings.Cut(key, "/")
-		if !b.queue(ctx, types.NamespacedName{Namespace: ns, Name: name}) {
+		if snap.stored.TooLarge {
+			differ = differ[:0]
+			for key := range b.outcomes {
+				differ = append(differ, key)
+			}
+		}
+	} else {
+		last := b.outcomes
+		b.outcomes = maps.Clone(res.Apps)
+		for key, o := range b.outcomes {
+			prev, seen := last[key]
+			if differs(prev, seen, o) {
+				differ = append(differ, key)
+			}
+		}
+	}
+	// Touched AppQuotas whose outcome did not differ, so not queued with
+	// those (one without an outcome is gone, or going: no status to write).
+	rest := make(map[string]struct{}, len(touched))
+	for _, name := range touched {
+		if key := name.String(); b.outcomes[key] != nil { // render.Key's namespace/name
+			rest[key] = struct{}{}
+		}
+	}
+	b.mu.Unlock()
+	// Queued without the lock: the status controller reads under it.
+	for _, key := range differ {
+		delete(rest, key)
+		if !b.queue(ctx, key) {
 			return
 		}
 	}
-	// Touched AppQuotas whose outcome did not differ, so not queued above (one
-	// without an outcome is gone, or going: no status to write).
-	for _, name := range touched {
-		key := name.String() // render.Key's namespace/name
-		if o, ok := snap.res.Apps[key]; ok && !differs(key, o) && !b.queue(ctx, name) {
+	for key := range rest {
+		if !b.queue(ctx, key) {
 			return
 		}
 	}
 }
 
-// queue hands an AppQuota to the status controller; false when ctx ended
-// first.
-func (b *Board) queue(ctx context.Context, name types.NamespacedName) bool {
+// queue hands an AppQuota (by render.Key) to the status controller; false
+// when ctx ended first.
+func (b *Board) queue(ctx context.Context, key string) bool {
+	ns, name, _ := strings.Cut(key, "/")
 	select {
-	case b.changed <- event.GenericEvent{Object: &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}}:
+	case b.changed <- event.GenericEvent{Object: &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
 		return true
 	case <-ctx.Done():
 		return false
@@ -121,26 +160,28 @@ func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile brings one AppQuota's status in line with the latest render.
 func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	snap := r.Board.snapshot()
-	if snap == nil {
-		return ctrl.Result{}, nil
-	}
 	var a quotav1.AppQuota
 	if err := r.Get(ctx, req.NamespacedName, &a); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	return ctrl.Result{}, r.updateAppStatus(ctx, &a, snap)
+	snap, out, ok := r.Board.read(render.Key(&a))
+	if snap == nil || !ok {
+		// Not rendered yet: the render of it will publish again.
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, r.updateAppStatus(ctx, &a, snap, out)
 }
 
-func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, snap *snapshot) error {
-	res, tooLarge := snap.res, snap.stored.TooLarge
+// updateAppStatus writes an AppQuota's status from its outcome (out) in the
+// render snap.
+func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, snap *snapshot, out *render.Outcome) error {
+	tooLarge := snap.stored.TooLarge
 	// a carries the desired status; cached (shared with the cache) stays as is.
 	a := &quotav1.AppQuota{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
 	if a.DeletionTimestamp != nil {
 		return nil
 	}
-	out, ok := res.Apps[render.Key(a)]
-	if !ok || out.Generation != a.Generation {
+	if out.Generation != a.Generation {
 		// Not rendered yet, or rendered from an older generation: the render of
 		// this one will publish again.
 		return nil

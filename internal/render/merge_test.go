@@ -2,6 +2,7 @@ package render_test
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -141,6 +142,10 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 	// was at the last merge (an informer's events).
 	var r, tracked render.Renderer
 	var previous *quotaconfig.Document
+	// A copy of each Renderer's outcomes kept as the status controller keeps
+	// its own: updated from Changed after an incremental merge, copied anew
+	// after any other. It must always equal the result's Apps.
+	mirrors := map[*render.Renderer]map[string]*render.Outcome{}
 	last := map[types.NamespacedName]*quotav1.AppQuota{}
 	for step := range 400 {
 		for range 1 + rng.IntN(2) {
@@ -191,9 +196,32 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		} {
 			in := c.in
 			in.DefaultProfile, in.Profiles, in.PreviousIsStored, in.Now = "default", profiles, step > 0, now
+			fastBefore := render.FastMerges(c.r)
 			got, err := c.r.Merge(in)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if fast := render.FastMerges(c.r) > fastBefore; got.Incremental != fast {
+				t.Fatalf("step %d, changes %s: Incremental %t, but the merge updated the last result: %t", step, c.name, got.Incremental, fast)
+			}
+			mirror := mirrors[c.r]
+			if got.Incremental {
+				if !slices.IsSorted(got.Changed) || len(slices.Compact(slices.Clone(got.Changed))) != len(got.Changed) {
+					t.Fatalf("step %d, changes %s: Changed %v names a key twice", step, c.name, got.Changed)
+				}
+				for _, k := range got.Changed {
+					if o, ok := got.Apps[k]; ok {
+						mirror[k] = o
+					} else {
+						delete(mirror, k)
+					}
+				}
+			} else {
+				mirror = maps.Clone(got.Apps)
+				mirrors[c.r] = mirror
+			}
+			if !maps.Equal(mirror, got.Apps) {
+				t.Fatalf("step %d, changes %s: the last outcomes updated with Changed %v differ from the result's", step, c.name, got.Changed)
 			}
 			if _, err := c.r.Store(got.Document, 4<<20, shardName); err != nil {
 				t.Fatal(err)

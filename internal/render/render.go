@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,9 +90,18 @@ type Result struct {
 	Hash string
 	// Apps by "namespace/name", Profiles by name. A Renderer hands out the same
 	// *Outcome for an AppQuota as long as its outcome does not change, so
-	// successive results share them; nobody modifies them.
+	// successive results share them; nobody modifies them. A Renderer's next
+	// Merge may update Apps in place (Incremental), so, like Document, it is
+	// good until then: whoever keeps outcomes longer copies them.
 	Apps     map[string]*Outcome
 	Profiles map[string]Outcome
+	// Incremental reports that this Merge brought the Renderer's previous
+	// Result up to date, its Apps map in place, instead of building it anew;
+	// Changed then lists, once each, the keys whose entry it set or deleted, so
+	// that a reader keeping a copy of Apps updates it in time proportional to
+	// the change rather than to the AppQuotas (100,000 of them).
+	Incremental bool
+	Changed     []string
 	// NextExpiry is the earliest expiry of an override in the document: the
 	// document changes then, so the controller renders again.
 	NextExpiry *time.Time
@@ -624,9 +632,10 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 			Profiles:       r.lastProfiles,
 			Apps:           apps,
 		},
-		Apps:       maps.Clone(s.res.Apps),
-		Profiles:   s.res.Profiles,
-		NextExpiry: s.res.NextExpiry,
+		Apps:        s.res.Apps,
+		Profiles:    s.res.Profiles,
+		NextExpiry:  s.res.NextExpiry,
+		Incremental: true,
 	}
 	pending := map[string]struct{}{}
 	// The earliest expiry may leave with a changed or removed app: then it is
@@ -637,6 +646,7 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 			rescan = true
 		}
 		delete(res.Apps, key)
+		res.Changed = append(res.Changed, key)
 		if e, ok := res.Document.Apps[id]; ok && e.Source == key {
 			r.save(id)
 			delete(res.Document.Apps, id)
@@ -690,6 +700,9 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 			}
 		}
 	}
+	// A key is dropped once, then set again when changed: once each.
+	slices.Sort(res.Changed)
+	res.Changed = slices.Compact(res.Changed)
 	s.res, s.stored = res, false
 	r.merged, r.pending = res.Document, pending
 	return res

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -209,10 +210,12 @@ func TestOutcomesShared(t *testing.T) {
 	profiles, apps := benchObjects(t, 3)
 	in := render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: time.Now()}
 	var r render.Renderer
-	first, err := r.Merge(in)
+	res, err := r.Merge(in)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A result's outcomes are good until the next Merge: keep a copy.
+	first := &render.Result{Apps: maps.Clone(res.Apps)}
 	apps[1].Generation++
 	apps[1].Spec.Overrides[0].Group = "no-such-group"
 	second, err := r.Merge(in)
