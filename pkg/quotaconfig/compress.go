@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // GzipDataKey is the ConfigMap binaryData key (and file name in a mounted
@@ -23,7 +24,9 @@ const maxDocumentBytes = 256 << 20
 // never rewritten.
 func Compress(doc []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := NewCompressor(&buf)
+	zw := compressors.Get().(*gzip.Writer)
+	defer compressors.Put(zw)
+	zw.Reset(&buf)
 	if _, err := zw.Write(doc); err != nil {
 		return nil, err
 	}
@@ -32,6 +35,11 @@ func Compress(doc []byte) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// compressors keeps Compress's gzip writers from one call to the next: each
+// allocates about 1 MB of state, and the controller compresses on every
+// change it stores (Reset makes one as good as new).
+var compressors = sync.Pool{New: func() any { return NewCompressor(io.Discard) }}
 
 // NewCompressor returns the gzip writer Compress writes through, for a
 // document compressed while it is being written rather than held whole.
