@@ -25,6 +25,7 @@ func TestBoardPublish(t *testing.T) {
 	// apps is the Renderer's map, which it updates in place between results.
 	apps := map[string]*render.Outcome{"ns/a": valid, "ns/b": valid, "ns/c": valid}
 
+	b := NewBoard()
 	steps := []struct {
 		name    string
 		change  func()
@@ -63,17 +64,30 @@ func TestBoardPublish(t *testing.T) {
 		queued: []string{"ns/a", "ns/b"},
 		holds:  map[string]*render.Outcome{"ns/a": sameAsValid, "ns/b": invalid},
 	}, {
+		name:   "a render not published, then an incremental one: every outcome compared",
+		change: func() { b.missedOne(); apps["ns/b"] = valid; apps["ns/a"] = invalid },
+		res:    func() *render.Result { return &render.Result{Apps: apps, Incremental: true, Changed: []string{"ns/a"}} },
+		snap:   stored,
+		queued: []string{"ns/a", "ns/b"},
+		holds:  map[string]*render.Outcome{"ns/a": invalid, "ns/b": valid},
+	}, {
+		name:   "then incremental again",
+		change: func() { apps["ns/b"] = invalid },
+		res:    func() *render.Result { return &render.Result{Apps: apps, Incremental: true, Changed: []string{"ns/b"}} },
+		snap:   stored,
+		queued: []string{"ns/b"},
+		holds:  map[string]*render.Outcome{"ns/a": invalid, "ns/b": invalid},
+	}, {
 		name: "full render: a new map, only what differs",
 		res: func() *render.Result {
 			apps = map[string]*render.Outcome{"ns/a": sameAsValid, "ns/b": valid, "ns/d": valid}
 			return &render.Result{Apps: apps}
 		},
 		snap:   stored,
-		queued: []string{"ns/b", "ns/d"},
+		queued: []string{"ns/a", "ns/b", "ns/d"},
 		holds:  map[string]*render.Outcome{"ns/a": sameAsValid, "ns/b": valid, "ns/d": valid},
 	}}
 
-	b := NewBoard()
 	for _, s := range steps {
 		if s.change != nil {
 			s.change()
@@ -98,7 +112,7 @@ func TestBoardPublish(t *testing.T) {
 		}
 	}
 	// The Renderer's next in-place update does not reach the Board's copy.
-	apps["ns/a"] = invalid
+	apps["ns/a"] = valid
 	if _, got, _ := b.read("ns/a"); got != sameAsValid {
 		t.Errorf("the Board's outcome for ns/a changed with the Renderer's map: %v", got)
 	}

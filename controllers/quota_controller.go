@@ -272,6 +272,10 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 			r.inputsChanged.Store(true)
 			if changes != nil {
 				r.noteChanged(changes.Names...)
+				// Merged, perhaps, but not published: the status controller's
+				// copy of the outcomes no longer follows from the next
+				// result's changes alone.
+				r.Board.missedOne()
 			}
 		}
 	}()

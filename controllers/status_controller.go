@@ -43,7 +43,11 @@ type Board struct {
 	// outcomes are the latest render's outcomes by render.Key: the Board's own
 	// copy, since the Renderer updates its map in place in the next render.
 	outcomes map[string]*render.Outcome
-	changed  chan event.GenericEvent
+	// missed is set when a render was not published: an incremental result's
+	// Changed then does not cover everything since the Board's copy, so the
+	// next publish compares every outcome.
+	missed  bool
+	changed chan event.GenericEvent
 }
 
 // NewBoard returns an empty Board.
@@ -58,6 +62,13 @@ func (b *Board) read(key string) (snap *snapshot, out *render.Outcome, ok bool) 
 	defer b.mu.RUnlock()
 	out, ok = b.outcomes[key]
 	return b.current, out, ok
+}
+
+// missedOne records that a render was merged but not published.
+func (b *Board) missedOne() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.missed = true
 }
 
 // publish makes the render (res, stored as snap) current and queues the
@@ -77,7 +88,7 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 	}
 	b.mu.Lock()
 	b.current = snap
-	if res.Incremental && b.outcomes != nil {
+	if res.Incremental && b.outcomes != nil && !b.missed {
 		for _, key := range res.Changed {
 			o, ok := res.Apps[key]
 			if !ok {
@@ -98,7 +109,7 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 		}
 	} else {
 		last := b.outcomes
-		b.outcomes = maps.Clone(res.Apps)
+		b.outcomes, b.missed = maps.Clone(res.Apps), false
 		for key, o := range b.outcomes {
 			prev, seen := last[key]
 			if differs(prev, seen, o) {
