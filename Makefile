@@ -40,7 +40,7 @@ fuzz: ## Explore the validators with go's fuzzer (make test runs only the seed c
 	go test ./internal/validation -run XXX -fuzz FuzzQuotaProfile -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: ## The scale benchmarks (10,000 and 100,000 apps); writes docs/benchmarks.md. Takes a while.
+bench: ## The scale benchmarks (10,000 and 100,000 apps); rewrites the table in docs/benchmarks.md. Takes a while.
 	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go run ./test/bench -out docs/benchmarks.md
 
 .PHONY: demo

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -86,7 +87,7 @@ func (r *Report) add(row Row) { r.Rows = append(r.Rows, row) }
 // Markdown renders the report with the machine it ran on.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (test/bench). Each ratio compares with a baseline measured in the same run on the same API server. [scale.md](scale.md) explains the design and what changed the numbers.\n\n")
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (test/bench). Each ratio compares with a baseline measured in the same run on the same API server. [scale.md](scale.md) explains the design; [what profiling changed](#what-profiling-changed), below the table and kept by every run, gives each number before and after the changes that moved it.\n\n")
 	fmt.Fprintf(&b, "| measurement | measured | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", row.Name, row.Measured, row.Baseline, row.Ratio, row.Target, row.Met)
@@ -99,6 +100,31 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "\n%s\n", n)
 	}
 	return b.String()
+}
+
+// keptMarker starts the part of the report file that a run keeps: what was
+// written by hand (the numbers before and after each change profiling led to),
+// which a run cannot measure again.
+const keptMarker = "<!-- make bench rewrites what is above this line and keeps what is below it -->"
+
+// withKept returns the report md followed by the kept part of the file's
+// previous content (from keptMarker on), or md and the marker alone when the
+// file had none.
+func withKept(md string, previous []byte) string {
+	kept := keptMarker + "\n"
+	if i := bytes.Index(previous, []byte(keptMarker)); i >= 0 {
+		kept = string(previous[i:])
+	}
+	return md + "\n" + kept
+}
+
+// writeReport writes md to path, keeping the part of the file below keptMarker.
+func writeReport(path, md string) error {
+	previous, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.WriteFile(path, []byte(withKept(md, previous)), 0o644)
 }
 
 func memTotal() string {

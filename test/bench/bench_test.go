@@ -44,3 +44,29 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestReportKeepsHandWrittenPart checks that a run rewrites the measured part
+// of docs/benchmarks.md and keeps what was written below the marker.
+func TestReportKeepsHandWrittenPart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "benchmarks.md")
+	if err := writeReport(path, "# run 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(path)
+	if want := "# run 1\n\n" + keptMarker + "\n"; string(first) != want {
+		t.Fatalf("new file = %q, want %q", first, want)
+	}
+	handWritten := "\n## What profiling changed\n\n| change | before | after |\n"
+	if err := os.WriteFile(path, append(first, handWritten...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []string{"# run 2\n", "# run 3\n"} {
+		if err := writeReport(path, run); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := os.ReadFile(path)
+	if want := "# run 3\n\n" + keptMarker + "\n" + handWritten; string(got) != want {
+		t.Errorf("after two more runs = %q, want %q", got, want)
+	}
+}

@@ -36,7 +36,7 @@ func main() {
 	md := rep.Markdown()
 	fmt.Print(md)
 	if cfg.Out != "" {
-		if err := os.WriteFile(cfg.Out, []byte(md), 0o644); err != nil {
+		if err := writeReport(cfg.Out, md); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
