@@ -140,8 +140,9 @@ func (c *Config) resolve(appID, method, path string, now time.Time, haveNow bool
 		return res
 	}
 	var rt *route
+	var starts segStarts
 	if m := methodIndex(method); m >= 0 && p.roots[m] != nil && len(path) > 0 && path[0] == '/' {
-		rt = p.roots[m].match(path, 0)
+		rt = p.roots[m].match(path, 0, 0, &starts)
 	}
 	if rt == nil {
 		p.fallback.fill(&res)
@@ -164,7 +165,11 @@ func (c *Config) resolve(appID, method, path string, now time.Time, haveNow bool
 	res.Route = rt.template
 	if rt.userSeg >= 0 {
 		res.UserParam = rt.userParam
-		res.User = nthSegment(path, rt.userSeg)
+		if rt.userSeg < len(starts) {
+			res.User, _ = segment(path, starts[rt.userSeg])
+		} else {
+			res.User = nthSegment(path, rt.userSeg)
+		}
 	}
 	return res
 }
@@ -345,24 +350,37 @@ func segHash(seg string) uint32 {
 // match returns the route matching path[i:], where path[i] is '/' or i is
 // len(path). It tries the literal child first and the parameter child if the
 // literal branch fails at any depth.
-func (n *node) match(path string, i int) *route {
+//
+// It notes where path's segment depth starts in seg[depth], for the first
+// len(seg) segments: whichever branch matches, segment k of the path is the
+// template's segment k, so Resolve finds the user's segment without scanning
+// the path again.
+func (n *node) match(path string, i, depth int, seg *segStarts) *route {
 	if i == len(path) {
 		return n.route
 	}
-	seg, next := segment(path, i)
-	if seg == "" {
+	s, next := segment(path, i)
+	if s == "" {
 		return nil
 	}
-	if c := n.child(seg); c != nil {
-		if r := c.match(path, next); r != nil {
+	if depth < len(seg) {
+		seg[depth] = i
+	}
+	if c := n.child(s); c != nil {
+		if r := c.match(path, next, depth+1, seg); r != nil {
 			return r
 		}
 	}
 	if n.param != nil {
-		return n.param.match(path, next)
+		return n.param.match(path, next, depth+1, seg)
 	}
 	return nil
 }
+
+// segStarts holds where a path's first segments start (the index of the '/'
+// before each). The catalog's templates have up to nine segments; a user
+// parameter deeper than this holds is found by scanning the path again.
+type segStarts [12]int
 
 func (n *node) insert(path string, r *route) {
 	for i := 0; i < len(path); {

@@ -390,3 +390,30 @@ func TestResolveManyApps(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveUserParamAtAnyDepth checks User for user parameters at every
+// segment index, including those deeper than Resolve notes while matching,
+// which it finds by scanning the path again.
+func TestResolveUserParamAtAnyDepth(t *testing.T) {
+	prof := qc.Profile{Fallback: []qc.Limit{lim("Requests", "Second", "App", 100)}}
+	for depth := 1; depth <= 15; depth++ {
+		tmpl := "/app-id/{app_id}" + strings.Repeat("/x", depth-1) + "/{u}/end"
+		prof.Groups = append(prof.Groups, qc.Group{
+			Name:   fmt.Sprintf("depth-%d", depth),
+			Routes: []qc.Route{{Method: "GET", Path: tmpl, UserParam: "u"}},
+			Limits: []qc.Limit{lim("Requests", "Minute", "User", 5)},
+		})
+	}
+	cfg, err := qc.Compile(&qc.Document{Version: qc.FormatVersion, DefaultProfile: "default", Profiles: map[string]qc.Profile{"default": prof}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for depth := 1; depth <= 15; depth++ {
+		user := fmt.Sprintf("user%d", depth)
+		path := "/app-id/1" + strings.Repeat("/x", depth-1) + "/" + user + "/end"
+		got := cfg.Resolve("1", "GET", path)
+		if want := fmt.Sprintf("depth-%d", depth); got.Group != want || got.User != user {
+			t.Errorf("Resolve(%q): group %q, user %q; want %q, %q", path, got.Group, got.User, want, user)
+		}
+	}
+}

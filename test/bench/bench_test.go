@@ -70,3 +70,48 @@ func TestReportKeepsHandWrittenPart(t *testing.T) {
 		t.Errorf("after two more runs = %q, want %q", got, want)
 	}
 }
+
+// TestResolveRow checks how the Resolve row reads go test's output: the median
+// of the runs, the largest allocation count, and a miss when either is over
+// its target.
+func TestResolveRow(t *testing.T) {
+	out := func(resolveNs []string, allocs string) string {
+		var b strings.Builder
+		b.WriteString("goos: linux\ngoarch: amd64\npkg: github.com/appquota/appquota/pkg/quotaconfig\n")
+		for _, ns := range resolveNs {
+			b.WriteString("BenchmarkResolve-2   \t 4182344\t       " + ns + " ns/op\t       0 B/op\t       " + allocs + " allocs/op\n")
+			b.WriteString("--- BENCH: BenchmarkResolve-2\n    bench_test.go:110: Compile (validate + compile, 100000 apps): 231.02706ms\n")
+		}
+		for _, ns := range []string{"100.2", "99.4", "99.6"} {
+			b.WriteString("BenchmarkRateLimiterAllow-2   \t11285628\t       " + ns + " ns/op\t       0 B/op\t       0 allocs/op\n")
+		}
+		return b.String() + "PASS\nok  \tgithub.com/appquota/appquota/pkg/quotaconfig\t9.302s\n"
+	}
+	for _, tc := range []struct {
+		name            string
+		resolveNs       []string
+		allocs          string
+		measured, ratio string
+		met             string
+	}{
+		{"median under target, one slow run", []string{"381.8", "190.1", "201.5"}, "0", "201.5 ns (190.1-381.8), 0 allocs", "2.0x", "yes"},
+		{"median over target", []string{"301.0", "190.1", "381.8"}, "0", "301.0 ns (190.1-381.8), 0 allocs", "3.0x", "**no**"},
+		{"allocates", []string{"190.1", "190.1", "190.1"}, "1", "190.1 ns (190.1-190.1), 1 allocs", "1.9x", "**no**"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			row, err := resolveRow(out(tc.resolveNs, tc.allocs), 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if row.Measured != tc.measured || row.Ratio != tc.ratio || row.Met != tc.met {
+				t.Errorf("row = %q / %q / %q, want %q / %q / %q", row.Measured, row.Ratio, row.Met, tc.measured, tc.ratio, tc.met)
+			}
+			if want := "99.6 ns (99.4-100.2), 0 allocs (x/time/rate Limiter.Allow)"; row.Baseline != want {
+				t.Errorf("baseline = %q, want %q", row.Baseline, want)
+			}
+		})
+	}
+	if _, err := resolveRow(out([]string{"190.1"}, "0"), 3); err == nil {
+		t.Error("one run of three: no error")
+	}
+}
