@@ -320,33 +320,34 @@ func checkTemplate(path string) string {
 // segment returns the segment after the '/' at path[i] and the index of the
 // next '/' (or len(path)).
 func segment(path string, i int) (seg string, next int) {
-	// Eight bytes at a time, in a register: segments are short, so a call to
-	// the vectorized strings.IndexByte costs more than it saves, and a loop
-	// over single bytes takes a branch per byte (Resolve's largest cost).
-	j := i + 1
-	for ; j+8 <= len(path); j += 8 {
-		if k := slashIn8(path[j : j+8]); k < 8 {
-			return path[i+1 : j+k], j + k
-		}
-	}
-	for ; j < len(path); j++ {
-		if path[j] == '/' {
-			return path[i+1 : j], j
-		}
-	}
-	return path[i+1:], len(path)
+	next = i + 1 + slashIndex(path[i+1:])
+	return path[i+1 : next], next
 }
 
-// slashIn8 returns the index of the first '/' in the 8 bytes of s, or 8.
-func slashIn8(s string) int {
-	_ = s[7]
-	w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-	// The bytes equal to '/' become zero; the lowest set bit of the classic
-	// "has a zero byte" expression marks the first of them (bits above it may
-	// be borrows, which is why only the lowest counts).
-	x := w ^ (0x0101010101010101 * '/')
-	return bits.TrailingZeros64((x-0x0101010101010101)&^x&0x8080808080808080) / 8
+// slashIndex returns the index of the first '/' in s, or len(s). It reads
+// eight bytes at a time, in a register: segments are short, so a call to the
+// vectorized strings.IndexByte costs more than it saves, and a loop over
+// single bytes takes a branch per byte (Resolve's largest cost).
+func slashIndex(s string) int {
+	j := 0
+	for ; j+8 <= len(s); j += 8 {
+		w := s[j : j+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		// The bytes equal to '/' become zero; the lowest set bit of the
+		// classic "has a zero byte" expression marks the first of them (bits
+		// above it may be borrows, which is why only the lowest counts).
+		x ^= 0x0101010101010101 * '/'
+		if z := (x - 0x0101010101010101) &^ x & 0x8080808080808080; z != 0 {
+			return j + bits.TrailingZeros64(z)/8
+		}
+	}
+	for ; j < len(s); j++ {
+		if s[j] == '/' {
+			return j
+		}
+	}
+	return len(s)
 }
 
 // isParam reports whether seg is one parameter, {name}: a letter or '_', then
