@@ -351,28 +351,28 @@ func segHash(seg string) uint32 {
 // len(path). It tries the literal child first and the parameter child if the
 // literal branch fails at any depth.
 //
-// It notes where path's segment depth starts in seg[depth], for the first
-// len(seg) segments: whichever branch matches, segment k of the path is the
+// It notes where path's segment depth starts in starts[depth], for the first
+// len(starts) segments: whichever branch matches, segment k of the path is the
 // template's segment k, so Resolve finds the user's segment without scanning
 // the path again.
-func (n *node) match(path string, i, depth int, seg *segStarts) *route {
+func (n *node) match(path string, i, depth int, starts *segStarts) *route {
 	if i == len(path) {
 		return n.route
 	}
-	s, next := segment(path, i)
-	if s == "" {
+	seg, next := segment(path, i)
+	if seg == "" {
 		return nil
 	}
-	if depth < len(seg) {
-		seg[depth] = i
+	if depth < len(starts) {
+		starts[depth] = i
 	}
-	if c := n.child(s); c != nil {
-		if r := c.match(path, next, depth+1, seg); r != nil {
+	if c := n.child(seg); c != nil {
+		if r := c.match(path, next, depth+1, starts); r != nil {
 			return r
 		}
 	}
 	if n.param != nil {
-		return n.param.match(path, next, depth+1, seg)
+		return n.param.match(path, next, depth+1, starts)
 	}
 	return nil
 }
