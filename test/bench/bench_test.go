@@ -5,8 +5,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/appquota/appquota/internal/render"
 )
 
 // TestSmoke runs the whole benchmark at 100 apps so that it cannot rot. It
@@ -113,5 +117,71 @@ func TestResolveRow(t *testing.T) {
 	}
 	if _, err := resolveRow(out([]string{"190.1"}, "0"), 3); err == nil {
 		t.Error("one run of three: no error")
+	}
+}
+
+// TestRatioInterval checks the bootstrap interval of a quantile ratio: a
+// point when neither side varies, around the ratio when both do, wider on
+// the side of a slow outlier, and the same for the same samples.
+func TestRatioInterval(t *testing.T) {
+	ms := func(vs ...float64) []time.Duration {
+		var d []time.Duration
+		for _, v := range vs {
+			d = append(d, time.Duration(v*float64(time.Millisecond)))
+		}
+		return d
+	}
+	steady := func(n int, v float64) []time.Duration {
+		d := make([]float64, n)
+		for i := range d {
+			d[i] = v
+		}
+		return ms(d...)
+	}
+	if lo, hi := ratioInterval(steady(200, 30), steady(200, 10), 0.99); lo != 3 || hi != 3 {
+		t.Errorf("constant samples: interval %.2f-%.2f, want 3-3", lo, hi)
+	}
+
+	// 1 to 200 ms, and three times that: the ratio of p99s is 3 and the
+	// resamples' ratios spread around it.
+	var den, num []float64
+	for i := 1; i <= 200; i++ {
+		den, num = append(den, float64(i)), append(num, float64(3*i))
+	}
+	lo, hi := ratioInterval(ms(num...), ms(den...), 0.99)
+	if !(lo < 3 && 3 < hi) || hi-lo > 0.5 {
+		t.Errorf("spread samples: interval %.2f-%.2f, want a narrow one around 3", lo, hi)
+	}
+	if lo2, hi2 := ratioInterval(ms(num...), ms(den...), 0.99); lo2 != lo || hi2 != hi {
+		t.Errorf("same samples, interval %.2f-%.2f then %.2f-%.2f", lo, hi, lo2, hi2)
+	}
+
+	// One sample of 2 s among 1 to 199 ms: p99 is the second largest (199 ms),
+	// so the ratio is 1, but a resample that draws the outlier twice makes it
+	// 10: the interval reaches far above the ratio and not below it by as much.
+	slow := append(slices.Clone(den[:199]), 2000)
+	lo, hi = ratioInterval(ms(slow...), ms(den...), 0.99)
+	if point := over(quantile(ms(slow...), 0.99), quantile(ms(den...), 0.99)); point != 1 {
+		t.Fatalf("point ratio %.2f, want 1", point)
+	}
+	if hi < 5 || lo > 1 || 1-lo > 0.2 {
+		t.Errorf("one slow outlier: interval %.2f-%.2f, want from just under 1 to past 5", lo, hi)
+	}
+	if got := ratioWithInterval(ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (95% bootstrap interval ") {
+		t.Errorf("formatted: %q", got)
+	}
+}
+
+// TestStoredSizes checks the document-size row's account of what is written:
+// each object's size and the total.
+func TestStoredSizes(t *testing.T) {
+	one := &render.Stored{Layout: render.Compressed, Data: make([]byte, 150_000), StoredBytes: 150_000}
+	if got, want := storedSizes(one), "compressed, 1 object(s), 0.15 MB"; got != want {
+		t.Errorf("compressed: %q, want %q", got, want)
+	}
+	sharded := &render.Stored{Layout: render.Sharded, Data: make([]byte, 10_000), StoredBytes: 760_000,
+		Shards: []render.StoredShard{{Data: make([]byte, 750_000)}, {Data: make([]byte, 760_000)}}}
+	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 0.01 MB, 2 shards 0.75 MB to 0.76 MB each; 1.52 MB in total, largest 0.76 MB"; got != want {
+		t.Errorf("sharded: %q, want %q", got, want)
 	}
 }
