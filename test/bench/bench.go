@@ -1184,18 +1184,27 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 // size of each object (the named ConfigMap, then the shards' range) and the
 // total.
 func storedSizes(st *render.Stored) string {
-	mb := func(n int) string { return fmt.Sprintf("%.2f MB", float64(n)/1e6) }
+	size := func(n int) string {
+		if n < 100_000 {
+			return fmt.Sprintf("%.1f KB", float64(n)/1e3)
+		}
+		return fmt.Sprintf("%.2f MB", float64(n)/1e6)
+	}
 	total := len(st.Data)
 	if len(st.Shards) == 0 {
-		return fmt.Sprintf("%s, 1 object(s), %s", st.Layout, mb(total))
+		return fmt.Sprintf("%s, 1 object(s), %s", st.Layout, size(total))
 	}
 	lo, hi := len(st.Shards[0].Data), 0
 	for _, sh := range st.Shards {
 		lo, hi = min(lo, len(sh.Data)), max(hi, len(sh.Data))
 		total += len(sh.Data)
 	}
-	return fmt.Sprintf("%s, %d object(s): index %s, %d shards %s to %s each; %s in total, largest %s",
-		st.Layout, 1+len(st.Shards), mb(len(st.Data)), len(st.Shards), mb(lo), mb(hi), mb(total), mb(st.StoredBytes))
+	shards := size(lo) + " to " + size(hi)
+	if size(lo) == size(hi) {
+		shards = size(hi)
+	}
+	return fmt.Sprintf("%s, %d object(s): index %s, %d shards of %s each; %s in total, largest %s",
+		st.Layout, 1+len(st.Shards), size(len(st.Data)), len(st.Shards), shards, size(total), size(st.StoredBytes))
 }
 
 // resolveRuns is how many times the Resolve row runs each benchmark. It

@@ -181,7 +181,11 @@ func TestStoredSizes(t *testing.T) {
 	}
 	sharded := &render.Stored{Layout: render.Sharded, Data: make([]byte, 10_000), StoredBytes: 760_000,
 		Shards: []render.StoredShard{{Data: make([]byte, 750_000)}, {Data: make([]byte, 760_000)}}}
-	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 0.01 MB, 2 shards 0.75 MB to 0.76 MB each; 1.52 MB in total, largest 0.76 MB"; got != want {
+	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 10.0 KB, 2 shards of 0.75 MB to 0.76 MB each; 1.52 MB in total, largest 0.76 MB"; got != want {
 		t.Errorf("sharded: %q, want %q", got, want)
+	}
+	sharded.Shards[0].Data = make([]byte, 759_000)
+	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 10.0 KB, 2 shards of 0.76 MB each; 1.53 MB in total, largest 0.76 MB"; got != want {
+		t.Errorf("shards of one size: %q, want %q", got, want)
 	}
 }
