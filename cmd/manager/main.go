@@ -12,10 +12,10 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/appquota/appquota/internal/metricsauth"
 	"github.com/appquota/appquota/internal/operator"
 )
 
@@ -106,5 +106,5 @@ func metricsFilter(secure bool) func(*rest.Config, *http.Client) (metricsserver.
 	if !secure {
 		return nil
 	}
-	return filters.WithAuthenticationAndAuthorization
+	return metricsauth.Filter
 }
