@@ -31,7 +31,7 @@ func (c *Cluster) ServiceAccountToken(ctx context.Context, namespace, name strin
 		return "", err
 	}
 	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		return "", fmt.Errorf("create service account %s/%s: %w", namespace, name, err)
+		return "", fmt.Errorf("localcluster: create service account %s/%s: %w", namespace, name, err)
 	}
 	root, err := RepoRoot()
 	if err != nil {
@@ -46,18 +46,18 @@ func (c *Cluster) ServiceAccountToken(ctx context.Context, namespace, name strin
 		}
 		var role rbacv1.ClusterRole
 		if err := yaml.UnmarshalStrict(raw, &role); err != nil {
-			return "", fmt.Errorf("%s: %w", file, err)
+			return "", fmt.Errorf("localcluster: %s: %w", file, err)
 		}
 		role.Name = namespace + "-" + name + "-" + role.Name
 		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
-			return "", fmt.Errorf("create ClusterRole from %s: %w", file, err)
+			return "", fmt.Errorf("localcluster: create ClusterRole from %s: %w", file, err)
 		}
 		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: role.Name},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: name}},
 		}, metav1.CreateOptions{}); err != nil {
-			return "", fmt.Errorf("bind %s: %w", role.Name, err)
+			return "", fmt.Errorf("localcluster: bind %s: %w", role.Name, err)
 		}
 		// The authorizer learns of bindings from a watch; a caller that asked
 		// before it had would be refused.
@@ -68,13 +68,13 @@ func (c *Cluster) ServiceAccountToken(ctx context.Context, namespace, name strin
 				return err == nil && r.Status.Allowed, err
 			})
 			if err != nil {
-				return "", fmt.Errorf("%s is not allowed what %s grants: %w", user, file, err)
+				return "", fmt.Errorf("localcluster: %s is not allowed what %s grants: %w", user, file, err)
 			}
 		}
 	}
 	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("token for %s: %w", user, err)
+		return "", fmt.Errorf("localcluster: token for %s: %w", user, err)
 	}
 	return tr.Status.Token, nil
 }
