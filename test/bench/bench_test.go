@@ -167,7 +167,7 @@ func TestRatioInterval(t *testing.T) {
 	if hi < 5 || lo > 1 || 1-lo > 0.2 {
 		t.Errorf("one slow outlier: interval %.2f-%.2f, want from just under 1 to past 5", lo, hi)
 	}
-	if got := ratioWithInterval(ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (95% bootstrap interval ") {
+	if got := withInterval(over(quantile(ms(num...), 0.99), quantile(ms(den...), 0.99)), ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (95% bootstrap interval ") {
 		t.Errorf("formatted: %q", got)
 	}
 }
