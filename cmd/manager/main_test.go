@@ -5,12 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,12 +47,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	addr := freeAddr(t)
-	wh := cluster.Env.WebhookInstallOptions
-	mgr := exec.Command(bin,
-		"--kubeconfig", cluster.KubeconfigPath,
-		"--metrics-bind-address", addr, "--health-probe-bind-address", "0",
-		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir)
+	addr, err := localcluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := exec.Command(bin, append(cluster.ManagerFlags(),
+		"--metrics-bind-address", addr, "--health-probe-bind-address", "0")...)
 	var logs bytes.Buffer
 	mgr.Stdout, mgr.Stderr = &logs, &logs
 	mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -115,14 +113,4 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("%s: the metrics lack the AppQuota webhook's:\n%s", tc.name, body)
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,6 +174,26 @@ func Start(opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("localcluster: write kubeconfig: %w", err)
 	}
 	return c, nil
+}
+
+// ManagerFlags are the manager binary's flags that point it at this cluster:
+// its kubeconfig, and the webhook address and certificates the API server's
+// webhook configuration expects.
+func (c *Cluster) ManagerFlags() []string {
+	wh := c.Env.WebhookInstallOptions
+	return []string{"--kubeconfig", c.KubeconfigPath,
+		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir}
+}
+
+// FreeAddr returns a loopback address with a port nothing listens on, for a
+// manager run as its own process to serve on.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // Kubectl is the path of the kubectl built with the control plane.

@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -300,24 +299,21 @@ func (b *bench) startManager(ctx context.Context) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build manager: %w\n%s", err, out)
 	}
-	addr, err := freeAddr()
+	addr, err := localcluster.FreeAddr()
 	if err != nil {
 		return err
 	}
 	b.metrics = "http://" + addr + "/metrics"
-	pprofAddr, err := freeAddr()
+	pprofAddr, err := localcluster.FreeAddr()
 	if err != nil {
 		return err
 	}
 	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
-	wh := b.cluster.Env.WebhookInstallOptions
-	b.mgr = exec.Command(bin,
-		"--kubeconfig", b.cluster.KubeconfigPath,
+	b.mgr = exec.Command(bin, append(b.cluster.ManagerFlags(),
 		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
 		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
-		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
-		"--zap-log-level", "error")
+		"--zap-log-level", "error")...)
 	b.mgr.Stderr = b.log
 	// The manager runs with the environment it is deployed with (GOMEMLIMIT).
 	env, limit, err := localcluster.ManagerEnv(root)
@@ -338,17 +334,6 @@ func (b *bench) startManager(ctx context.Context) error {
 	}
 	os.Remove(bin) // the running process keeps it
 	return nil
-}
-
-// freeAddr returns a loopback address with a port nothing listens on, for the
-// manager to serve on.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func (b *bench) stopManager() {
