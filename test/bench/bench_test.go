@@ -30,7 +30,7 @@ func TestSmoke(t *testing.T) {
 	}
 	md := rep.Markdown()
 	for _, want := range []string{
-		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation without its first step", "For comparison only, the AppQuota webhook taken out",
+		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation without its first step", "Propagation floor, computed", "For comparison only, the AppQuota webhook taken out",
 		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS / goroutines with 100 AppQuotas",
 		"Footprint: manager heap / RSS / goroutines with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
 		"/ compressed, 1 object(s)", "/ sharded, ",
@@ -169,6 +169,35 @@ func TestRatioInterval(t *testing.T) {
 	}
 	if got := withInterval(over(quantile(ms(num...), 0.99), quantile(ms(den...), 0.99)), ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (95% bootstrap interval ") {
 		t.Errorf("formatted: %q", got)
+	}
+}
+
+// TestSumQuantile checks the floor's arithmetic: quantiles of the sums of
+// every pair, not of the sum of the quantiles.
+func TestSumQuantile(t *testing.T) {
+	ms := func(vs ...int) []time.Duration {
+		var d []time.Duration
+		for _, v := range vs {
+			d = append(d, time.Duration(v)*time.Millisecond)
+		}
+		return d
+	}
+	for _, c := range []struct {
+		as, bs []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{ms(1, 2), ms(10, 20), 0.5, 12 * time.Millisecond},  // 11 12 21 22
+		{ms(1, 2), ms(10, 20), 0.99, 22 * time.Millisecond}, // the largest of four
+		{ms(5), ms(7), 0.99, 12 * time.Millisecond},
+		// One slow step on each side: the p99 of 100 sums is their largest but
+		// one, a slow step plus a fast one (101), not both slow (200).
+		{ms(1, 1, 1, 1, 1, 1, 1, 1, 1, 100), ms(1, 1, 1, 1, 1, 1, 1, 1, 1, 100), 0.99, 101 * time.Millisecond},
+		{nil, ms(1), 0.5, 0},
+	} {
+		if got := sumQuantile(c.as, c.bs, c.q); got != c.want {
+			t.Errorf("sumQuantile(%v, %v, %v) = %v, want %v", c.as, c.bs, c.q, got, c.want)
+		}
 	}
 }
 
