@@ -668,13 +668,15 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 		pair(after), pair(base), ratioAt(after, 0.99) + " (p99)", "", ""})
 	// The floor under the target: the user's own write, then the least write
 	// an operator makes after it, a plain update of a small ConfigMap, with
-	// nothing in between (no watch event to the operator, no render). No
-	// operator that writes a ConfigMap once the change is committed can do
-	// better, so the room the 3x target leaves the operator is 3x less this.
-	f50, f99 := sumQuantile(patched, base, 0.5), sumQuantile(patched, base, 0.99)
-	rep.add(Row{"Propagation floor, computed for comparison: the AppQuota patch's round trip plus a baseline update, over every pair of their samples (an operator taking no time of its own and writing one small ConfigMap), p50 / p99",
-		ms(f50) + " / " + ms(f99), pair(base),
-		fmt.Sprintf("%.1fx (floor p99 / baseline p99); propagation p99 is %.1fx the floor's", over(f99, b99), over(p99, f99)), "", ""})
+	// nothing in between (no watch event to the operator, no render). The
+	// update is taken two ways: after the quiet gap, as the baseline is, and
+	// back to back, on a machine already awake, as the patch leaves it for the
+	// operator. The room the 3x target leaves an operator is 3x less these.
+	cold50, cold99 := sumQuantile(patched, base, 0.5), sumQuantile(patched, base, 0.99)
+	warm50, warm99 := sumQuantile(patched, hot, 0.5), sumQuantile(patched, hot, 0.99)
+	rep.add(Row{"Propagation floor, computed for comparison: the AppQuota patch's round trip plus a plain ConfigMap update, over every pair of their samples (an operator taking no time of its own and writing one small ConfigMap), with the update after the quiet gap / back to back, p50 / p99",
+		ms(cold50) + " / " + ms(cold99) + "; " + ms(warm50) + " / " + ms(warm99), pair(base),
+		fmt.Sprintf("%.1fx / %.1fx (floor p99 / baseline p99); propagation p99 is %.1fx / %.1fx the floor's", over(cold99, b99), over(warm99, b99), over(p99, cold99), over(p99, warm99)), "", ""})
 	// And its last step: the ConfigMap write, whatever the controller does before it.
 	rep.add(Row{fmt.Sprintf("Propagation, its last step: server-side apply of a ConfigMap the size of the one written (%.0f KB) to its watch event, back to back, p50 / p99", float64(size)/1000),
 		pair(writes), pair(hot), fmt.Sprintf("%.1fx (p99, against the back-to-back baseline)", over(quantile(writes, 0.99), quantile(hot, 0.99))), "", ""})
