@@ -53,6 +53,10 @@ type Options struct {
 	// SkipWebhooks leaves config/webhook uninstalled, as in a cluster where
 	// objects were created while the webhook was not there.
 	SkipWebhooks bool
+	// APIServerFlags are kube-apiserver flags set over envtest's, by name
+	// without the dashes: {"min-request-timeout": "1"} ends watches within two
+	// seconds, as a real API server does within an hour.
+	APIServerFlags map[string]string
 }
 
 // Cluster is a running local control plane.
@@ -141,6 +145,9 @@ func Start(opts Options) (*Cluster, error) {
 	}
 	if opts.SkipWebhooks {
 		c.Env.WebhookInstallOptions = envtest.WebhookInstallOptions{}
+	}
+	for name, value := range opts.APIServerFlags {
+		c.Env.ControlPlane.GetAPIServer().Configure().Set(name, value)
 	}
 	// envtest looks up binaries through KUBEBUILDER_ASSETS before
 	// BinaryAssetsDirectory; make both say the same.

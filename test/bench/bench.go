@@ -35,6 +35,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -385,16 +387,24 @@ func (b *bench) loadCatalog(ctx context.Context) error {
 // shards): one goroutine timestamps events as they arrive and passes on the
 // set of ConfigMaps as of each, so decoding them later does not delay the clock.
 func (b *bench) watchOutput(ctx context.Context) error {
-	w, err := b.cs.CoreV1().ConfigMaps(b.opts.Namespace).Watch(ctx, metav1.ListOptions{
-		LabelSelector: controllers.ManagedByLabel + "=" + controllers.ManagedByValue,
-	})
+	sel := metav1.ListOptions{LabelSelector: controllers.ManagedByLabel + "=" + controllers.ManagedByValue}
+	list, err := b.cs.CoreV1().ConfigMaps(b.opts.Namespace).List(ctx, sel)
+	if err != nil {
+		return err
+	}
+	latest := map[string]*corev1.ConfigMap{}
+	for i := range list.Items {
+		latest[list.Items[i].Name] = &list.Items[i]
+	}
+	w, err := b.watchConfigMaps(ctx, b.opts.Namespace, sel, list.ResourceVersion)
 	if err != nil {
 		return err
 	}
 	b.events = make(chan cmEvent, 1<<16)
 	go func() {
 		defer w.Stop()
-		latest := map[string]*corev1.ConfigMap{}
+		// A closed channel tells waitOutput the watch is over.
+		defer close(b.events)
 		for ev := range w.ResultChan() {
 			cm, ok := ev.Object.(*corev1.ConfigMap)
 			if !ok {
@@ -419,6 +429,20 @@ func (b *bench) watchOutput(ctx context.Context) error {
 	return nil
 }
 
+// watchConfigMaps watches the ConfigMaps in ns that sel selects, from
+// resourceVersion on. The API server ends each watch after its request
+// timeout (30 to 60 minutes by default), which a long run outlasts; client-go's
+// retry watcher starts the next from the last resourceVersion seen, so no
+// event is lost between them.
+func (b *bench) watchConfigMaps(ctx context.Context, ns string, sel metav1.ListOptions, resourceVersion string) (watch.Interface, error) {
+	return watchtools.NewRetryWatcherWithContext(ctx, resourceVersion, &toolscache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector, o.FieldSelector = sel.LabelSelector, sel.FieldSelector
+			return b.cs.CoreV1().ConfigMaps(ns).Watch(ctx, o)
+		},
+	})
+}
+
 // decode assembles the configuration as of one event, as a gateway reading the
 // API would; between the writes of a shard and of the index it fails, and the
 // next event completes it.
@@ -438,7 +462,10 @@ func (b *bench) waitOutput(ctx context.Context, timeout time.Duration, ok func(*
 	deadline := time.After(timeout)
 	for {
 		select {
-		case ev := <-b.events:
+		case ev, open := <-b.events:
+			if !open {
+				return time.Time{}, errors.New("the watch of the output ConfigMaps ended")
+			}
 			d, err := b.decode(ev)
 			if err == nil && ok(d) {
 				return ev.at, nil
@@ -454,7 +481,10 @@ func (b *bench) waitOutput(ctx context.Context, timeout time.Duration, ok func(*
 func (b *bench) drain() {
 	for {
 		select {
-		case <-b.events:
+		case _, open := <-b.events:
+			if !open {
+				return
+			}
 		default:
 			return
 		}
@@ -587,7 +617,7 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	if err := b.c.Create(ctx, cm); err != nil {
 		return err
 	}
-	w, err := b.cs.CoreV1().ConfigMaps("bench").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=baseline", ResourceVersion: cm.ResourceVersion})
+	w, err := b.watchConfigMaps(ctx, "bench", metav1.ListOptions{FieldSelector: "metadata.name=baseline"}, cm.ResourceVersion)
 	if err != nil {
 		return err
 	}
