@@ -701,7 +701,8 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	// nothing in between (no watch event to the operator, no render). The
 	// update is taken two ways: after the quiet gap, as the baseline is, and
 	// back to back, on a machine already awake, as the patch leaves it for the
-	// operator. The room the 3x target leaves an operator is 3x less these.
+	// operator. The room the 3x target leaves an operator is what lies between
+	// these floors and 3x.
 	cold50, cold99 := sumQuantile(patched, base, 0.5), sumQuantile(patched, base, 0.99)
 	warm50, warm99 := sumQuantile(patched, hot, 0.5), sumQuantile(patched, hot, 0.99)
 	rep.add(Row{"Propagation floor, computed for comparison: the AppQuota patch's round trip plus a plain ConfigMap update, over every pair of their samples (an operator taking no time of its own and writing one small ConfigMap), with the update after the quiet gap / back to back, p50 / p99",
