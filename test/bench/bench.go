@@ -924,7 +924,12 @@ func apiMean(before, after map[string]*dto.MetricFamily, name string, want map[s
 // sent to its watch event.
 func (b *bench) applyRoundTrips(ctx context.Context, size int) ([]time.Duration, error) {
 	const name = "baseline-apply"
-	w, err := b.cs.CoreV1().ConfigMaps("bench").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+	sel := metav1.ListOptions{FieldSelector: "metadata.name=" + name}
+	list, err := b.cs.CoreV1().ConfigMaps("bench").List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	w, err := b.watchConfigMaps(ctx, "bench", sel, list.ResourceVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -946,6 +951,9 @@ func (b *bench) applyRoundTrips(ctx context.Context, size int) ([]time.Duration,
 				out = append(out, time.Since(sent))
 				break
 			}
+		}
+		if len(out) == s {
+			return nil, errors.New("the apply baseline's watch ended")
 		}
 	}
 	return out, nil
