@@ -228,7 +228,8 @@ type bench struct {
 	managerEnv  []string
 	memoryLimit string
 	groups      []string
-	events      chan cmEvent // the output ConfigMaps' watch events, timestamped on arrival
+	events      chan cmEvent   // the output ConfigMaps' watch events, timestamped on arrival
+	watching    sync.WaitGroup // the goroutine that sends them, until the watch ends
 	writes      atomic.Int64
 	// lastEvent is when the last of those events arrived (Unix ns).
 	lastEvent atomic.Int64
@@ -255,7 +256,15 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if b.cluster, err = localcluster.Start(localcluster.Options{}); err != nil {
 		return nil, err
 	}
-	stopCluster := sync.OnceFunc(func() { _ = b.cluster.Stop() })
+	// The output watch resumes whenever its connection ends, so it is ended
+	// first: after the control plane it would try again, and log each failure,
+	// until the process exits (through the Resolve benchmark, for one).
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	stopCluster := sync.OnceFunc(func() {
+		stopWatch()
+		b.watching.Wait()
+		_ = b.cluster.Stop()
+	})
 	defer stopCluster()
 	if b.c, err = b.cluster.Client(); err != nil {
 		return nil, err
@@ -276,7 +285,7 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if err := b.loadCatalog(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.watchOutput(ctx); err != nil {
+	if err := b.watchOutput(watchCtx); err != nil {
 		return nil, err
 	}
 
@@ -401,7 +410,9 @@ func (b *bench) watchOutput(ctx context.Context) error {
 		return err
 	}
 	b.events = make(chan cmEvent, 1<<16)
+	b.watching.Add(1)
 	go func() {
+		defer b.watching.Done()
 		defer w.Stop()
 		// A closed channel tells waitOutput the watch is over.
 		defer close(b.events)
