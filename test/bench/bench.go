@@ -410,9 +410,7 @@ func (b *bench) watchOutput(ctx context.Context) error {
 		return err
 	}
 	b.events = make(chan cmEvent, 1<<16)
-	b.watching.Add(1)
-	go func() {
-		defer b.watching.Done()
+	b.watching.Go(func() {
 		defer w.Stop()
 		// A closed channel tells waitOutput the watch is over.
 		defer close(b.events)
@@ -436,7 +434,7 @@ func (b *bench) watchOutput(ctx context.Context) error {
 			default: // nobody is waiting; the count is what matters
 			}
 		}
-	}()
+	})
 	return nil
 }
 
