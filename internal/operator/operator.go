@@ -43,9 +43,11 @@ type Options struct {
 	// ShardAboveBytes keeps what one change rewrites small: a configuration
 	// stored larger than this (compressed) is sharded, and the apps changed
 	// since their shards were written ride in the index, the one object a
-	// change rewrites, until CompactAfter without a write (docs/scale.md). 0
-	// turns this off: plain, then compressed, then sharded only over
-	// MaxConfigBytes, every app in its shard.
+	// change rewrites, until CompactAfter without a write (docs/scale.md).
+	// It also scales the plain layout's bound (render.PlainFactor times it)
+	// and the index's (render.RecentFactor times it). 0 turns this off:
+	// plain, then compressed, then sharded only over MaxConfigBytes, every
+	// app in its shard.
 	ShardAboveBytes int
 	// CompactAfter is how long the configuration stays unwritten before the
 	// apps the index carries are folded into their shards.
@@ -71,7 +73,7 @@ func DefaultOptions() Options {
 		ConfigMapName:    "appquota-limits",
 		DefaultProfile:   "default",
 		MaxConfigBytes:   900 * 1024,
-		ShardAboveBytes:  64 * 1024,
+		ShardAboveBytes:  16 * 1024,
 		CompactAfter:     10 * time.Second,
 		MinWriteInterval: time.Second,
 		EventRate:        10,

@@ -50,12 +50,12 @@ func BenchmarkRender10k(b *testing.B) {
 
 // BenchmarkOneChange is the controller's work per change: one app's override
 // changes, and a long-lived Renderer, told which, merges and stores, with the
-// 900 KiB budget and ShardAbove as the manager's default (64 KiB: sharded at
+// 900 KiB budget and ShardAbove as the manager's default (16 KiB: sharded at
 // 10,000 and 100,000 apps, a change rewrites the index) or off (0: compressed
 // at 10,000, sharded at 100,000, a change rewrites its object).
 func BenchmarkOneChange(b *testing.B) {
 	for _, n := range []int{10000, 100000} {
-		for _, above := range []int{64 << 10, 0} {
+		for _, above := range []int{16 << 10, 0} {
 			b.Run(fmt.Sprintf("%d/shard-above-%dKiB", n, above>>10), func(b *testing.B) {
 				profiles, apps := benchObjects(b, n)
 				now := time.Now()

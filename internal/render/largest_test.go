@@ -100,7 +100,7 @@ func TestLargestAppQuotaFits(t *testing.T) {
 	// written, as it is at the default budget; and so it is when it arrives as
 	// a change to a sharded configuration whose index carries changes
 	// (ShardAbove): past the index's cap, it goes to its shard.
-	for _, above := range []int{0, 64 << 10} {
+	for _, above := range []int{0, 16 << 10} {
 		for _, budget := range []int{render.MaxAppBytes + render.ShardOverheadBytes, 900 << 10} {
 			doc := storeDoc(0)
 			doc.Apps[id] = app

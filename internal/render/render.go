@@ -152,8 +152,9 @@ type Renderer struct {
 	// Store): a configuration whose compressed whole is larger than ShardAbove
 	// bytes is sharded, and the apps changed since their shards were written
 	// ride in the index until Compact, or until their entries pass
-	// RecentFactor times ShardAbove. 0 keeps the canonical layout: every app
-	// in its shard, shards only over the budget.
+	// RecentFactor times ShardAbove; a plain one is compressed past
+	// PlainFactor times ShardAbove. 0 keeps the canonical layout: plain, then
+	// compressed, then sharded only over the budget, every app in its shard.
 	ShardAbove int
 
 	// Merge's memory: AppQuotas by namespace and name (the strings of their

@@ -68,11 +68,12 @@ type StoredShard struct {
 
 // Store lays a document out within budget bytes per object: plain while it
 // fits, else gzip-compressed, else sharded (docs/scale.md). With ShardAbove
-// set, "fits" is within ShardAbove as well, and in the sharded layout the
-// apps changed since their shards were encoded go into the index instead
-// (Stored.Recent), so that a change rewrites only the index; they are folded
-// into their shards by the Store after Compact, or once their entries pass
-// RecentFactor times ShardAbove bytes (or the budget). Each compressed
+// set, the plain document must fit PlainFactor times ShardAbove as well and
+// the compressed one ShardAbove, and in the sharded layout the apps changed
+// since their shards were encoded go into the index instead (Stored.Recent),
+// so that a change rewrites only the index; they are folded into their
+// shards by the Store after Compact, or once their entries pass RecentFactor
+// times ShardAbove bytes (or the budget). Each compressed
 // object is gzip members cut where quotaconfig.StartsMember says. The Renderer
 // keeps each app's encoding and each member's compressed bytes from the
 // previous call, so a change to one app re-encodes it and compresses only the
@@ -181,7 +182,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if len(doc.Apps) > 0 {
 		plain += len(`,"apps":{}`) - 1 // the header's closing brace makes way for these, and one comma fewer than apps
 	}
-	if plain <= r.wholeLimit() {
+	if plain <= r.plainLimit() {
 		data := r.whole(header, doc)
 		r.shards, r.compressed, r.recent, r.compact = nil, nil, nil, false
 		return &Stored{Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data, PlainBytes: len(data), StoredBytes: len(data)}, nil
@@ -235,9 +236,17 @@ const MaxShards = quotaconfig.MaxShards
 
 // RecentFactor bounds the apps the index carries (Renderer.ShardAbove): once
 // their entries pass RecentFactor times ShardAbove bytes, uncompressed, Store
-// folds them into their shards. Four times keeps a burst of thousands of
+// folds them into their shards. Sixteen times (256 KiB with the manager's
+// default, about 1,300 apps with one override) keeps a burst of thousands of
 // changes to a few shard writes, and the index a few tens of KB compressed.
-const RecentFactor = 4
+const RecentFactor = 16
+
+// PlainFactor bounds the plain layout (Renderer.ShardAbove): the document is
+// written uncompressed while it is at most PlainFactor times ShardAbove bytes.
+// Four times (64 KiB with the manager's default: the catalog and a hundred or
+// so apps) keeps a small configuration readable with kubectl, while its
+// compressed form would be a few KB, no cheaper to write than the index.
+const PlainFactor = 4
 
 // Compact makes the next Store fold the apps the index carries into their
 // shards, so that the stored layout is again every app in its shard.
@@ -246,9 +255,17 @@ func (r *Renderer) Compact() { r.compact = true }
 // Recent is how many apps the index carries since the last Store.
 func (r *Renderer) Recent() int { return len(r.recent) }
 
-// wholeLimit is the largest whole document, plain or compressed, Store writes
-// as one object.
-func (r *Renderer) wholeLimit() int {
+// plainLimit is the largest plain document Store writes.
+func (r *Renderer) plainLimit() int {
+	if r.ShardAbove > 0 {
+		return min(r.budget, PlainFactor*r.ShardAbove)
+	}
+	return r.budget
+}
+
+// compressedLimit is the largest compressed whole document Store writes as
+// one object; a larger one is sharded.
+func (r *Renderer) compressedLimit() int {
 	if r.ShardAbove > 0 {
 		return min(r.budget, r.ShardAbove)
 	}
@@ -333,7 +350,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 			}
 			r.compressed = &Stored{Layout: Compressed, Hash: s.hash, Key: quotaconfig.GzipDataKey, Data: s.gz, PlainBytes: s.plain, StoredBytes: len(s.gz)}
 		}
-		if r.compressed.StoredBytes > r.wholeLimit() {
+		if r.compressed.StoredBytes > r.compressedLimit() {
 			return nil, nil
 		}
 		return r.compressed, nil

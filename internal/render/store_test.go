@@ -131,6 +131,44 @@ func TestStoreChoosesLayoutBySize(t *testing.T) {
 	}
 }
 
+// TestStoreShardAboveBounds: with ShardAbove, the plain layout holds while
+// the document is at most PlainFactor times it, the compressed whole while
+// that is at most ShardAbove, and the configuration is sharded beyond, each
+// bound exact to the byte.
+func TestStoreShardAboveBounds(t *testing.T) {
+	d := storeDoc(2000)
+	whole, _ := json.Marshal(d)
+	gz, err := quotaconfig.CompressDocument(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainAt := (len(whole) + render.PlainFactor - 1) / render.PlainFactor // the least ShardAbove that keeps it plain
+	if plainAt-1 < len(gz) {
+		t.Fatalf("the document compresses to %d bytes, too little for the cases below (plain bound %d)", len(gz), plainAt)
+	}
+	cases := []struct {
+		above int
+		want  render.Layout
+	}{
+		{above: plainAt, want: render.Plain},
+		{above: plainAt - 1, want: render.Compressed},
+		{above: len(gz), want: render.Compressed},
+		{above: len(gz) - 1, want: render.Sharded},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.above), func(t *testing.T) {
+			st, err := (&render.Renderer{ShardAbove: tc.above}).Store(d, 900<<10, shardName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.TooLarge || st.Layout != tc.want {
+				t.Fatalf("%d bytes plain, %d compressed: got %v (too large: %v), want %v", len(whole), len(gz), st.Layout, st.TooLarge, tc.want)
+			}
+			reference(t, d, st)
+		})
+	}
+}
+
 // A long-lived Renderer, fed a changing document, must store exactly what a
 // fresh one stores: the memory of unchanged apps and shards never goes stale.
 func TestStoreIncrementalMatchesFresh(t *testing.T) {
@@ -424,7 +462,7 @@ func assemble(t *testing.T, st *render.Stored) *quotaconfig.Document {
 // folded into their shards, and the bytes are Split's. At every step a reader
 // assembles exactly the document stored.
 func TestStoreRecentRidesInIndex(t *testing.T) {
-	const budget, above = 64 << 10, 2 << 10
+	const budget, above = 64 << 10, 512 // the index carries up to 8 KiB of apps
 	d := storeDoc(3000) // about 630 KB plain, 40 KB compressed
 	r := &render.Renderer{ShardAbove: above}
 	prev, err := r.Store(d, budget, shardName)
