@@ -463,7 +463,7 @@ func assemble(t *testing.T, st *render.Stored) *quotaconfig.Document {
 // assembles exactly the document stored.
 func TestStoreRecentRidesInIndex(t *testing.T) {
 	const budget, above = 64 << 10, 512 // the index carries up to 8 KiB of apps
-	d := storeDoc(3000) // about 630 KB plain, 40 KB compressed
+	d := storeDoc(3000)                 // about 630 KB plain, 40 KB compressed
 	r := &render.Renderer{ShardAbove: above}
 	prev, err := r.Store(d, budget, shardName)
 	if err != nil {
