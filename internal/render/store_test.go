@@ -462,8 +462,9 @@ func assemble(t *testing.T, st *render.Stored) *quotaconfig.Document {
 // folded into their shards, and the bytes are Split's. At every step a reader
 // assembles exactly the document stored.
 func TestStoreRecentRidesInIndex(t *testing.T) {
-	const budget, above = 64 << 10, 512 // the index carries up to 8 KiB of apps
-	d := storeDoc(3000)                 // about 630 KB plain, 40 KB compressed
+	// The index carries up to RecentFactor times 512 bytes (8 KiB) of apps.
+	const budget, above = 64 << 10, 512
+	d := storeDoc(3000) // about 630 KB plain, 40 KB compressed
 	r := &render.Renderer{ShardAbove: above}
 	prev, err := r.Store(d, budget, shardName)
 	if err != nil {
