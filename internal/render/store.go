@@ -182,7 +182,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	if len(doc.Apps) > 0 {
 		plain += len(`,"apps":{}`) - 1 // the header's closing brace makes way for these, and one comma fewer than apps
 	}
-	if plain <= r.plainLimit() {
+	if plain <= r.bound(PlainFactor) {
 		data := r.whole(header, doc)
 		r.shards, r.compressed, r.recent, r.compact = nil, nil, nil, false
 		return &Stored{Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data, PlainBytes: len(data), StoredBytes: len(data)}, nil
@@ -255,19 +255,12 @@ func (r *Renderer) Compact() { r.compact = true }
 // Recent is how many apps the index carries since the last Store.
 func (r *Renderer) Recent() int { return len(r.recent) }
 
-// plainLimit is the largest plain document Store writes.
-func (r *Renderer) plainLimit() int {
+// bound is factor times ShardAbove within the budget, or the budget alone
+// when ShardAbove is off: the largest plain document (PlainFactor), compressed
+// whole (1) and apps the index carries (RecentFactor) Store keeps.
+func (r *Renderer) bound(factor int) int {
 	if r.ShardAbove > 0 {
-		return min(r.budget, PlainFactor*r.ShardAbove)
-	}
-	return r.budget
-}
-
-// compressedLimit is the largest compressed whole document Store writes as
-// one object; a larger one is sharded.
-func (r *Renderer) compressedLimit() int {
-	if r.ShardAbove > 0 {
-		return min(r.budget, r.ShardAbove)
+		return min(r.budget, factor*r.ShardAbove)
 	}
 	return r.budget
 }
@@ -350,7 +343,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 			}
 			r.compressed = &Stored{Layout: Compressed, Hash: s.hash, Key: quotaconfig.GzipDataKey, Data: s.gz, PlainBytes: s.plain, StoredBytes: len(s.gz)}
 		}
-		if r.compressed.StoredBytes > r.compressedLimit() {
+		if r.compressed.StoredBytes > r.bound(1) {
 			return nil, nil
 		}
 		return r.compressed, nil
@@ -383,7 +376,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 		for _, id := range removed {
 			r.recent[id] = struct{}{}
 		}
-		if r.compact || r.recentBytes() > min(RecentFactor*r.ShardAbove, r.budget) {
+		if r.compact || r.recentBytes() > r.bound(RecentFactor) {
 			r.foldRecent(n, dirty)
 		}
 	} else {
