@@ -1,31 +1,45 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/appquota/appquota/internal/localcluster"
 )
 
-var cluster *localcluster.Cluster
+var (
+	cluster *localcluster.Cluster
+	bin     string // the manager binary
+)
 
+// TestMain builds the manager before it starts the control plane: the
+// manager binds the webhook port envtest picks at Start, and a build on a
+// busy machine is time in which something else could take that port.
 func TestMain(m *testing.M) {
-	os.Exit(localcluster.RunTests(m, localcluster.Options{}, nil, func(c *localcluster.Cluster) error {
-		cluster = c
-		return nil
-	}))
+	dir, err := os.MkdirTemp("", "appquota-manager-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		if bin, err = localcluster.BuildManager(context.Background(), dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return localcluster.RunTests(m, localcluster.Options{}, nil, func(c *localcluster.Cluster) error {
+			cluster = c
+			return nil
+		})
+	}()
+	os.Exit(code)
 }
 
 // TestMetricsEndpoint runs the manager binary with its default, authenticated
@@ -43,27 +57,20 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bin := filepath.Join(t.TempDir(), "manager")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	addr, err := localcluster.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr := exec.Command(bin, append(cluster.ManagerFlags(),
-		"--metrics-bind-address", addr, "--health-probe-bind-address", "0")...)
-	var logs bytes.Buffer
-	mgr.Stdout, mgr.Stderr = &logs, &logs
-	mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := mgr.Start(); err != nil {
+	mgr, err := cluster.StartManager(bin, nil, nil, "--metrics-bind-address", addr, "--health-probe-bind-address", "0")
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = mgr.Process.Signal(syscall.SIGTERM)
-		_ = mgr.Wait()
+		if err := mgr.Stop(); err != nil {
+			t.Errorf("the manager ended badly: %v", err)
+		}
 		if t.Failed() {
-			t.Logf("the manager's log:\n%s", logs.String())
+			t.Logf("the end of the manager's log:\n%s", mgr.Log())
 		}
 	})
 
@@ -86,11 +93,11 @@ func TestMetricsEndpoint(t *testing.T) {
 		return resp.StatusCode, string(body), err
 	}
 	// Wait for the manager to listen.
-	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+	if err := mgr.WaitUntil(ctx, "the metrics endpoint must answer", 100*time.Millisecond, time.Minute, func(context.Context) (bool, error) {
 		_, _, err := scrape("")
-		return err == nil, nil
+		return err == nil, err
 	}); err != nil {
-		t.Fatalf("the manager's metrics endpoint did not answer: %v", err)
+		t.Fatal(err)
 	}
 
 	for _, tc := range []struct {

@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -220,7 +219,7 @@ type bench struct {
 	c       client.Client
 	cs      *kubernetes.Clientset
 	opts    operator.Options
-	mgr     *exec.Cmd
+	mgr     *localcluster.Process
 	metrics string // the manager's metrics URL
 	pprof   string // the manager's /debug/pprof/ URL
 	// managerEnv is what config/manager sets in the manager's environment, and
@@ -251,7 +250,18 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		b.opts.ShardAboveBytes = cfg.ShardAboveBytes
 		rep.Notes = append(rep.Notes, fmt.Sprintf("The manager ran with --shard-above-bytes=%d instead of its default.", cfg.ShardAboveBytes))
 	}
-	var err error
+	// The manager is built first: envtest picks the webhook's port at Start,
+	// and nothing holds it until the manager listens there.
+	binDir, err := os.MkdirTemp("", "appquota-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(binDir)
+	fmt.Fprintln(log, "building the manager")
+	bin, err := localcluster.BuildManager(ctx, binDir)
+	if err != nil {
+		return nil, err
+	}
 	fmt.Fprintln(log, "starting the control plane")
 	if b.cluster, err = localcluster.Start(localcluster.Options{}); err != nil {
 		return nil, err
@@ -275,7 +285,7 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if err := b.cluster.CreateNamespaces(ctx, b.opts.Namespace, "bench"); err != nil {
 		return nil, err
 	}
-	if err := b.startManager(ctx); err != nil {
+	if err := b.startManager(bin); err != nil {
 		return nil, err
 	}
 	stopManager := sync.OnceFunc(b.stopManager)
@@ -313,16 +323,10 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 
 // startManager runs the manager binary as its own process, so its memory is
 // its own, with the webhook on envtest's address and certificates.
-func (b *bench) startManager(ctx context.Context) error {
+func (b *bench) startManager(bin string) error {
 	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return err
-	}
-	bin := filepath.Join(os.TempDir(), fmt.Sprintf("appquota-bench-manager-%d", os.Getpid()))
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build manager: %w\n%s", err, out)
 	}
 	addr, err := localcluster.FreeAddr()
 	if err != nil {
@@ -334,37 +338,28 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
-	b.mgr = exec.Command(bin, append(b.cluster.ManagerFlags(),
-		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
-		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
-		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
-		"--zap-log-level", "error")...)
-	b.mgr.Stderr = b.log
 	// The manager runs with the environment it is deployed with (GOMEMLIMIT).
 	env, limit, err := localcluster.ManagerEnv(root)
 	if err != nil {
 		return err
 	}
-	b.mgr.Env = os.Environ()
-	names := slices.Sorted(maps.Keys(env))
-	for _, k := range names {
-		b.mgr.Env = append(b.mgr.Env, k+"="+env[k])
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		b.managerEnv = append(b.managerEnv, k+"="+env[k])
 	}
 	b.memoryLimit = limit.String()
-	// The manager must not outlive the benchmark, however it ends.
-	b.mgr.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := b.mgr.Start(); err != nil {
-		return err
-	}
-	os.Remove(bin) // the running process keeps it
-	return nil
+	b.mgr, err = b.cluster.StartManager(bin, b.managerEnv, b.log,
+		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
+		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
+		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
+		"--zap-log-level", "error")
+	return err
 }
 
 func (b *bench) stopManager() {
-	if b.mgr != nil && b.mgr.Process != nil {
-		_ = b.mgr.Process.Signal(syscall.SIGTERM)
-		_ = b.mgr.Wait()
+	if b.mgr != nil {
+		if err := b.mgr.Stop(); err != nil {
+			fmt.Fprintf(b.log, "the manager ended badly: %v\n", err)
+		}
 	}
 }
 
@@ -379,17 +374,10 @@ func (b *bench) loadCatalog(ctx context.Context) error {
 	for _, g := range p.Spec.EndpointGroups {
 		b.groups = append(b.groups, g.Name)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	return b.mgr.WaitUntil(ctx, "create the catalog (the manager's webhook must answer)", 200*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, error) {
 		err := b.c.Create(ctx, p.DeepCopy())
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("create the catalog (is the manager's webhook up?): %w", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err == nil, err
+	})
 }
 
 // watchOutput follows the ConfigMaps the manager writes (the named one and its
@@ -1064,7 +1052,7 @@ func histQuantile(before, after map[float64]uint64, q float64) string {
 
 func (b *bench) footprint(apps int) func(context.Context, *Report) error {
 	return func(ctx context.Context, rep *Report) error {
-		rss, rssFile, err := procRSS(b.mgr.Process.Pid)
+		rss, rssFile, err := procRSS(b.mgr.PID())
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,146 @@
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// BuildManager compiles cmd/manager into dir and returns the binary's path.
+// Build it before Start: a build on a busy machine can take a minute, and the
+// webhook port envtest picked at Start is only reserved once the manager
+// listens on it.
+func BuildManager(ctx context.Context, dir string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "appquota-manager")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("localcluster: build the manager: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Process is the manager binary running as its own process against a
+// Cluster. It keeps the end of its log, and notices when it exits, so that a
+// caller waiting for it to serve learns why it never will.
+type Process struct {
+	cmd    *exec.Cmd
+	tail   *tailWriter
+	exited chan struct{}
+	err    error // how it exited; set before exited is closed
+}
+
+// StartManager runs the manager binary bin with the flags that point it at
+// this cluster (ManagerFlags) followed by args. env is added to the caller's
+// environment; the manager's log goes to log (which may be nil) and its last
+// lines are kept for errors. The process dies with the caller.
+func (c *Cluster) StartManager(bin string, env []string, log io.Writer, args ...string) (*Process, error) {
+	p := &Process{tail: &tailWriter{max: 8 << 10}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, append(c.ManagerFlags(), args...)...)
+	p.cmd.Env = append(os.Environ(), env...)
+	out := io.Writer(p.tail)
+	if log != nil {
+		out = io.MultiWriter(p.tail, log)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = out, out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("localcluster: start the manager: %w", err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// PID is the manager's process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Log is the end of what the manager has printed so far.
+func (p *Process) Log() string { return p.tail.String() }
+
+// WaitUntil polls ready every interval until it reports true, the manager
+// exits, or timeout passes. The error names which, with the end of the
+// manager's log.
+func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout time.Duration, ready func(context.Context) (bool, error)) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-p.exited:
+			return false, fmt.Errorf("the manager exited (%v)", p.err)
+		default:
+		}
+		ok, err := ready(ctx)
+		last = err
+		return ok, nil
+	})
+	if err == nil {
+		return nil
+	}
+	if last != nil && wait.Interrupted(err) {
+		err = fmt.Errorf("%w; last: %w", err, last)
+	}
+	return fmt.Errorf("localcluster: %s: %w\nthe end of the manager's log:\n%s", what, err, p.Log())
+}
+
+// Stop ends the manager with SIGTERM, as the kubelet would, and waits for it.
+// It returns how the process ended unless that was the SIGTERM.
+func (p *Process) Stop() error {
+	select {
+	case <-p.exited:
+		return p.exitErr()
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	<-p.exited
+	return p.exitErr()
+}
+
+func (p *Process) exitErr() error {
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+			return nil
+		}
+	}
+	return p.err
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	if over := len(w.buf) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(b), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
+}
