@@ -70,6 +70,16 @@ func (c *Cluster) StartManager(bin string, env []string, log io.Writer, args ...
 // PID is the manager's process ID.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
+// Exited reports whether the manager has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // Log is the end of what the manager has printed so far.
 func (p *Process) Log() string { return p.tail.String() }
 

@@ -220,8 +220,11 @@ type bench struct {
 	cs      *kubernetes.Clientset
 	opts    operator.Options
 	mgr     *localcluster.Process
-	metrics string // the manager's metrics URL
-	pprof   string // the manager's /debug/pprof/ URL
+	// freeAddr finds the manager a port to serve metrics and pprof on
+	// (localcluster.FreeAddr; a test hands out a taken one).
+	freeAddr func() (string, error)
+	metrics  string // the manager's metrics URL
+	pprof    string // the manager's /debug/pprof/ URL
 	// managerEnv is what config/manager sets in the manager's environment, and
 	// memoryLimit its container's memory limit.
 	managerEnv  []string
@@ -241,7 +244,7 @@ type cmEvent struct {
 
 func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	ctrl.SetLogger(logr.Discard()) // the harness's own client logs nothing worth reading
-	b := &bench{cfg: cfg, log: log, opts: operator.DefaultOptions()}
+	b := &bench{cfg: cfg, log: log, opts: operator.DefaultOptions(), freeAddr: localcluster.FreeAddr}
 	if cfg.MaxConfigBytes > 0 {
 		b.opts.MaxConfigBytes = cfg.MaxConfigBytes
 	}
@@ -285,16 +288,13 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if err := b.cluster.CreateNamespaces(ctx, b.opts.Namespace, "bench"); err != nil {
 		return nil, err
 	}
-	if err := b.startManager(bin); err != nil {
-		return nil, err
-	}
 	stopManager := sync.OnceFunc(b.stopManager)
 	defer stopManager()
-	rep.Notes = append(rep.Notes, fmt.Sprintf("The manager runs as its own process with the environment config/manager/manager.yaml gives it (%s; container memory limit %s).",
-		strings.Join(b.managerEnv, " "), b.memoryLimit))
-	if err := b.loadCatalog(ctx); err != nil {
+	if err := b.startWithCatalog(ctx, bin, rep); err != nil {
 		return nil, err
 	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("The manager runs as its own process with the environment config/manager/manager.yaml gives it (%s; container memory limit %s).",
+		strings.Join(b.managerEnv, " "), b.memoryLimit))
 	if err := b.watchOutput(watchCtx); err != nil {
 		return nil, err
 	}
@@ -328,12 +328,12 @@ func (b *bench) startManager(bin string) error {
 	if err != nil {
 		return err
 	}
-	addr, err := localcluster.FreeAddr()
+	addr, err := b.freeAddr()
 	if err != nil {
 		return err
 	}
 	b.metrics = "http://" + addr + "/metrics"
-	pprofAddr, err := localcluster.FreeAddr()
+	pprofAddr, err := b.freeAddr()
 	if err != nil {
 		return err
 	}
@@ -343,6 +343,7 @@ func (b *bench) startManager(bin string) error {
 	if err != nil {
 		return err
 	}
+	b.managerEnv = b.managerEnv[:0]
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		b.managerEnv = append(b.managerEnv, k+"="+env[k])
 	}
@@ -363,21 +364,66 @@ func (b *bench) stopManager() {
 	}
 }
 
-// loadCatalog creates the default profile, retrying until the manager's webhook answers.
-func (b *bench) loadCatalog(ctx context.Context) error {
-	root, _ := localcluster.RepoRoot()
+// startWithCatalog starts the manager and creates the default profile once
+// its webhook answers. A manager that exits at start because a port it was
+// given was taken is started again on new ones: FreeAddr finds a port free
+// but cannot hold it for another process, and any connection this machine
+// opens meanwhile may take it as its local port. Any other exit is an error.
+func (b *bench) startWithCatalog(ctx context.Context, bin string, rep *Report) error {
+	catalog, err := b.readCatalog()
+	if err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		if err := b.startManager(bin); err != nil {
+			return err
+		}
+		err := b.loadCatalog(ctx, catalog)
+		if err == nil {
+			return nil
+		}
+		taken := lineWith(b.mgr.Log(), "address already in use")
+		if attempt == 3 || !b.mgr.Exited() || taken == "" {
+			return err
+		}
+		rep.Notes = append(rep.Notes, "The manager was started again: a port it was given was taken before it listened ("+taken+").")
+	}
+}
+
+// readCatalog reads the default profile from config/samples.
+func (b *bench) readCatalog() (*quotav1.QuotaProfile, error) {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
 	profiles, _, err := cli.ReadManifests(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
 	if err != nil || len(profiles) != 1 {
-		return fmt.Errorf("read the catalog: %v", err)
+		return nil, fmt.Errorf("read the catalog: want one QuotaProfile, got %d: %v", len(profiles), err)
 	}
-	p := profiles[0]
-	for _, g := range p.Spec.EndpointGroups {
+	b.groups = b.groups[:0]
+	for _, g := range profiles[0].Spec.EndpointGroups {
 		b.groups = append(b.groups, g.Name)
 	}
+	return &profiles[0], nil
+}
+
+// loadCatalog creates the default profile, retrying until the manager's
+// webhook answers or the manager exits.
+func (b *bench) loadCatalog(ctx context.Context, p *quotav1.QuotaProfile) error {
 	return b.mgr.WaitUntil(ctx, "create the catalog (the manager's webhook must answer)", 200*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, error) {
 		err := b.c.Create(ctx, p.DeepCopy())
 		return err == nil, err
 	})
+}
+
+// lineWith returns the first line of log that contains s, or "".
+func lineWith(log, s string) string {
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, s) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 // watchOutput follows the ConfigMaps the manager writes (the named one and its

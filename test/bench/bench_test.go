@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/operator"
 	"github.com/appquota/appquota/internal/render"
 )
 
@@ -46,6 +52,78 @@ func TestSmoke(t *testing.T) {
 		if fi, err := os.Stat(filepath.Join(cfg.ProfileDir, name)); err != nil || fi.Size() == 0 {
 			t.Errorf("profile %s not saved: %v", name, err)
 		}
+	}
+}
+
+// TestManagerStartsAgainOnATakenPort: the first port the harness finds for the
+// manager is taken (a listener here holds it), so the manager exits at start;
+// the harness says so in the report, starts it again on new ports, and the
+// catalog is created through its webhook. A manager that exits for any other
+// reason is not started again.
+func TestManagerStartsAgainOnATakenPort(t *testing.T) {
+	ctx := context.Background()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	bin, err := localcluster.BuildManager(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := localcluster.Start(localcluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cluster.Stop() }()
+	c, err := cluster.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := operator.DefaultOptions()
+	if err := cluster.CreateNamespaces(ctx, opts.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	b := &bench{log: io.Discard, cluster: cluster, c: c, opts: opts, freeAddr: func() (string, error) {
+		calls++
+		if calls == 1 {
+			return held.Addr().String(), nil
+		}
+		return localcluster.FreeAddr()
+	}}
+	defer b.stopManager()
+	rep := &Report{}
+	if err := b.startWithCatalog(ctx, bin, rep); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 4 {
+		t.Errorf("%d ports asked for, want 4: two per start", calls)
+	}
+	if got := strings.Join(rep.Notes, "\n"); !strings.Contains(got, "started again") || !strings.Contains(got, held.Addr().String()) {
+		t.Errorf("the report does not say the manager was started again, and why:\n%s", got)
+	}
+	var p quotav1.QuotaProfile
+	if err := c.Get(ctx, client.ObjectKey{Name: opts.DefaultProfile}, &p); err != nil {
+		t.Errorf("the catalog was not created: %v", err)
+	}
+
+	// A manager that exits for another reason is reported, not started again.
+	if err := c.Delete(ctx, &p); err != nil {
+		t.Fatal(err)
+	}
+	b.stopManager()
+	bad := filepath.Join(t.TempDir(), "manager")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\necho 'setup: cannot start: no-such-thing' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rep = &Report{}
+	err = b.startWithCatalog(ctx, bad, rep)
+	if err == nil || !strings.Contains(err.Error(), "the manager exited") || !strings.Contains(err.Error(), "no-such-thing") {
+		t.Errorf("err = %v, want the manager's exit and its complaint", err)
+	}
+	if len(rep.Notes) != 0 {
+		t.Errorf("notes after an exit that was not a taken port: %q", rep.Notes)
 	}
 }
 
