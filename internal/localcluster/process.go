@@ -16,9 +16,9 @@ import (
 )
 
 // BuildManager compiles cmd/manager into dir and returns the binary's path.
-// Build it before Start: a build on a busy machine can take a minute, and the
-// webhook port envtest picked at Start is only reserved once the manager
-// listens on it.
+// Build it before Start: a build on a busy machine can take a minute, and
+// nothing holds the webhook port envtest picks at Start (it only keeps other
+// envtests off it) until the manager listens there.
 func BuildManager(ctx context.Context, dir string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
