@@ -49,8 +49,9 @@ func BenchmarkRender10k(b *testing.B) {
 }
 
 // foldEvery is how many changes BenchmarkOneChange makes between two folds
-// of the index: the propagation samples of `make bench` fold it about every
-// fifth change, a busier cluster less often.
+// of the index. The manager folds after --compact-after without a write
+// (after every change in a quiet cluster) or past RecentFactor times
+// ShardAbove (over a thousand apps changed, in a busy one); eight is between.
 const foldEvery = 8
 
 // BenchmarkOneChange is the controller's work per change: one app's override
