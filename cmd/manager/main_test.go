@@ -57,24 +57,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	addr, err := localcluster.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := cluster.StartManager(bin, nil, nil, "--metrics-bind-address", addr, "--health-probe-bind-address", "0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := mgr.Stop(); err != nil {
-			t.Errorf("the manager ended badly: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("the end of the manager's log:\n%s", mgr.Log())
-		}
-	})
-
 	// The endpoint serves a self-signed certificate when given none.
+	var addr string // where the manager serves metrics
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	scrape := func(token string) (int, string, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/metrics", nil)
@@ -92,13 +76,27 @@ func TestMetricsEndpoint(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body), err
 	}
-	// Wait for the manager to listen.
-	if err := mgr.WaitUntil(ctx, "the metrics endpoint must answer", 100*time.Millisecond, time.Minute, func(context.Context) (bool, error) {
+	mgr, _, err := localcluster.StartUntilReady(ctx, func() (*localcluster.Process, error) {
+		var err error
+		if addr, err = localcluster.FreeAddr(); err != nil {
+			return nil, err
+		}
+		return cluster.StartManager(bin, nil, nil, "--metrics-bind-address", addr, "--health-probe-bind-address", "0")
+	}, "the metrics endpoint must answer", time.Minute, func(context.Context) (bool, error) {
 		_, _, err := scrape("")
 		return err == nil, err
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := mgr.Stop(); err != nil {
+			t.Errorf("the manager ended badly: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("the end of the manager's log:\n%s", mgr.Log())
+		}
+	})
 
 	for _, tc := range []struct {
 		name, token string

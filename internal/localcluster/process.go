@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -89,10 +90,8 @@ func (p *Process) Log() string { return p.tail.String() }
 func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout time.Duration, ready func(context.Context) (bool, error)) error {
 	var last error
 	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-p.exited:
+		if p.Exited() {
 			return false, fmt.Errorf("the manager exited (%v)", p.err)
-		default:
 		}
 		ok, err := ready(ctx)
 		last = err
@@ -107,13 +106,48 @@ func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout 
 	return fmt.Errorf("localcluster: %s: %w\nthe end of the manager's log:\n%s", what, err, p.Log())
 }
 
+// StartUntilReady calls start, which starts the manager on addresses it has
+// just found free, and waits (WaitUntil, polling every 100 ms) until ready
+// reports it serving. A manager that exits at start because one of those
+// addresses was taken meanwhile is started again by calling start anew, up
+// to three starts in all: FreeAddr finds a port free but cannot hold it for
+// another process, and any connection this machine opens may take it as its
+// local port. Any other exit, or the timeout, is an error, and a manager
+// still running then is stopped. retried is the log line that named the
+// taken address, for each start that failed so.
+func StartUntilReady(ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error)) (p *Process, retried []string, err error) {
+	for attempt := 1; ; attempt++ {
+		if p, err = start(); err != nil {
+			return nil, retried, err
+		}
+		err = p.WaitUntil(ctx, what, 100*time.Millisecond, timeout, ready)
+		if err == nil {
+			return p, retried, nil
+		}
+		taken := lineWith(p.Log(), "address already in use")
+		if attempt == 3 || !p.Exited() || taken == "" {
+			_ = p.Stop()
+			return nil, retried, err
+		}
+		retried = append(retried, taken)
+	}
+}
+
+// lineWith returns the first line of log that contains s, or "".
+func lineWith(log, s string) string {
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, s) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
 // Stop ends the manager with SIGTERM, as the kubelet would, and waits for it.
 // It returns how the process ended unless that was the SIGTERM.
 func (p *Process) Stop() error {
-	select {
-	case <-p.exited:
+	if p.Exited() {
 		return p.exitErr()
-	default:
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err

@@ -90,3 +90,54 @@ func TestWaitUntilAndStop(t *testing.T) {
 		t.Errorf("a second Stop: %v", err)
 	}
 }
+
+// TestStartUntilReady: a manager that exits at start on an address taken
+// meanwhile is started again, up to three starts; one that exits for another
+// reason is not.
+func TestStartUntilReady(t *testing.T) {
+	taken := script(t, `echo 'setup "error"="listen tcp 127.0.0.1:8443: bind: address already in use"' >&2; exit 1`)
+	serves := script(t, "exec sleep 600")
+	other := script(t, `echo 'setup "error"="no kubeconfig"' >&2; exit 1`)
+	for _, tc := range []struct {
+		name      string
+		bins      []string // what each start runs
+		starts    int
+		retried   int
+		wantError string
+	}{
+		{"serves at once", []string{serves}, 1, 0, ""},
+		{"taken twice, then serves", []string{taken, taken, serves}, 3, 2, ""},
+		{"taken three times", []string{taken, taken, taken, serves}, 3, 2, "address already in use"},
+		{"exits for another reason", []string{other, serves}, 1, 0, "no kubeconfig"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			starts, serving := 0, false
+			p, retried, err := localcluster.StartUntilReady(context.Background(), func() (*localcluster.Process, error) {
+				bin := tc.bins[starts]
+				starts++
+				serving = bin == serves
+				return noCluster().StartManager(bin, nil, nil)
+			}, "ready", time.Minute, func(context.Context) (bool, error) { return serving, nil })
+			if starts != tc.starts || len(retried) != tc.retried {
+				t.Errorf("%d starts, %d retried (%q); want %d and %d", starts, len(retried), retried, tc.starts, tc.retried)
+			}
+			for _, line := range retried {
+				if !strings.Contains(line, "127.0.0.1:8443: bind: address already in use") {
+					t.Errorf("retried for %q, not the line that names the address", line)
+				}
+			}
+			if tc.wantError == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Stop(); err != nil {
+					t.Errorf("Stop: %v", err)
+				}
+				return
+			}
+			if p != nil || err == nil || !strings.Contains(err.Error(), tc.wantError) {
+				t.Errorf("got %v, %v; want no manager and an error with %q", p, err, tc.wantError)
+			}
+		})
+	}
+}

@@ -322,38 +322,24 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 }
 
 // startManager runs the manager binary as its own process, so its memory is
-// its own, with the webhook on envtest's address and certificates.
-func (b *bench) startManager(bin string) error {
-	root, err := localcluster.RepoRoot()
-	if err != nil {
-		return err
-	}
+// its own, with the webhook on envtest's address and certificates, and its
+// metrics and pprof on addresses just found free.
+func (b *bench) startManager(bin string) (*localcluster.Process, error) {
 	addr, err := b.freeAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b.metrics = "http://" + addr + "/metrics"
 	pprofAddr, err := b.freeAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
-	// The manager runs with the environment it is deployed with (GOMEMLIMIT).
-	env, limit, err := localcluster.ManagerEnv(root)
-	if err != nil {
-		return err
-	}
-	b.managerEnv = b.managerEnv[:0]
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		b.managerEnv = append(b.managerEnv, k+"="+env[k])
-	}
-	b.memoryLimit = limit.String()
-	b.mgr, err = b.cluster.StartManager(bin, b.managerEnv, b.log,
+	return b.cluster.StartManager(bin, b.managerEnv, b.log,
 		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
 		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
 		"--zap-log-level", "error")
-	return err
 }
 
 func (b *bench) stopManager() {
@@ -365,29 +351,37 @@ func (b *bench) stopManager() {
 }
 
 // startWithCatalog starts the manager and creates the default profile once
-// its webhook answers. A manager that exits at start because a port it was
-// given was taken is started again on new ones: FreeAddr finds a port free
-// but cannot hold it for another process, and any connection this machine
-// opens meanwhile may take it as its local port. Any other exit is an error.
+// its webhook answers. A start that failed on a port taken in between
+// (localcluster.StartUntilReady starts the manager again) is in the report.
 func (b *bench) startWithCatalog(ctx context.Context, bin string, rep *Report) error {
 	catalog, err := b.readCatalog()
 	if err != nil {
 		return err
 	}
-	for attempt := 1; ; attempt++ {
-		if err := b.startManager(bin); err != nil {
-			return err
-		}
-		err := b.loadCatalog(ctx, catalog)
-		if err == nil {
-			return nil
-		}
-		taken := lineWith(b.mgr.Log(), "address already in use")
-		if attempt == 3 || !b.mgr.Exited() || taken == "" {
-			return err
-		}
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		return err
+	}
+	// The manager runs with the environment it is deployed with (GOMEMLIMIT).
+	env, limit, err := localcluster.ManagerEnv(root)
+	if err != nil {
+		return err
+	}
+	b.managerEnv = nil
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		b.managerEnv = append(b.managerEnv, k+"="+env[k])
+	}
+	b.memoryLimit = limit.String()
+	mgr, retried, err := localcluster.StartUntilReady(ctx, func() (*localcluster.Process, error) { return b.startManager(bin) },
+		"create the catalog (the manager's webhook must answer)", 2*time.Minute, func(ctx context.Context) (bool, error) {
+			err := b.c.Create(ctx, catalog.DeepCopy())
+			return err == nil, err
+		})
+	for _, taken := range retried {
 		rep.Notes = append(rep.Notes, "The manager was started again: a port it was given was taken before it listened ("+taken+").")
 	}
+	b.mgr = mgr
+	return err
 }
 
 // readCatalog reads the default profile from config/samples.
@@ -405,25 +399,6 @@ func (b *bench) readCatalog() (*quotav1.QuotaProfile, error) {
 		b.groups = append(b.groups, g.Name)
 	}
 	return &profiles[0], nil
-}
-
-// loadCatalog creates the default profile, retrying until the manager's
-// webhook answers or the manager exits.
-func (b *bench) loadCatalog(ctx context.Context, p *quotav1.QuotaProfile) error {
-	return b.mgr.WaitUntil(ctx, "create the catalog (the manager's webhook must answer)", 200*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, error) {
-		err := b.c.Create(ctx, p.DeepCopy())
-		return err == nil, err
-	})
-}
-
-// lineWith returns the first line of log that contains s, or "".
-func lineWith(log, s string) string {
-	for line := range strings.Lines(log) {
-		if strings.Contains(line, s) {
-			return strings.TrimSpace(line)
-		}
-	}
-	return ""
 }
 
 // watchOutput follows the ConfigMaps the manager writes (the named one and its
