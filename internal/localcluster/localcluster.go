@@ -113,7 +113,9 @@ func Assets(repoRoot string) (string, error) {
 }
 
 // Start starts etcd and kube-apiserver, installs the CRDs and the webhook
-// configuration, and writes a kubeconfig. Call Stop when done, also on error
+// configuration, and writes a kubeconfig. It returns once the CRDs are
+// established and their schemas are in the OpenAPI document, so kubectl
+// (explain included) sees them at once. Call Stop when done, also on error
 // paths: it is what keeps etcd and kube-apiserver from outliving the caller.
 func Start(opts Options) (*Cluster, error) {
 	root := opts.RepoRoot
@@ -163,6 +165,10 @@ func Start(opts Options) (*Cluster, error) {
 	}
 	c.Config = cfg
 	c.startWatchdog()
+	if err := waitForOpenAPI(context.Background(), cfg, c.Env.CRDs); err != nil {
+		_ = c.Stop()
+		return nil, err
+	}
 
 	c.KubeconfigPath = opts.KubeconfigPath
 	if c.KubeconfigPath == "" {

@@ -3,6 +3,8 @@ package localcluster_test
 import (
 	"context"
 	"os"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -76,6 +78,15 @@ func TestStartCreateReadStop(t *testing.T) {
 
 	if fi, err := os.Stat(cluster.KubeconfigPath); err != nil || fi.Size() == 0 {
 		t.Fatalf("kubeconfig %s not written: %v", cluster.KubeconfigPath, err)
+	}
+
+	// The CRDs' schemas are already published: kubectl explain answers for both
+	// kinds the moment Start returns, with no retry.
+	for _, path := range []string{"appquota.spec", "quotaprofile.spec"} {
+		out, err := exec.Command(cluster.Kubectl(), "--kubeconfig", cluster.KubeconfigPath, "explain", path).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "FIELDS:") {
+			t.Errorf("kubectl explain %s right after Start: %v\n%s", path, err, out)
+		}
 	}
 
 	pids := localcluster.ControlPlanePIDs()
