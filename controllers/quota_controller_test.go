@@ -343,7 +343,9 @@ func TestManualEditAndDeletionAreRepaired(t *testing.T) {
 func TestOverrideExpiresOnTime(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	expires := metav1.NewTime(time.Now().Add(4 * time.Second).Truncate(time.Second))
+	// Far enough ahead that a busy machine (CI runs every package at once)
+	// renders the override before it expires: the test must see it go.
+	expires := metav1.NewTime(time.Now().Add(8 * time.Second).Truncate(time.Second))
 	o := raise("messages-broadcast-users", 10)
 	o.Limits[0].Window = quotav1.WindowMinute
 	o.ExpiresAt = &expires
@@ -382,7 +384,9 @@ func TestOverrideExpiresOnTime(t *testing.T) {
 		}
 		return nil
 	})
-	if late := time.Since(expires.Time); late > 3*time.Second {
+	// Nothing but the requeue at expiresAt renders this configuration again
+	// (it is too small for the index's fold); 5 s leaves a busy machine room.
+	if late := time.Since(expires.Time); late > 5*time.Second {
 		t.Errorf("override left the document %s after expiresAt", late)
 	}
 	eventually(t, wait, func() error {
