@@ -36,7 +36,7 @@ func TestSmoke(t *testing.T) {
 	}
 	md := rep.Markdown()
 	for _, want := range []string{
-		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation without its first step", "Propagation floor, computed", "For comparison only, the AppQuota webhook taken out",
+		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation end to end, the user's own write included", "Propagation end to end, its first step", "Propagation end to end, its floor, computed", "For comparison only, the AppQuota webhook taken out",
 		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS / goroutines with 100 AppQuotas",
 		"Footprint: manager heap / RSS / goroutines with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
 		"/ compressed, 1 object(s)", "/ sharded, ",
