@@ -1006,6 +1006,7 @@ func (b *bench) admission(ctx context.Context, rep *Report) error {
 		return err
 	}
 	var aq, cm []time.Duration
+	var created []client.Object
 	for s := range b.cfg.AdmissionSamples {
 		a := b.appQuota(admissionBase + s)
 		size, _ := json.Marshal(a)
@@ -1014,18 +1015,20 @@ func (b *bench) admission(ctx context.Context, rep *Report) error {
 			return err
 		}
 		aq = append(aq, time.Since(t0))
+		created = append(created, a)
 		c := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("similar-%d", s)}, Data: map[string]string{"spec": strings.Repeat("x", len(size))}}
 		t0 = time.Now()
 		if err := b.c.Create(ctx, c); err != nil {
 			return err
 		}
 		cm = append(cm, time.Since(t0))
+		created = append(created, c)
 	}
 	after, err := b.webhookHistogram()
 	if err != nil {
 		return err
 	}
-	if err := b.removeAdmitted(ctx); err != nil {
+	if err := b.removeAdmitted(ctx, created); err != nil {
 		return err
 	}
 	p99, b99 := quantile(aq, 0.99), quantile(cm, 0.99)
@@ -1037,16 +1040,14 @@ func (b *bench) admission(ctx context.Context, rep *Report) error {
 	return nil
 }
 
-// removeAdmitted deletes what the admission samples created, and waits
-// until the ConfigMap holds cfg.Apps apps again, so that the footprint rows
-// after it measure the app counts they name.
-func (b *bench) removeAdmitted(ctx context.Context) error {
+// removeAdmitted deletes the objects the admission samples created, and
+// waits until the ConfigMap holds cfg.Apps apps again, so that the footprint
+// rows after it measure the app counts they name.
+func (b *bench) removeAdmitted(ctx context.Context, created []client.Object) error {
 	// Events queued so far are from the creates: every one holds more apps.
 	b.drain()
-	for s := range b.cfg.AdmissionSamples {
-		a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(admissionBase + s)}}
-		c := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("similar-%d", s)}}
-		if err := errors.Join(b.c.Delete(ctx, a), b.c.Delete(ctx, c)); err != nil {
+	for _, o := range created {
+		if err := b.c.Delete(ctx, o); err != nil {
 			return fmt.Errorf("remove the admission samples: %w", err)
 		}
 	}
