@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/render"
 )
 
@@ -20,8 +21,8 @@ func TestBoardPublish(t *testing.T) {
 	valid := &render.Outcome{Valid: true, Generation: 1}
 	invalid := &render.Outcome{Reason: "Invalid", Generation: 2}
 	sameAsValid := &render.Outcome{Valid: true, Generation: 1}
-	stored := &snapshot{stored: &render.Stored{Hash: "sha256:1"}}
-	tooLarge := &snapshot{stored: &render.Stored{TooLarge: true}}
+	stored := &snapshot{stored: &layout.Stored{Hash: "sha256:1"}}
+	tooLarge := &snapshot{stored: &layout.Stored{TooLarge: true}}
 	// apps is the Renderer's map, which it updates in place between results.
 	apps := map[string]*render.Outcome{"ns/a": valid, "ns/b": valid, "ns/c": valid}
 
@@ -127,7 +128,7 @@ func BenchmarkPublish(b *testing.B) {
 		for i := range n {
 			apps[fmt.Sprintf("ns/app-%07d", i)] = &render.Outcome{Valid: true, Generation: 1}
 		}
-		snap := &snapshot{stored: &render.Stored{Hash: "sha256:1"}}
+		snap := &snapshot{stored: &layout.Stored{Hash: "sha256:1"}}
 		for _, incremental := range []bool{true, false} {
 			b.Run(fmt.Sprintf("apps-%d/incremental-%t", n, incremental), func(b *testing.B) {
 				board := NewBoard()

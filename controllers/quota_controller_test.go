@@ -29,6 +29,7 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
 	"github.com/appquota/appquota/pkg/quotaconfig"
@@ -662,7 +663,7 @@ func TestShardedOverBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	whole, _ := json.Marshal(doc)
-	gz, _ := quotaconfig.Compress(whole)
+	gz, _ := layout.Compress(whole)
 	small := opts
 	small.MaxConfigBytes = len(gz) / 3
 	small.CompactAfter = 3 * time.Second

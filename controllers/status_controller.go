@@ -24,13 +24,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/render"
 )
 
 // snapshot is what the status controller needs of one render besides the
 // outcomes: how it was stored.
 type snapshot struct {
-	stored *render.Stored
+	stored *layout.Stored
 	budget int
 }
 

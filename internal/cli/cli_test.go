@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/appquota/appquota/internal/cli"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -190,7 +191,7 @@ func TestReadsEveryForm(t *testing.T) {
 	if code != 0 {
 		t.Fatal("render failed")
 	}
-	gz, err := quotaconfig.Compress([]byte(plain))
+	gz, err := layout.Compress([]byte(plain))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestReadsEveryForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	members, err := quotaconfig.CompressDocument(parsed)
+	members, err := layout.CompressDocument(parsed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func sharded(t *testing.T, n int) []*corev1.ConfigMap {
 func splitConfigMaps(t *testing.T, doc *quotaconfig.Document, n int) []*corev1.ConfigMap {
 	t.Helper()
 	name := func(i int) string { return fmt.Sprintf("appquota-limits-shard-%d", i) }
-	index, shards, err := quotaconfig.Split(doc, n, name)
+	index, shards, err := layout.Split(doc, n, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func splitConfigMaps(t *testing.T, doc *quotaconfig.Document, n int) []*corev1.C
 		cms = append(cms, &corev1.ConfigMap{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 			ObjectMeta: metav1.ObjectMeta{Name: name(i), Namespace: "appquota-system"},
-			BinaryData: map[string][]byte{quotaconfig.ShardKey(i, n): gz},
+			BinaryData: map[string][]byte{layout.ShardKey(i, n): gz},
 		})
 	}
 	return cms
@@ -338,7 +339,7 @@ func TestReadsShardedForms(t *testing.T) {
 		bare = append(bare, map[string]any{"metadata": cm.ObjectMeta, "data": cm.Data, "binaryData": cm.BinaryData})
 	}
 	gzIndex := mount(t, cms)
-	gz, err := quotaconfig.Compress([]byte(cms[0].Data[quotaconfig.DataKey]))
+	gz, err := layout.Compress([]byte(cms[0].Data[quotaconfig.DataKey]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func TestReadsShardedForms(t *testing.T) {
 
 	// What is missing is named.
 	noShard := mount(t, cms)
-	if err := os.Remove(filepath.Join(noShard, quotaconfig.ShardKey(2, 4))); err != nil {
+	if err := os.Remove(filepath.Join(noShard, layout.ShardKey(2, 4))); err != nil {
 		t.Fatal(err)
 	}
 	other, err := quotaconfig.Parse([]byte(cms[0].Data[quotaconfig.DataKey]))

@@ -25,7 +25,7 @@ import (
 
 	quotav1alpha1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
-	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/webhook"
 )
 
@@ -44,8 +44,8 @@ type Options struct {
 	// stored larger than this (compressed) is sharded, and the apps changed
 	// since their shards were written ride in the index, the one object a
 	// change rewrites, until CompactAfter without a write (docs/scale.md).
-	// It also scales the plain layout's bound (render.PlainFactor times it)
-	// and the index's (render.RecentFactor times it). 0 turns this off:
+	// It also scales the plain layout's bound (layout.PlainFactor times it)
+	// and the index's (layout.RecentFactor times it). 0 turns this off:
 	// plain, then compressed, then sharded only over MaxConfigBytes, every
 	// app in its shard.
 	ShardAboveBytes int
@@ -210,7 +210,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := o.Validate(); err != nil {
 		return fmt.Errorf("operator options: %w", err)
 	}
-	if least := render.MaxAppBytes + render.ShardOverheadBytes; o.MaxConfigBytes < least {
+	if least := layout.MaxAppBytes + layout.ShardOverheadBytes; o.MaxConfigBytes < least {
 		// Such a budget works for ordinary AppQuotas; only one near its size
 		// bounds could not be written (it would report ConfigTooLarge).
 		mgr.GetLogger().Info("the size budget is below what the largest possible AppQuota needs; an AppQuota near its size bounds could not be written",

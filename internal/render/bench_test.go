@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/render"
 )
 
@@ -65,7 +66,8 @@ func BenchmarkOneChange(b *testing.B) {
 			b.Run(fmt.Sprintf("%d/shard-above-%dKiB", n, above>>10), func(b *testing.B) {
 				profiles, apps := benchObjects(b, n)
 				now := time.Now()
-				r := render.Renderer{ShardAbove: above}
+				var r render.Merger
+				w := layout.Writer{ShardAbove: above}
 				ptrs := render.Pointers(apps)
 				byName := make(map[types.NamespacedName]*quotav1.AppQuota, n)
 				for _, a := range ptrs {
@@ -75,7 +77,7 @@ func BenchmarkOneChange(b *testing.B) {
 					a, ok := byName[name]
 					return a, ok
 				}
-				step := func(i int) *render.Stored {
+				step := func(i int) *layout.Stored {
 					a := &apps[i%n]
 					a.Generation++
 					a.Spec.Overrides[0].Limits[0].Max++
@@ -86,11 +88,11 @@ func BenchmarkOneChange(b *testing.B) {
 						Get:   get,
 						All:   func() []*quotav1.AppQuota { return ptrs },
 					}
-					res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, Changes: changes, Now: now, PreviousIsStored: true})
+					res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, Changes: changes, Now: now, PreviousIsLast: true})
 					if err != nil {
 						b.Fatal(err)
 					}
-					st, err := r.Store(res.Document, 900<<10, shardName)
+					st, err := w.Write(res.Change, 900<<10, shardName)
 					if err != nil || st.TooLarge {
 						b.Fatal(err, st.TooLarge)
 					}
@@ -106,7 +108,7 @@ func BenchmarkOneChange(b *testing.B) {
 					// changes, fold included in the time, so that what a
 					// change costs does not depend on how many it has run.
 					if k%foldEvery == 0 {
-						r.Compact()
+						w.Compact()
 					}
 					i += 7919
 					step(i)
@@ -115,3 +117,5 @@ func BenchmarkOneChange(b *testing.B) {
 		}
 	}
 }
+
+func shardName(i int) string { return fmt.Sprintf("limits-shard-%d", i) }

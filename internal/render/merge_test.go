@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/delta"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -140,12 +142,16 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 	// r finds what changed by looking every AppQuota up; tracked is told, as
 	// the controller tells it, by the names whose object is not the one it
 	// was at the last merge (an informer's events).
-	var r, tracked render.Renderer
+	var r, tracked render.Merger
 	var previous *quotaconfig.Document
+	// Each Merger's document as its Changes tell it (applied to a copy), and
+	// a Writer fed those Changes: both must always match the result.
+	docs := map[*render.Merger]map[string]quotaconfig.App{}
+	writers := map[*render.Merger]*layout.Writer{&r: {}, &tracked: {}}
 	// A copy of each Renderer's outcomes kept as the status controller keeps
 	// its own: updated from Changed after an incremental merge, copied anew
 	// after any other. It must always equal the result's Apps.
-	mirrors := map[*render.Renderer]map[string]*render.Outcome{}
+	mirrors := map[*render.Merger]map[string]*render.Outcome{}
 	last := map[types.NamespacedName]*quotav1.AppQuota{}
 	for step := range 400 {
 		for range 1 + rng.IntN(2) {
@@ -158,7 +164,7 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 				n -= w
 			}
 		}
-		want, err := new(render.Renderer).Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Previous: previous, Now: now})
+		want, err := new(render.Merger).Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Previous: previous, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,14 +194,14 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		}
 		for _, c := range []struct {
 			name string
-			r    *render.Renderer
+			r    *render.Merger
 			in   render.Input
 		}{
 			{"looked up", &r, render.Input{AppQuotas: apps}},
 			{"told", &tracked, render.Input{Changes: changes}},
 		} {
 			in := c.in
-			in.DefaultProfile, in.Profiles, in.PreviousIsStored, in.Now = "default", profiles, step > 0, now
+			in.DefaultProfile, in.Profiles, in.PreviousIsLast, in.Now = "default", profiles, step > 0, now
 			fastBefore := render.FastMerges(c.r)
 			got, err := c.r.Merge(in)
 			if err != nil {
@@ -223,8 +229,35 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 			if !maps.Equal(mirror, got.Apps) {
 				t.Fatalf("step %d, changes %s: the last outcomes updated with Changed %v differ from the result's", step, c.name, got.Changed)
 			}
-			if _, err := c.r.Store(got.Document, 4<<20, shardName); err != nil {
+			doc := docs[c.r]
+			if ch := got.Change; doc == nil || !ch.Follows(ch.Seq-1) {
+				doc = maps.Clone(got.Document.Apps)
+				docs[c.r] = doc
+			} else {
+				if !slices.IsSorted(ch.Apps) || len(slices.Compact(slices.Clone(ch.Apps))) != len(ch.Apps) {
+					t.Fatalf("step %d, changes %s: Change.Apps %v not sorted once each", step, c.name, ch.Apps)
+				}
+				for _, id := range ch.Apps {
+					if a, ok := got.Document.Apps[id]; ok {
+						doc[id] = a
+					} else {
+						delete(doc, id)
+					}
+				}
+			}
+			if !reflect.DeepEqual(doc, got.Document.Apps) {
+				t.Fatalf("step %d, changes %s: the last document updated with Change.Apps %v differs from the result's", step, c.name, got.Change.Apps)
+			}
+			st, err := writers[c.r].Write(got.Change, 4<<20, shardName)
+			if err != nil {
 				t.Fatal(err)
+			}
+			fresh, err := new(layout.Writer).Write(delta.Whole(got.Document), 4<<20, shardName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Hash != fresh.Hash {
+				t.Fatalf("step %d, changes %s: a Writer fed the Changes stored %s, a fresh one %s", step, c.name, st.Hash, fresh.Hash)
 			}
 			if !reflect.DeepEqual(got.Document, want.Document) {
 				t.Fatalf("step %d, changes %s: document differs from a full merge's:\n got %+v\nwant %+v", step, c.name, got.Document.Apps, want.Document.Apps)
@@ -244,7 +277,7 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		}
 		previous = want.Document
 	}
-	for name, r := range map[string]*render.Renderer{"looked up": &r, "told": &tracked} {
+	for name, r := range map[string]*render.Merger{"looked up": &r, "told": &tracked} {
 		fast := render.FastMerges(r)
 		t.Logf("changes %s: %d of 400 merges updated the last result", name, fast)
 		if fast < 200 || fast == 400 {
@@ -263,14 +296,11 @@ func TestMergeChangesClaimOnEntrylessOwner(t *testing.T) {
 	}
 	ptrs := render.Pointers(apps)
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	var r render.Renderer
-	step := func(stored bool) *render.Result {
+	var r render.Merger
+	step := func(published bool) *render.Result {
 		t.Helper()
-		res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: ptrs, PreviousIsStored: stored, Now: now})
+		res, err := r.Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: ptrs, PreviousIsLast: published, Now: now})
 		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Store(res.Document, 4<<20, shardName); err != nil {
 			t.Fatal(err)
 		}
 		return res

@@ -7,6 +7,8 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/delta"
 	"github.com/appquota/appquota/internal/docform"
 	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
@@ -35,15 +38,14 @@ type Input struct {
 	// that changed since the last Merge and, only when it must merge
 	// everything, all of them.
 	Changes *Changes
-	// Previous is the last document written, nil if none (or when
-	// PreviousIsStored). Objects that are
-	// invalid now keep their entry from it, so a bad edit never takes away a
-	// tenant's quota.
+	// Previous is the last document published, nil if none (or when
+	// PreviousIsLast). Objects that are invalid now keep their entry from
+	// it, so a bad edit never takes away a tenant's quota.
 	Previous *quotaconfig.Document
-	// PreviousIsStored says that the last document written is the one this
-	// Renderer's last Store call laid out, which it remembers: the controller
-	// then need not keep a second copy of 100,000 apps across renders.
-	PreviousIsStored bool
+	// PreviousIsLast says that the last document published is this Merger's
+	// last result, which it keeps: the caller then need not keep a second
+	// copy of every app across merges.
+	PreviousIsLast bool
 	// Now decides which overrides have expired.
 	Now time.Time
 }
@@ -81,21 +83,27 @@ type Outcome struct {
 
 // Result is a rendered document and the outcome for each object.
 type Result struct {
-	// Document is the merged document. A Renderer updates its apps in place
-	// in the next Merge: it is good until then.
+	// Document is the merged document, Change.Document. A Merger updates it
+	// in place in the next Merge: it is good until then.
 	Document *quotaconfig.Document
+	// Change is what this merge changed in the document since the Merger's
+	// last one, for the outputs built from it (delta.Change).
+	Change delta.Change
+	// Expirations are the overrides the previous document held that this
+	// merge dropped for having expired.
+	Expirations []Expiration
 	// Data is the document's canonical JSON, Hash "sha256:<hex>" of Data; Render
 	// sets them, Merge does not (the controller stores the document with Store).
 	Data []byte
 	Hash string
-	// Apps by "namespace/name", Profiles by name. A Renderer hands out the same
+	// Apps by "namespace/name", Profiles by name. A Merger hands out the same
 	// *Outcome for an AppQuota as long as its outcome does not change, so
-	// successive results share them; nobody modifies them. A Renderer's next
+	// successive results share them; nobody modifies them. A Merger's next
 	// Merge may update Apps in place (Incremental), so, like Document, it is
 	// good until then: whoever keeps outcomes longer copies them.
 	Apps     map[string]*Outcome
 	Profiles map[string]Outcome
-	// Incremental reports that this Merge brought the Renderer's previous
+	// Incremental reports that this Merge brought the Merger's previous
 	// Result up to date, its Apps map in place, instead of building it anew;
 	// Changed then lists, once each, the keys whose entry it set or deleted, so
 	// that a reader keeping a copy of Apps updates it in time proportional to
@@ -105,6 +113,12 @@ type Result struct {
 	// NextExpiry is the earliest expiry of an override in the document: the
 	// document changes then, so the controller renders again.
 	NextExpiry *time.Time
+}
+
+// Expiration is an override that left the document at its expiresAt.
+type Expiration struct {
+	// Key is the AppQuota's "namespace/name" (Key), Group the override's group.
+	Key, Group string
 }
 
 // Pointers returns pointers to the elements of apps, for Input.AppQuotas.
@@ -129,7 +143,7 @@ func Key(a *quotav1.AppQuota) string { return a.Namespace + "/" + a.Name }
 
 // Render builds the document, Data and Hash included.
 func Render(in Input) (*Result, error) {
-	res, err := new(Renderer).Merge(in)
+	res, err := new(Merger).Merge(in)
 	if err != nil {
 		return nil, err
 	}
@@ -140,25 +154,16 @@ func Render(in Input) (*Result, error) {
 	return res, nil
 }
 
-// Renderer renders again and again, as the controller does, remembering from
-// one render to the next what an unchanged object gave: the validation of each
-// AppQuota and QuotaProfile generation (against its profile's generation), the
-// last merge's result (so that the next updates it with the AppQuotas that
-// changed), and in Store each app's encoding and each compressed object's gzip
-// members. Its output is exactly Render's. A Renderer is not safe for
+// Merger merges again and again, as the controller does, remembering from
+// one merge to the next what an unchanged object gave: the validation of each
+// AppQuota and QuotaProfile generation (against its profile's generation),
+// and the last merge's result, which the next updates with the AppQuotas that
+// changed. Each Merge says what changed (Result.Change), for the outputs built
+// from the document. Its output is exactly Render's. A Merger is not safe for
 // concurrent use.
-type Renderer struct {
-	// ShardAbove, when above 0, keeps what one change rewrites small (see
-	// Store): a configuration whose compressed whole is larger than ShardAbove
-	// bytes is sharded, and the apps changed since their shards were written
-	// ride in the index until Compact, or until their entries pass
-	// RecentFactor times ShardAbove; a plain one is compressed past
-	// PlainFactor times ShardAbove. 0 keeps the canonical layout: plain, then
-	// compressed, then sharded only over the budget, every app in its shard.
-	ShardAbove int
-
-	// Merge's memory: AppQuotas by namespace and name (the strings of their
-	// key), QuotaProfiles by UID.
+type Merger struct {
+	// AppQuotas by namespace and name (the strings of their key), QuotaProfiles
+	// by UID.
 	apps     map[types.NamespacedName]*appCheck
 	profiles map[types.UID]*profileCheck
 	merges   uint64
@@ -166,50 +171,24 @@ type Renderer struct {
 	// by working only on the AppQuotas that changed (mergeChanges); nil when
 	// it must merge everything.
 	last *mergeState
+	// doc is the last merge's document, 0 its Seq (delta.Change) when none.
+	doc *quotaconfig.Document
+	seq uint64
+	// before are the entries of doc that the merge under way has updated,
+	// as they were: the previous document's, for last good entries.
+	before map[string]previousEntry
 	// plain are the shared valid outcomes without expiries (shareOutcome).
 	plain map[plainOutcome]*Outcome
 	// fastMerges counts the merges mergeChanges did (tests read it).
 	fastMerges uint64
-	// merged is the last Merge's document and pending the appIDs whose entry
-	// in it may differ from the document before it; nil when unknown (a full
-	// merge). Store works on those alone when it is handed merged.
-	merged  *quotaconfig.Document
-	pending map[string]struct{}
-
-	// Store's memory. storedApps are the apps of the document last stored,
-	// the map of the document Merge gave (which the next merge of changes
-	// updates in place: a Result's Document is good until the next Merge)
-	// or a copy of one it did not; before are the stored entries of the apps
-	// a merge has updated there since.
-	storedApps map[string]quotaconfig.App
-	before     map[string]storedEntry
-	seq        uint64
-	budget     int
-	enc        map[string]*appEncoding
-	// appsBytes is the size of the apps' entries in enc, a comma each.
-	appsBytes int
-	header    []byte
-	// lastProfiles are the profiles of the document last stored.
-	lastProfiles map[string]quotaconfig.Profile
-	shards       []shardEncoding
-	compressed   *Stored
-	ratio        float64
-	// recent are the apps added, changed or removed since their shards were
-	// last encoded, which the index carries (ShardAbove); compact asks the
-	// next Store to fold them into their shards.
-	recent  map[string]struct{}
-	compact bool
-	// indexHeadGz is the first gzip member of a compressed index: the JSON
-	// of indexHead (a Store's header) to its profiles.
-	indexHead, indexHeadGz []byte
 }
 
-// appCheck is what the Renderer remembers of one AppQuota: its latest
+// appCheck is what the Merger remembers of one AppQuota: its latest
 // generation's validation against a profile generation, and what the last
 // merge made of it.
 type appCheck struct {
 	// key is Key(a), made once: every document and outcome map shares it,
-	// and the Renderer's map of records its strings (name).
+	// and the Merger's map of records its strings (name).
 	key string
 	// uid is uidHash of its UID, which tells it from a new AppQuota of the
 	// same name (8 bytes where the UID takes 64).
@@ -235,8 +214,8 @@ type appCheck struct {
 // depends on nothing but itself, its profile and the other claims on its
 // appID.
 type mergeState struct {
-	// res is the merge's result; the caller may drop res.Document once stored
-	// (the Renderer keeps its apps: storedApps).
+	// res is the merge's result; the caller may drop res.Document (the
+	// Merger keeps it: doc).
 	res            *Result
 	defaultProfile string
 	// profiles are the merged QuotaProfiles' versions (profileVersion) by name.
@@ -247,9 +226,6 @@ type mergeState struct {
 	// appIDs more than one AppQuota claims.
 	homeless map[string]string
 	dups     map[string]struct{}
-	// stored is set once Store has laid res.Document out: the previous document
-	// of the next merge is then this one.
-	stored bool
 }
 
 // profileCheck is what a QuotaProfile generation gives.
@@ -270,7 +246,7 @@ func profileVersion(p *quotav1.QuotaProfile) string {
 	return string(p.UID) + "/" + strconv.FormatInt(p.Generation, 10)
 }
 
-func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
+func (r *Merger) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
 	if c := r.profiles[p.UID]; c != nil && p.UID != "" && c.generation == p.Generation {
 		c.seen = r.merges
 		return c
@@ -286,10 +262,10 @@ func (r *Renderer) checkProfile(p *quotav1.QuotaProfile) *profileCheck {
 	return c
 }
 
-// record returns the Renderer's record of an AppQuota from the API server,
+// record returns the Merger's record of an AppQuota from the API server,
 // made on first sight, and marks it seen by this merge; nil for an object
 // without a UID (a file), which is never remembered.
-func (r *Renderer) record(a *quotav1.AppQuota) *appCheck {
+func (r *Merger) record(a *quotav1.AppQuota) *appCheck {
 	if a.UID == "" {
 		return nil
 	}
@@ -307,7 +283,7 @@ func (r *Renderer) record(a *quotav1.AppQuota) *appCheck {
 // Both are remembered in c per generation and profile generation; the
 // overrides are shared between documents, which nobody modifies.
 // pv is profileVersion(ref.Profile).
-func (r *Renderer) checkApp(a *quotav1.AppQuota, c *appCheck, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
+func (r *Merger) checkApp(a *quotav1.AppQuota, c *appCheck, ref validation.Reference, pv string) (field.ErrorList, []quotaconfig.Override) {
 	if pv == "" || ref.AppIDOwner != "" || c == nil {
 		errs := validation.AppQuota(a, ref)
 		if len(errs) > 0 {
@@ -355,31 +331,75 @@ func overrides(a *quotav1.AppQuota) []quotaconfig.Override {
 	return out
 }
 
-// Merge builds the document and the outcomes, without encoding it (Store does).
-// When only AppQuotas changed since the last merge, and nothing about them
-// involves another object (a shared appID, a profile kept after deletion), it
-// updates the last result with just those (mergeChanges); otherwise it merges
-// everything. Both give the same result.
-func (r *Renderer) Merge(in Input) (*Result, error) {
+// Merge builds the document and the outcomes, without encoding it (the
+// outputs do, from Result.Change). When only AppQuotas changed since the last
+// merge, and nothing about them involves another object (a shared appID, a
+// profile kept after deletion), it updates the last result with just those
+// (mergeChanges); otherwise it merges everything and compares the document
+// with the last. Both give the same result.
+func (r *Merger) Merge(in Input) (*Result, error) {
 	r.merges++
 	if r.apps == nil {
 		r.apps, r.profiles = map[types.NamespacedName]*appCheck{}, map[types.UID]*profileCheck{}
 	}
-	if res := r.mergeChanges(in); res != nil {
+	// before outlives a mergeChanges that gives up part way: mergeAll reads
+	// the previous document through it.
+	defer func() { r.before = nil }()
+	ch := delta.Change{Base: r.seq}
+	res, changed := r.mergeChanges(in)
+	if res != nil {
 		r.fastMerges++
-		return res, nil
+		ch.Apps = changed
+	} else {
+		if in.Changes != nil {
+			in.AppQuotas = in.Changes.All()
+		}
+		res = r.mergeAll(in)
+		r.forget()
+		ch.Apps, ch.Profiles = r.compare(res.Document)
 	}
-	if in.Changes != nil {
-		in.AppQuotas = in.Changes.All()
-	}
-	res := r.mergeAll(in)
-	r.forget()
+	r.seq++
+	ch.Seq, ch.Document = r.seq, res.Document
+	res.Change, r.doc = ch, res.Document
 	return res, nil
 }
 
+// compare lists the apps whose entry in doc differs from the last merge's
+// document, sorted, and tells whether its profiles do.
+func (r *Merger) compare(doc *quotaconfig.Document) (apps []string, profiles bool) {
+	if r.doc == nil {
+		apps = slices.Sorted(maps.Keys(doc.Apps))
+		return apps, true
+	}
+	for id, a := range doc.Apps {
+		if last, ok := r.lastApp(id); !ok || !sameApp(&last, &a) {
+			apps = append(apps, id)
+		}
+	}
+	gone := func(id string) {
+		if _, ok := doc.Apps[id]; !ok {
+			if _, ok := r.lastApp(id); ok {
+				apps = append(apps, id)
+			}
+		}
+	}
+	for id := range r.doc.Apps {
+		gone(id)
+	}
+	for id, e := range r.before {
+		if _, still := r.doc.Apps[id]; e.ok && !still {
+			gone(id)
+		}
+	}
+	slices.Sort(apps)
+	apps = slices.Compact(apps)
+	profiles = doc.DefaultProfile != r.doc.DefaultProfile || !reflect.DeepEqual(doc.Profiles, r.doc.Profiles)
+	return apps, profiles
+}
+
 // mergeAll merges every object.
-func (r *Renderer) mergeAll(in Input) *Result {
-	r.last, r.merged, r.pending = nil, nil, nil
+func (r *Merger) mergeAll(in Input) *Result {
+	r.last = nil
 	res := &Result{
 		Document: &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
@@ -499,7 +519,7 @@ func (r *Renderer) mergeAll(in Input) *Result {
 		} else {
 			owners[a.Spec.AppID] = key
 		}
-		app, inDoc, out := r.mergeApp(a, e.c, key, ref, version(ref.Profile), prev, in.Now, keepDeleted)
+		app, inDoc, out := r.mergeApp(a, e.c, key, ref, version(ref.Profile), prev, in.Now, keepDeleted, &res.Expirations)
 		if inDoc {
 			res.Document.Apps[a.Spec.AppID] = app
 		}
@@ -518,14 +538,13 @@ func (r *Renderer) mergeAll(in Input) *Result {
 	if incremental && len(res.Document.Profiles) == len(state.profiles) {
 		r.last = state
 	}
-	r.merged = res.Document
 	return res
 }
 
 // mergeApp works out one AppQuota's entry in the document (inDoc false: none)
 // and its outcome. keepProfile is called with the profile of a last good entry
 // it keeps, which the document must hold.
-func (r *Renderer) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, pv string, prev previousDoc, now time.Time, keepProfile func(string)) (app quotaconfig.App, inDoc bool, _ *Outcome) {
+func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, pv string, prev previousDoc, now time.Time, keepProfile func(string), expired *[]Expiration) (app quotaconfig.App, inDoc bool, _ *Outcome) {
 	out := Outcome{Valid: true, Generation: a.Generation}
 	errs, all := r.checkApp(a, c, ref, pv)
 	if len(errs) > 0 {
@@ -558,6 +577,14 @@ func (r *Renderer) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref va
 		out.NextExpiry = earliest(out.NextExpiry, o.ExpiresAt.Time)
 	}
 	if len(out.Expired) > 0 {
+		// The expirations to tell: those the previous document still held.
+		if last, ok := prev.app(a.Spec.AppID); ok && last.Source == key {
+			for _, g := range out.Expired {
+				if slices.ContainsFunc(last.Overrides, func(o quotaconfig.Override) bool { return o.Group == g }) {
+					*expired = append(*expired, Expiration{Key: key, Group: g})
+				}
+			}
+		}
 		app.Overrides = nil
 		for _, o := range all {
 			if !slices.Contains(out.Expired, o.Group) {
@@ -579,18 +606,18 @@ func (r *Renderer) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref va
 // appID more than one AppQuota claims (the oldest claim wins, which needs them
 // all). Its cost is a look-up per AppQuota plus a map copy, not a validation
 // and an allocation per AppQuota.
-func (r *Renderer) mergeChanges(in Input) *Result {
+func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 	s := r.last
-	if s == nil || !s.stored || !in.PreviousIsStored || in.DefaultProfile != s.defaultProfile ||
+	if s == nil || r.doc == nil || !in.PreviousIsLast || in.DefaultProfile != s.defaultProfile ||
 		(s.res.NextExpiry != nil && !in.Now.Before(*s.res.NextExpiry)) || len(in.Profiles) != len(s.profiles) {
-		return nil
+		return nil, nil
 	}
 	apiProfiles := make(map[string]*quotav1.QuotaProfile, len(in.Profiles))
 	indexes := make(map[string]*validation.ProfileIndex, len(in.Profiles))
 	for i := range in.Profiles {
 		p := &in.Profiles[i]
 		if p.DeletionTimestamp != nil || s.profiles[p.Name] != profileVersion(p) || p.UID == "" {
-			return nil
+			return nil, nil
 		}
 		// A hit (same UID and generation, and valid when last merged); it marks
 		// the profile seen.
@@ -600,38 +627,37 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 
 	changed, removed, ok := r.changedApps(in)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	// Another claim on a changed appID decides who owns it: merge all.
 	for _, c := range removed {
 		if _, dup := s.dups[c.appID]; dup {
-			return nil
+			return nil, nil
 		}
 	}
 	claimed := make(map[string]struct{}, len(changed))
 	for _, a := range changed {
 		id := a.Spec.AppID
 		if _, dup := s.dups[id]; dup {
-			return nil
+			return nil, nil
 		}
 		if _, twice := claimed[id]; twice {
-			return nil
+			return nil, nil
 		}
 		claimed[id] = struct{}{}
 		if o, ok := r.owner(id); ok && r.apps[nameOf(a)] == nil && !slices.ContainsFunc(removed, func(c *appCheck) bool { return c.key == o }) {
-			return nil
+			return nil, nil
 		}
 	}
 
-	// The last document, as stored (s.stored), updated in place, each app's
-	// stored entry saved first (save): its profiles are those merged.
-	apps := r.storedApps
+	// The last document, updated in place, each app's entry saved first
+	// (save): its profiles are those merged.
 	res := &Result{
 		Document: &quotaconfig.Document{
 			Version:        quotaconfig.FormatVersion,
 			DefaultProfile: in.DefaultProfile,
-			Profiles:       r.lastProfiles,
-			Apps:           apps,
+			Profiles:       r.doc.Profiles,
+			Apps:           r.doc.Apps,
 		},
 		Apps:        s.res.Apps,
 		Profiles:    s.res.Profiles,
@@ -674,7 +700,7 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 			if _, ok := res.Document.Profiles[name]; !ok {
 				keptOther = true
 			}
-		})
+		}, &res.Expirations)
 		if inDoc {
 			r.save(c.appID)
 			res.Document.Apps[c.appID] = app
@@ -691,7 +717,7 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 		// A last good entry names a profile the document lacks (cannot happen
 		// while the previous document's profiles are these): merge all, which
 		// starts from nothing this merge updated.
-		return nil
+		return nil, nil
 	}
 	if rescan {
 		res.NextExpiry = nil
@@ -704,9 +730,8 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 	// A key is dropped once, then set again when changed: once each.
 	slices.Sort(res.Changed)
 	res.Changed = slices.Compact(res.Changed)
-	s.res, s.stored = res, false
-	r.merged, r.pending = res.Document, pending
-	return res
+	s.res = res
+	return res, slices.Sorted(maps.Keys(pending))
 }
 
 // changedApps returns the AppQuotas added or changed since the last merge,
@@ -714,7 +739,7 @@ func (r *Renderer) mergeChanges(in Input) *Result {
 // in.Changes when set, else by looking every AppQuota up. ok is false when
 // an AppQuota needs a full merge: one without a UID, one that replaced
 // another of the same name, or a new appID on an existing AppQuota.
-func (r *Renderer) changedApps(in Input) (changed []*quotav1.AppQuota, removed []*appCheck, ok bool) {
+func (r *Merger) changedApps(in Input) (changed []*quotav1.AppQuota, removed []*appCheck, ok bool) {
 	// check sorts out one live AppQuota against its record, if any.
 	check := func(a *quotav1.AppQuota, c *appCheck) bool {
 		switch {
@@ -775,11 +800,10 @@ func (r *Renderer) changedApps(in Input) (changed []*quotav1.AppQuota, removed [
 	return changed, removed, true
 }
 
-// owner returns the key of the AppQuota that owned appID in the last merge,
-// whose document is stored (mergeChanges): its entry's source, or one of the
-// owners without an entry.
-func (r *Renderer) owner(id string) (string, bool) {
-	if e, ok := r.StoredApp(id); ok {
+// owner returns the key of the AppQuota that owned appID in the last merge
+// (mergeChanges): its entry's source, or one of the owners without an entry.
+func (r *Merger) owner(id string) (string, bool) {
+	if e, ok := r.lastApp(id); ok {
 		return e.Source, true
 	}
 	k, ok := r.last.homeless[id]
@@ -787,14 +811,14 @@ func (r *Renderer) owner(id string) (string, bool) {
 }
 
 // previousDoc looks up the previous document's entries: Input.Previous, or
-// what the last Store laid out.
+// the Merger's last document (Input.PreviousIsLast).
 type previousDoc struct {
 	doc *quotaconfig.Document
-	r   *Renderer
+	r   *Merger
 }
 
-func (r *Renderer) previous(in Input) previousDoc {
-	if in.PreviousIsStored {
+func (r *Merger) previous(in Input) previousDoc {
+	if in.PreviousIsLast {
 		return previousDoc{r: r}
 	}
 	return previousDoc{doc: in.Previous}
@@ -802,7 +826,7 @@ func (r *Renderer) previous(in Input) previousDoc {
 
 func (p previousDoc) app(id string) (quotaconfig.App, bool) {
 	if p.r != nil {
-		return p.r.StoredApp(id)
+		return p.r.lastApp(id)
 	}
 	if p.doc == nil {
 		return quotaconfig.App{}, false
@@ -814,8 +838,8 @@ func (p previousDoc) app(id string) (quotaconfig.App, bool) {
 func (p previousDoc) profile(name string) (quotaconfig.Profile, bool) {
 	var profiles map[string]quotaconfig.Profile
 	switch {
-	case p.r != nil:
-		profiles = p.r.lastProfiles
+	case p.r != nil && p.r.doc != nil:
+		profiles = p.r.doc.Profiles
 	case p.doc != nil:
 		profiles = p.doc.Profiles
 	}
@@ -823,40 +847,54 @@ func (p previousDoc) profile(name string) (quotaconfig.Profile, bool) {
 	return pr, ok
 }
 
-// StoredApp returns an app's entry in the document the last Store call laid
-// out.
-func (r *Renderer) StoredApp(id string) (quotaconfig.App, bool) {
+// lastApp returns an app's entry in the last merge's document, as it was
+// before the merge under way updated it.
+func (r *Merger) lastApp(id string) (quotaconfig.App, bool) {
 	if e, saved := r.before[id]; saved {
 		return e.app, e.ok
 	}
-	a, ok := r.storedApps[id]
+	if r.doc == nil {
+		return quotaconfig.App{}, false
+	}
+	a, ok := r.doc.Apps[id]
 	return a, ok
 }
 
-// save keeps an app's stored entry before a merge of changes updates it in
-// storedApps, for StoredApp and the next Store.
-func (r *Renderer) save(id string) {
+// save keeps an app's entry in the last document before a merge of changes
+// updates it there, for lastApp.
+func (r *Merger) save(id string) {
 	if _, saved := r.before[id]; saved {
 		return
 	}
 	if r.before == nil {
-		r.before = map[string]storedEntry{}
+		r.before = map[string]previousEntry{}
 	}
-	a, ok := r.storedApps[id]
-	r.before[id] = storedEntry{a, ok}
+	a, ok := r.doc.Apps[id]
+	r.before[id] = previousEntry{a, ok}
 }
 
-// storedEntry is an app's entry in the document last stored, if ok.
-type storedEntry struct {
+// previousEntry is an app's entry in the last document, if ok.
+type previousEntry struct {
 	app quotaconfig.App
 	ok  bool
+}
+
+// sameApp reports whether two entries encode the same.
+func sameApp(x, y *quotaconfig.App) bool {
+	return x.Profile == y.Profile && x.Source == y.Source &&
+		slices.EqualFunc(x.Overrides, y.Overrides, func(a, b quotaconfig.Override) bool {
+			return a.Group == b.Group && a.MaxTargets == b.MaxTargets && a.Reason == b.Reason &&
+				slices.Equal(a.Limits, b.Limits) &&
+				(a.ExpiresAt == nil) == (b.ExpiresAt == nil) &&
+				(a.ExpiresAt == nil || a.ExpiresAt.Format(time.RFC3339Nano) == b.ExpiresAt.Format(time.RFC3339Nano))
+		})
 }
 
 // shareOutcome returns the AppQuota's remembered outcome when out equals it,
 // else remembers out: unchanged apps cost successive results a pointer each.
 // The commonest outcome, valid with no expiry, is one shared value per
 // generation and override count: at 100,000 AppQuotas that is 11 MB less.
-func (r *Renderer) shareOutcome(c *appCheck, out Outcome) *Outcome {
+func (r *Merger) shareOutcome(c *appCheck, out Outcome) *Outcome {
 	if c == nil {
 		return &out
 	}
@@ -893,7 +931,7 @@ type plainOutcome struct {
 }
 
 // forget drops what the last Merge did not see: deleted objects.
-func (r *Renderer) forget() {
+func (r *Merger) forget() {
 	for name, c := range r.apps {
 		if c.seen != r.merges {
 			delete(r.apps, name)

@@ -115,13 +115,14 @@ func TestGolden(t *testing.T) {
 			if in.Previous == nil {
 				return
 			}
-			// The controller's way: a Renderer that stored the previous document
-			// remembers it (PreviousIsStored) and renders the same.
-			var r render.Renderer
-			if _, err := r.Store(in.Previous, 1<<30, shardName); err != nil {
+			// The controller's way: a Merger whose last result was published
+			// takes it as the previous document (PreviousIsLast) and merges
+			// the same again.
+			var r render.Merger
+			if _, err := r.Merge(in); err != nil {
 				t.Fatal(err)
 			}
-			in.Previous, in.PreviousIsStored = nil, true
+			in.Previous, in.PreviousIsLast = nil, true
 			again, err := r.Merge(in)
 			if err != nil {
 				t.Fatal(err)
@@ -203,13 +204,13 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// TestOutcomesShared: a long-lived Renderer hands out the same *Outcome for an
+// TestOutcomesShared: a long-lived Merger hands out the same *Outcome for an
 // unchanged AppQuota, so successive results cost a pointer per app, and a new
 // one when the outcome changes.
 func TestOutcomesShared(t *testing.T) {
 	profiles, apps := benchObjects(t, 3)
 	in := render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: time.Now()}
-	var r render.Renderer
+	var r render.Merger
 	res, err := r.Merge(in)
 	if err != nil {
 		t.Fatal(err)

@@ -7,26 +7,28 @@ import (
 	"slices"
 	"testing"
 
-	"sigs.k8s.io/yaml"
-
-	quotav1 "github.com/appquota/appquota/api/v1alpha1"
-	"github.com/appquota/appquota/internal/docform"
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // defaultCatalog is the shipped "default" QuotaProfile as the controller
-// renders it, so these tests resolve what gateways will actually see.
+// renders it (internal/render's golden rendering of config/samples, which
+// that package's tests keep current), so these tests resolve what gateways
+// will actually see.
 func defaultCatalog(tb testing.TB) qc.Profile {
 	tb.Helper()
-	data, err := os.ReadFile("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
+	data, err := os.ReadFile("../../internal/render/testdata/samples/document.golden.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var p quotav1.QuotaProfile
-	if err := yaml.UnmarshalStrict(data, &p); err != nil {
+	d, err := qc.Parse(data)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	return docform.Profile(&p)
+	p, ok := d.Profiles["default"]
+	if !ok {
+		tb.Fatal("the samples' rendering has no default profile")
+	}
+	return p
 }
 
 func catalogDoc(tb testing.TB) *qc.Document {

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
-	"sync"
 )
 
 // GzipDataKey is the ConfigMap binaryData key (and file name in a mounted
@@ -18,38 +17,8 @@ const GzipDataKey = "limits.json.gz"
 // exhaust a gateway's memory. 100,000 apps render to about 25 MB.
 const maxDocumentBytes = 256 << 20
 
-// Compress gzips a document deterministically (at the default level: the
-// best level is several times slower for a few percent): the same bytes in, the same
-// bytes out (no timestamp or name in the header), so an unchanged document is
-// never rewritten.
-func Compress(doc []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := compressors.Get().(*gzip.Writer)
-	defer compressors.Put(zw)
-	zw.Reset(&buf)
-	if _, err := zw.Write(doc); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// compressors keeps Compress's gzip writers from one call to the next: each
-// allocates about 1 MB of state, and the controller compresses on every
-// change it stores (Reset makes one as good as new).
-var compressors = sync.Pool{New: func() any { return NewCompressor(io.Discard) }}
-
-// NewCompressor returns the gzip writer Compress writes through, for a
-// document compressed while it is being written rather than held whole.
-func NewCompressor(w io.Writer) *gzip.Writer {
-	// The default level is a valid level: no error.
-	zw, _ := gzip.NewWriterLevel(w, gzip.DefaultCompression)
-	return zw
-}
-
-// Decompress reverses Compress.
+// Decompress returns the content of a gzip file of one or more members, as
+// the controller writes it, refusing more than maxDocumentBytes.
 func Decompress(gz []byte) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {

@@ -1,7 +1,6 @@
 package quotaconfig
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -48,12 +47,19 @@ type Shard struct {
 // n. With n a power of two, doubling n splits each shard in two (shard i into i
 // and i+n) and moves no app anywhere else.
 func ShardOf(appID string, n int) int {
-	return int(fnv1a(appID) % uint64(n))
+	return int(AppHash(appID) % uint64(n))
 }
 
-// ShardKey is the key (and mounted file name) of shard i of n, compressed.
-func ShardKey(i, n int) string {
-	return "limits-" + strconv.Itoa(i) + "-of-" + strconv.Itoa(n) + ".json.gz"
+// AppHash is the 64-bit FNV-1a hash of an app ID (hash/fnv's New64a, without
+// allocating). ShardOf uses its low bits; a writer may use others (the
+// layout's gzip members do) and stays independent of the shard count.
+func AppHash(appID string) uint64 {
+	h := uint64(0xcbf29ce484222325)
+	for i := 0; i < len(appID); i++ {
+		h ^= uint64(appID[i])
+		h *= 0x100000001b3
+	}
+	return h
 }
 
 // shards checks an index's shard list.
@@ -242,41 +248,4 @@ func ShardBytes(key string, data map[string]string, binaryData map[string][]byte
 		return []byte(s), nil
 	}
 	return nil, fmt.Errorf("no data key %q", key)
-}
-
-// Split divides a document into an index and n shards as the controller stores
-// them: the index's JSON (which goes under DataKey, or GzipDataKey when large)
-// and each shard's JSON gzip-compressed in members (see StartsMember), to be
-// stored in ConfigMap configMap(i) under binaryData ShardKey(i, n). Split is the
-// reference for writers; the controller produces the same bytes without
-// re-encoding unchanged shards or members.
-func Split(d *Document, n int, configMap func(i int) string) (index []byte, shards [][]byte, err error) {
-	if n < 1 || n > MaxShards {
-		return nil, nil, fmt.Errorf("shard count %d is not between 1 and %d", n, MaxShards)
-	}
-	parts := make([]Shard, n)
-	for i := range parts {
-		parts[i] = Shard{Version: FormatVersion, Shard: i, Shards: n, Apps: map[string]App{}}
-	}
-	for id, a := range d.Apps {
-		parts[ShardOf(id, n)].Apps[id] = a
-	}
-	idx := Document{Version: d.Version, DefaultProfile: d.DefaultProfile, Profiles: d.Profiles}
-	for i := range parts {
-		plain, err := json.Marshal(&parts[i])
-		if err != nil {
-			return nil, nil, err
-		}
-		head, _ := json.Marshal(&Shard{Version: parts[i].Version, Shard: i, Shards: n}) // ints and a string always encode
-		gz, err := compressMembers(head, parts[i].Apps)
-		if err != nil {
-			return nil, nil, err
-		}
-		shards = append(shards, gz)
-		idx.Shards = append(idx.Shards, ShardRef{ConfigMap: configMap(i), Key: ShardKey(i, n), Hash: Hash(plain), Apps: len(parts[i].Apps)})
-	}
-	if index, err = json.Marshal(&idx); err != nil {
-		return nil, nil, err
-	}
-	return index, shards, nil
 }

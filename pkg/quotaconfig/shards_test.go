@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/appquota/appquota/internal/layout"
+
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -25,13 +27,13 @@ func shardedDoc(n int) *qc.Document {
 func configMaps(t *testing.T, d *qc.Document, n int) map[string]map[string][]byte {
 	t.Helper()
 	name := func(i int) string { return fmt.Sprintf("limits-shard-%d", i) }
-	index, shards, err := qc.Split(d, n, name)
+	index, shards, err := layout.Split(d, n, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cms := map[string]map[string][]byte{"limits": {qc.DataKey: index, qc.HashKey: []byte(qc.Hash(index))}}
 	for i, gz := range shards {
-		cms[name(i)] = map[string][]byte{qc.ShardKey(i, n): gz}
+		cms[name(i)] = map[string][]byte{layout.ShardKey(i, n): gz}
 	}
 	return cms
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/layout"
+
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -215,7 +217,7 @@ func TestNewWatcherFails(t *testing.T) {
 		{"hash mismatch", mismatch, `limits.sha256 is "sha256:abc" but`},
 		{"no document", map[string]string{"other": "x"}, "limits.json: no such file or directory"},
 		{"sharded", mountedShards(t, shardedDoc(20), 2), ""},
-		{"a shard missing", withoutShard(mountedShards(t, shardedDoc(20), 2), qc.ShardKey(1, 2)), "shard 1 (ConfigMap appquota-limits-shard-1, key limits-1-of-2.json.gz): not in "},
+		{"a shard missing", withoutShard(mountedShards(t, shardedDoc(20), 2), layout.ShardKey(1, 2)), "shard 1 (ConfigMap appquota-limits-shard-1, key limits-1-of-2.json.gz): not in "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -262,13 +264,13 @@ func shardedFallback(max int64) *qc.Document {
 // split in n and its n shard ConfigMaps.
 func mountedShards(t *testing.T, d *qc.Document, n int) map[string]string {
 	t.Helper()
-	index, shards, err := qc.Split(d, n, func(i int) string { return fmt.Sprintf("appquota-limits-shard-%d", i) })
+	index, shards, err := layout.Split(d, n, func(i int) string { return fmt.Sprintf("appquota-limits-shard-%d", i) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	files := withHash(index)
 	for i, gz := range shards {
-		files[qc.ShardKey(i, n)] = string(gz)
+		files[layout.ShardKey(i, n)] = string(gz)
 	}
 	return files
 }
@@ -340,7 +342,7 @@ func TestWatcherSharded(t *testing.T) {
 
 	// An index whose shard is not mounted keeps the config.
 	next := mountedShards(t, shardedFallback(300), 4)
-	delete(next, qc.ShardKey(3, 4))
+	delete(next, layout.ShardKey(3, 4))
 	update(next)
 	eventually(t, "OnError for the missing shard", func() bool { n, _ := rec.counts(); return n == 1 })
 	if err := rec.lastErr(); !strings.Contains(err.Error(), "shard 3 (ConfigMap appquota-limits-shard-3, key limits-3-of-4.json.gz): not in "+k.dir+" (does the volume mount ConfigMap appquota-limits-shard-3?)") {
@@ -354,7 +356,7 @@ func TestWatcherSharded(t *testing.T) {
 	next = mountedShards(t, shardedFallback(400), 4)
 	other := shardedDoc(200)
 	other.Apps["app-00001"] = qc.App{Profile: "default", Source: "tenants/changed"}
-	stale := qc.ShardKey(qc.ShardOf("app-00001", 4), 4)
+	stale := layout.ShardKey(qc.ShardOf("app-00001", 4), 4)
 	fixed := next[stale]
 	next[stale] = mountedShards(t, other, 4)[stale]
 	update(next)
@@ -390,7 +392,7 @@ func TestWatcherSharded(t *testing.T) {
 // compressed is followed as well.
 func TestWatcherShardedCompressedIndex(t *testing.T) {
 	files := mountedShards(t, shardedFallback(100), 4)
-	gz, err := qc.Compress([]byte(files[qc.DataKey]))
+	gz, err := layout.Compress([]byte(files[qc.DataKey]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +424,7 @@ func TestWatcherIndexCarriesChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gz, err := qc.Compress(plain)
+	gz, err := layout.Compress(plain)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ import (
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/cli"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
 	"github.com/appquota/appquota/internal/render"
@@ -1271,18 +1272,18 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 		if err != nil {
 			return err
 		}
-		gz, err := quotaconfig.Compress(res.Data)
+		gz, err := layout.Compress(res.Data)
 		if err != nil {
 			return err
 		}
 		budget := b.opts.MaxConfigBytes
-		st, err := (&render.Renderer{ShardAbove: b.opts.ShardAboveBytes}).Store(res.Document, budget, func(i int) string { return fmt.Sprint(i) })
+		st, err := (&layout.Writer{ShardAbove: b.opts.ShardAboveBytes}).Write(res.Change, budget, func(i int) string { return fmt.Sprint(i) })
 		if err != nil {
 			return err
 		}
 		stored := storedSizes(st)
 		if st.TooLarge {
-			stored = "too large even in " + strconv.Itoa(render.MaxShards) + " shards"
+			stored = "too large even in " + strconv.Itoa(layout.MaxShards) + " shards"
 		}
 		rep.add(Row{fmt.Sprintf("Document size, %d apps with one override: plain / gzip / as the controller stores it", n),
 			fmt.Sprintf("%.2f MB / %.2f MB / %s", float64(len(res.Data))/1e6, float64(len(gz))/1e6, stored),
@@ -1295,7 +1296,7 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 // storedSizes says what the controller writes for a document: its layout, the
 // size of each object (the named ConfigMap, then the shards' range) and the
 // total.
-func storedSizes(st *render.Stored) string {
+func storedSizes(st *layout.Stored) string {
 	size := func(n int) string {
 		if n < 100_000 {
 			return fmt.Sprintf("%.1f KB", float64(n)/1e3)

@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/operator"
-	"github.com/appquota/appquota/internal/render"
 )
 
 // TestSmoke runs the whole benchmark at 100 apps so that it cannot rot. It
@@ -282,12 +282,12 @@ func TestSumQuantile(t *testing.T) {
 // TestStoredSizes checks the document-size row's account of what is written:
 // each object's size and the total.
 func TestStoredSizes(t *testing.T) {
-	one := &render.Stored{Layout: render.Compressed, Data: make([]byte, 150_000), StoredBytes: 150_000}
+	one := &layout.Stored{Layout: layout.Compressed, Data: make([]byte, 150_000), StoredBytes: 150_000}
 	if got, want := storedSizes(one), "compressed, 1 object(s), 0.15 MB"; got != want {
 		t.Errorf("compressed: %q, want %q", got, want)
 	}
-	sharded := &render.Stored{Layout: render.Sharded, Data: make([]byte, 10_000), StoredBytes: 760_000,
-		Shards: []render.StoredShard{{Data: make([]byte, 750_000)}, {Data: make([]byte, 760_000)}}}
+	sharded := &layout.Stored{Layout: layout.Sharded, Data: make([]byte, 10_000), StoredBytes: 760_000,
+		Shards: []layout.StoredShard{{Data: make([]byte, 750_000)}, {Data: make([]byte, 760_000)}}}
 	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 10.0 KB, 2 shards of 0.75 MB to 0.76 MB each; 1.52 MB in total, largest 0.76 MB"; got != want {
 		t.Errorf("sharded: %q, want %q", got, want)
 	}

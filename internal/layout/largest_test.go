@@ -1,4 +1,4 @@
-package render_test
+package layout_test
 
 import (
 	"encoding/json"
@@ -13,14 +13,15 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/internal/delta"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // TestLargestAppQuotaFits is the proof that no AppQuota is too large to be
 // written, so the webhook never has to refuse one for its size: the AppQuota
 // CRD bounds every list and string, so one app's entry in the document has a
-// largest possible size, render.MaxAppBytes; a shard can hold a single app, and
+// largest possible size, layout.MaxAppBytes; a shard can hold a single app, and
 // the default budget is above that size. The bounds are read from the
 // generated CRD, so raising one there without revisiting MaxAppBytes fails
 // here.
@@ -76,23 +77,23 @@ func TestLargestAppQuotaFits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("the largest AppQuota's entry is %d bytes (bound %d)", len(entry), render.MaxAppBytes)
-	if len(entry) > render.MaxAppBytes {
-		t.Fatalf("the largest AppQuota's entry is %d bytes, over render.MaxAppBytes (%d)", len(entry), render.MaxAppBytes)
+	t.Logf("the largest AppQuota's entry is %d bytes (bound %d)", len(entry), layout.MaxAppBytes)
+	if len(entry) > layout.MaxAppBytes {
+		t.Fatalf("the largest AppQuota's entry is %d bytes, over layout.MaxAppBytes (%d)", len(entry), layout.MaxAppBytes)
 	}
 
 	// gzip stores incompressible data with a few bytes per block: a shard of
 	// MaxAppBytes that does not compress at all still fits in the overhead.
-	random := make([]byte, render.MaxAppBytes)
+	random := make([]byte, layout.MaxAppBytes)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range random {
 		random[i] = byte(rng.Uint32())
 	}
-	gz, err := quotaconfig.Compress(random)
+	gz, err := layout.Compress(random)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(gz) > render.MaxAppBytes+render.ShardOverheadBytes-200 { // 200: the shard's own JSON around its apps
+	if len(gz) > layout.MaxAppBytes+layout.ShardOverheadBytes-200 { // 200: the shard's own JSON around its apps
 		t.Errorf("%d incompressible bytes compress to %d, more than ShardOverheadBytes allows", len(random), len(gz))
 	}
 
@@ -101,10 +102,10 @@ func TestLargestAppQuotaFits(t *testing.T) {
 	// a change to a sharded configuration whose index carries changes
 	// (ShardAbove): past the index's cap, it goes to its shard.
 	for _, above := range []int{0, 16 << 10} {
-		for _, budget := range []int{render.MaxAppBytes + render.ShardOverheadBytes, 900 << 10} {
+		for _, budget := range []int{layout.MaxAppBytes + layout.ShardOverheadBytes, 900 << 10} {
 			doc := storeDoc(0)
 			doc.Apps[id] = app
-			st, err := (&render.Renderer{ShardAbove: above}).Store(doc, budget, shardName)
+			st, err := (&layout.Writer{ShardAbove: above}).Write(delta.Whole(doc), budget, shardName)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,12 +114,12 @@ func TestLargestAppQuotaFits(t *testing.T) {
 			}
 
 			doc = storeDoc(3000)
-			r := &render.Renderer{ShardAbove: above}
-			if _, err := r.Store(doc, budget, shardName); err != nil {
+			w := &layout.Writer{ShardAbove: above}
+			if _, err := w.Write(delta.Change{Document: doc, Seq: 1}, budget, shardName); err != nil {
 				t.Fatal(err)
 			}
 			doc.Apps[id] = app
-			st, err = r.Store(doc, budget, shardName)
+			st, err = w.Write(delta.Change{Document: doc, Seq: 2, Base: 1, Apps: []string{id}}, budget, shardName)
 			if err != nil {
 				t.Fatal(err)
 			}

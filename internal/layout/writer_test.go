@@ -1,4 +1,4 @@
-package render_test
+package layout_test
 
 import (
 	"bytes"
@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/internal/delta"
+	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -43,19 +45,19 @@ func setApp(d *quotaconfig.Document, i int, max int64) {
 
 // reference stores d the slow, obvious way: json.Marshal, CompressDocument,
 // Split; and the compressed bytes decompress to json.Marshal's.
-func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
+func reference(t *testing.T, d *quotaconfig.Document, st *layout.Stored) {
 	t.Helper()
 	whole, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	switch st.Layout {
-	case render.Plain:
+	case layout.Plain:
 		if !bytes.Equal(st.Data, whole) || st.Key != quotaconfig.DataKey || st.Hash != quotaconfig.Hash(whole) {
 			t.Fatal("plain: not json.Marshal's bytes")
 		}
-	case render.Compressed:
-		gz, err := quotaconfig.CompressDocument(d)
+	case layout.Compressed:
+		gz, err := layout.CompressDocument(d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,8 +70,8 @@ func reference(t *testing.T, d *quotaconfig.Document, st *render.Stored) {
 		if st.PlainBytes != len(whole) || st.StoredBytes != len(st.Data) {
 			t.Fatalf("compressed: PlainBytes %d, StoredBytes %d for %d and %d", st.PlainBytes, st.StoredBytes, len(whole), len(st.Data))
 		}
-	case render.Sharded:
-		index, shards, err := quotaconfig.Split(d, len(st.Shards), shardName)
+	case layout.Sharded:
+		index, shards, err := layout.Split(d, len(st.Shards), shardName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,18 +101,18 @@ func TestStoreChoosesLayoutBySize(t *testing.T) {
 	whole, _ := json.Marshal(d)
 	cases := []struct {
 		budget int
-		want   render.Layout
+		want   layout.Layout
 		shards int
 	}{
-		{budget: len(whole), want: render.Plain},
-		{budget: len(whole) - 1, want: render.Compressed},
-		{budget: 20 << 10, want: render.Sharded, shards: 2},
-		{budget: 8 << 10, want: render.Sharded, shards: 4},
-		{budget: 100, want: render.Plain, shards: -1}, // too large even in 64 shards
+		{budget: len(whole), want: layout.Plain},
+		{budget: len(whole) - 1, want: layout.Compressed},
+		{budget: 20 << 10, want: layout.Sharded, shards: 2},
+		{budget: 8 << 10, want: layout.Sharded, shards: 4},
+		{budget: 100, want: layout.Plain, shards: -1}, // too large even in 64 shards
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.budget), func(t *testing.T) {
-			st, err := new(render.Renderer).Store(d, tc.budget, shardName)
+			st, err := new(layout.Writer).Write(delta.Whole(d), tc.budget, shardName)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +122,7 @@ func TestStoreChoosesLayoutBySize(t *testing.T) {
 				}
 				return
 			}
-			if st.TooLarge || st.Layout != tc.want || (tc.want == render.Sharded && len(st.Shards) < tc.shards) {
+			if st.TooLarge || st.Layout != tc.want || (tc.want == layout.Sharded && len(st.Shards) < tc.shards) {
 				t.Fatalf("got %v with %d shards (too large: %v), want %v with at least %d", st.Layout, len(st.Shards), st.TooLarge, tc.want, tc.shards)
 			}
 			if st.StoredBytes > tc.budget {
@@ -138,26 +140,26 @@ func TestStoreChoosesLayoutBySize(t *testing.T) {
 func TestStoreShardAboveBounds(t *testing.T) {
 	d := storeDoc(2000)
 	whole, _ := json.Marshal(d)
-	gz, err := quotaconfig.CompressDocument(d)
+	gz, err := layout.CompressDocument(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plainAt := (len(whole) + render.PlainFactor - 1) / render.PlainFactor // the least ShardAbove that keeps it plain
+	plainAt := (len(whole) + layout.PlainFactor - 1) / layout.PlainFactor // the least ShardAbove that keeps it plain
 	if plainAt-1 < len(gz) {
 		t.Fatalf("the document compresses to %d bytes, too little for the cases below (plain bound %d)", len(gz), plainAt)
 	}
 	cases := []struct {
 		above int
-		want  render.Layout
+		want  layout.Layout
 	}{
-		{above: plainAt, want: render.Plain},
-		{above: plainAt - 1, want: render.Compressed},
-		{above: len(gz), want: render.Compressed},
-		{above: len(gz) - 1, want: render.Sharded},
+		{above: plainAt, want: layout.Plain},
+		{above: plainAt - 1, want: layout.Compressed},
+		{above: len(gz), want: layout.Compressed},
+		{above: len(gz) - 1, want: layout.Sharded},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.above), func(t *testing.T) {
-			st, err := (&render.Renderer{ShardAbove: tc.above}).Store(d, 900<<10, shardName)
+			st, err := (&layout.Writer{ShardAbove: tc.above}).Write(delta.Whole(d), 900<<10, shardName)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,13 +171,13 @@ func TestStoreShardAboveBounds(t *testing.T) {
 	}
 }
 
-// A long-lived Renderer, fed a changing document, must store exactly what a
+// A long-lived Writer, fed a changing document, must store exactly what a
 // fresh one stores: the memory of unchanged apps and shards never goes stale.
 func TestStoreIncrementalMatchesFresh(t *testing.T) {
 	rng, members := rand.New(rand.NewPCG(1, 2)), rand.New(rand.NewPCG(3, 4))
 	compared := 0 // steps where both chose the same layout, compared byte for byte
 	d := storeDoc(3000)
-	r := new(render.Renderer)
+	r, f := new(layout.Writer), new(feed)
 	budget := 16 << 10
 	prevShards := 0
 	for step := range 60 {
@@ -217,11 +219,11 @@ func TestStoreIncrementalMatchesFresh(t *testing.T) {
 				break
 			}
 		}
-		got, err := r.Store(d, budget, shardName)
+		got, err := r.Write(f.change(d), budget, shardName)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := new(render.Renderer).Store(d, budget, shardName)
+		want, err := new(layout.Writer).Write(delta.Whole(d), budget, shardName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,27 +233,27 @@ func TestStoreIncrementalMatchesFresh(t *testing.T) {
 		reference(t, d, got)
 		if got.Layout == want.Layout && len(got.Shards) == len(want.Shards) {
 			if !sameBytes(got, want) {
-				t.Fatalf("step %d: %v with %d shards, not a fresh Renderer's bytes", step, got.Layout, len(got.Shards))
+				t.Fatalf("step %d: %v with %d shards, not a fresh Writer's bytes", step, got.Layout, len(got.Shards))
 			}
 			compared++
 		}
-		if (got.Layout == render.Plain) != (want.Layout == render.Plain) {
+		if (got.Layout == layout.Plain) != (want.Layout == layout.Plain) {
 			// Between compressed and sharded the choice depends on the compression
 			// ratio seen before and on hysteresis; plain is for exactly what fits.
-			t.Fatalf("step %d: %v, a fresh Renderer chose %v", step, got.Layout, want.Layout)
+			t.Fatalf("step %d: %v, a fresh Writer chose %v", step, got.Layout, want.Layout)
 		}
-		if whole, _ := json.Marshal(d); (len(whole) <= budget) != (got.Layout == render.Plain) {
+		if whole, _ := json.Marshal(d); (len(whole) <= budget) != (got.Layout == layout.Plain) {
 			t.Fatalf("step %d: %v for a %d-byte document and a %d budget", step, got.Layout, len(whole), budget)
 		}
-		if got.Layout == render.Sharded && prevShards > 0 && len(got.Shards) < prevShards/4 {
+		if got.Layout == layout.Sharded && prevShards > 0 && len(got.Shards) < prevShards/4 {
 			t.Errorf("step %d: shards went from %d to %d in one step", step, prevShards, len(got.Shards))
 		}
 		prevShards = len(got.Shards)
 	}
 	if compared < 30 {
-		t.Errorf("only %d of 60 steps laid out as a fresh Renderer does, to compare bytes", compared)
+		t.Errorf("only %d of 60 steps laid out as a fresh Writer does, to compare bytes", compared)
 	}
-	t.Logf("%d of 60 steps compared byte for byte with a fresh Renderer", compared)
+	t.Logf("%d of 60 steps compared byte for byte with a fresh Writer", compared)
 }
 
 // gzipMembers splits gzip data into its members.
@@ -281,7 +283,7 @@ func appID(i int) string { return fmt.Sprintf("app-%06d", i) }
 // start a gzip member, and count that do not.
 func boundaryApps(from, count int) (starts, not []int) {
 	for i := from; len(starts) < count || len(not) < count; i++ {
-		if quotaconfig.StartsMember(appID(i)) {
+		if layout.StartsMember(appID(i)) {
 			if len(starts) < count {
 				starts = append(starts, i)
 			}
@@ -294,22 +296,22 @@ func boundaryApps(from, count int) (starts, not []int) {
 
 // TestStoreRecompressesOnlyChangedMembers: a change recompresses the members
 // holding what changed and no other; every other member's bytes are kept; and
-// a long-lived Renderer's bytes are a fresh one's.
+// a long-lived Writer's bytes are a fresh one's.
 func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		budget int
-		layout render.Layout
+		layout layout.Layout
 	}{
-		{"compressed", 400 << 10, render.Compressed}, // about 630 KB plain, 40 KB compressed
-		{"sharded", 12 << 10, render.Sharded},
+		{"compressed", 400 << 10, layout.Compressed}, // about 630 KB plain, 40 KB compressed
+		{"sharded", 12 << 10, layout.Sharded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := storeDoc(3000)
 			starts, not := boundaryApps(100, 4) // among the apps
 			newStarts, newNot := boundaryApps(3000, 2)
-			r := new(render.Renderer)
-			prev, err := r.Store(d, tc.budget, shardName)
+			r, f := new(layout.Writer), new(feed)
+			prev, err := r.Write(f.change(d), tc.budget, shardName)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -330,7 +332,7 @@ func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
 				{"an app that starts a member comes back", func() { setApp(d, starts[1], 9) }, 2},
 				{"two apps in two members change", func() { setApp(d, starts[2], 1); setApp(d, starts[3], 1) }, 2},
 			}
-			if tc.layout == render.Compressed {
+			if tc.layout == layout.Compressed {
 				first, _ := boundaryApps(1, 1) // the first member's apps are 1 to first-1 now
 				type step = struct {
 					name string
@@ -353,22 +355,22 @@ func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
 			}
 			for _, step := range steps {
 				step.edit()
-				before := render.MembersCompressed()
-				st, err := r.Store(d, tc.budget, shardName)
+				before := layout.MembersCompressed()
+				st, err := r.Write(f.change(d), tc.budget, shardName)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if st.Layout != tc.layout || len(st.Shards) != len(prev.Shards) {
 					t.Fatalf("%s: %v with %d shards, want %v with %d", step.name, st.Layout, len(st.Shards), tc.layout, len(prev.Shards))
 				}
-				if got := render.MembersCompressed() - before; got != step.want {
+				if got := layout.MembersCompressed() - before; got != step.want {
 					t.Errorf("%s: %d members compressed, want %d", step.name, got, step.want)
 				}
 				reference(t, d, st)
 				// Every member of the new bytes but those compressed again is one of
 				// the old bytes.
-				objects := func(st *render.Stored) [][]byte {
-					if st.Layout == render.Compressed {
+				objects := func(st *layout.Stored) [][]byte {
+					if st.Layout == layout.Compressed {
 						return [][]byte{st.Data}
 					}
 					var out [][]byte
@@ -386,7 +388,7 @@ func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
 				fresh, total := 0, 0
 				for _, o := range objects(st) {
 					ms := gzipMembers(t, o)
-					if tc.layout == render.Compressed && len(ms) < 10 {
+					if tc.layout == layout.Compressed && len(ms) < 10 {
 						t.Fatalf("%s: %d members for 3000 apps", step.name, len(ms))
 					}
 					for _, m := range ms {
@@ -399,12 +401,12 @@ func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
 				if int64(fresh) > step.want {
 					t.Errorf("%s: %d of %d members differ from the last bytes, want at most %d", step.name, fresh, total, step.want)
 				}
-				want, err := new(render.Renderer).Store(d, tc.budget, shardName)
+				want, err := new(layout.Writer).Write(delta.Whole(d), tc.budget, shardName)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if !sameBytes(st, want) {
-					t.Fatalf("%s: the bytes differ from a fresh Renderer's", step.name)
+					t.Fatalf("%s: the bytes differ from a fresh Writer's", step.name)
 				}
 				prev = st
 			}
@@ -414,7 +416,7 @@ func TestStoreRecompressesOnlyChangedMembers(t *testing.T) {
 
 // sameBytes reports whether two stored documents are the same objects, byte
 // for byte.
-func sameBytes(a, b *render.Stored) bool {
+func sameBytes(a, b *layout.Stored) bool {
 	if a.Layout != b.Layout || a.Hash != b.Hash || a.Key != b.Key || !bytes.Equal(a.Data, b.Data) ||
 		len(a.Shards) != len(b.Shards) || a.PlainBytes != b.PlainBytes || a.StoredBytes != b.StoredBytes {
 		return false
@@ -428,7 +430,7 @@ func sameBytes(a, b *render.Stored) bool {
 }
 
 // assemble reads st back as a gateway would, through LoadConfigMaps.
-func assemble(t *testing.T, st *render.Stored) *quotaconfig.Document {
+func assemble(t *testing.T, st *layout.Stored) *quotaconfig.Document {
 	t.Helper()
 	cms := map[string]map[string][]byte{"limits": {st.Key: st.Data, quotaconfig.HashKey: []byte(st.Hash)}}
 	for _, s := range st.Shards {
@@ -465,12 +467,12 @@ func TestStoreRecentRidesInIndex(t *testing.T) {
 	// The index carries up to RecentFactor times 512 bytes (8 KiB) of apps.
 	const budget, above = 64 << 10, 512
 	d := storeDoc(3000) // about 630 KB plain, 40 KB compressed
-	r := &render.Renderer{ShardAbove: above}
-	prev, err := r.Store(d, budget, shardName)
+	r, f := &layout.Writer{ShardAbove: above}, new(feed)
+	prev, err := r.Write(f.change(d), budget, shardName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prev.Layout != render.Sharded || prev.Recent != 0 || prev.Key != quotaconfig.GzipDataKey {
+	if prev.Layout != layout.Sharded || prev.Recent != 0 || prev.Key != quotaconfig.GzipDataKey {
 		t.Fatalf("got %v (%d shards, %d recent, key %s), want sharded with a compressed index and nothing recent", prev.Layout, len(prev.Shards), prev.Recent, prev.Key)
 	}
 	reference(t, d, prev)
@@ -490,11 +492,11 @@ func TestStoreRecentRidesInIndex(t *testing.T) {
 		if compact {
 			r.Compact()
 		}
-		st, err := r.Store(d, budget, shardName)
+		st, err := r.Write(f.change(d), budget, shardName)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Layout != render.Sharded || len(st.Shards) != len(prev.Shards) {
+		if st.Layout != layout.Sharded || len(st.Shards) != len(prev.Shards) {
 			t.Fatalf("step %d: %v with %d shards, want sharded with %d", step, st.Layout, len(st.Shards), len(prev.Shards))
 		}
 		if got := assemble(t, st); !equalDocs(got, d) {
@@ -517,8 +519,8 @@ func TestStoreRecentRidesInIndex(t *testing.T) {
 				b, _ := json.Marshal(map[string]quotaconfig.App{id: a})
 				size += len(b) - 1
 			}
-			if size > render.RecentFactor*above {
-				t.Fatalf("step %d: the index carries %d bytes of apps, over %d", step, size, render.RecentFactor*above)
+			if size > layout.RecentFactor*above {
+				t.Fatalf("step %d: the index carries %d bytes of apps, over %d", step, size, layout.RecentFactor*above)
 			}
 		} else if rewritten > 0 {
 			folds++
@@ -532,7 +534,7 @@ func TestStoreRecentRidesInIndex(t *testing.T) {
 	}
 }
 
-func index(t *testing.T, st *render.Stored) *quotaconfig.Document {
+func index(t *testing.T, st *layout.Stored) *quotaconfig.Document {
 	t.Helper()
 	raw, err := quotaconfig.Decompress(st.Data)
 	if err != nil {
@@ -557,4 +559,39 @@ func equalDocs(a, b *quotaconfig.Document) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// feed hands a Writer successive states of one document as a merger would:
+// each a Change that lists the apps whose entry differs from the last state
+// fed, so that the Writer takes its incremental path.
+type feed struct {
+	seq     uint64
+	apps    map[string][]byte
+	profile []byte
+}
+
+func (f *feed) change(d *quotaconfig.Document) delta.Change {
+	ch := delta.Change{Document: d, Seq: f.seq + 1, Base: f.seq}
+	if f.seq == 0 {
+		ch.Base = 0
+	}
+	f.seq++
+	apps := make(map[string][]byte, len(d.Apps))
+	for id, a := range d.Apps {
+		b, _ := json.Marshal(&a)
+		apps[id] = b
+		if !bytes.Equal(f.apps[id], b) {
+			ch.Apps = append(ch.Apps, id)
+		}
+	}
+	for id := range f.apps {
+		if _, ok := apps[id]; !ok {
+			ch.Apps = append(ch.Apps, id)
+		}
+	}
+	slices.Sort(ch.Apps)
+	head, _ := json.Marshal(&quotaconfig.Document{Version: d.Version, DefaultProfile: d.DefaultProfile, Profiles: d.Profiles})
+	ch.Profiles = !bytes.Equal(head, f.profile)
+	f.apps, f.profile = apps, head
+	return ch
 }

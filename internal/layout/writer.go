@@ -1,4 +1,9 @@
-package render
+// Package layout stores a merged document in ConfigMaps as the controller
+// writes them: plain, gzip-compressed in members, or an index and shards
+// within a byte budget per object, rewriting only what a change touched. It is
+// the writer's side of pkg/quotaconfig, which gateways use to read it back
+// (docs/config-format.md).
+package layout
 
 import (
 	"bytes"
@@ -7,24 +12,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/appquota/appquota/internal/delta"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// Layout is how a document is stored, chosen by Store from its size.
+// Layout is how a document is stored, chosen by Writer.Write from its size.
 type Layout int
 
 const (
 	// Plain: the whole document under data limits.json.
 	Plain Layout = iota
 	// Compressed: the whole document gzip-compressed under binaryData
-	// limits.json.gz, in gzip members (quotaconfig.CompressDocument).
+	// limits.json.gz, in gzip members (CompressDocument).
 	Compressed
 	// Sharded: an index in the named ConfigMap and the apps in shard ConfigMaps.
 	Sharded
@@ -51,7 +55,7 @@ type Stored struct {
 	// together), StoredBytes the size of the largest object written.
 	PlainBytes, StoredBytes int
 	// Recent is how many apps the index carries (changed, added or removed
-	// since their shards were written; Renderer.ShardAbove), 0 when none.
+	// since their shards were written; Writer.ShardAbove), 0 when none.
 	Recent int
 	// TooLarge is set when even MaxShards shards do not fit the budget; nothing
 	// else is set then, and nothing must be written.
@@ -66,31 +70,71 @@ type StoredShard struct {
 	Data []byte
 }
 
-// Store lays a document out within budget bytes per object: plain while it
-// fits, else gzip-compressed, else sharded (docs/scale.md). With ShardAbove
-// set, the plain document must fit PlainFactor times ShardAbove as well and
-// the compressed one ShardAbove, and in the sharded layout the apps changed
-// since their shards were encoded go into the index instead (Stored.Recent),
-// so that a change rewrites only the index; they are folded into their
-// shards by the Store after Compact, or once their entries pass RecentFactor
-// times ShardAbove bytes (or the budget). Each compressed
-// object is gzip members cut where quotaconfig.StartsMember says. The Renderer
-// keeps each app's encoding and each member's compressed bytes from the
-// previous call, so a change to one app re-encodes it and compresses only the
-// member holding it (in its shard). shardName names shard i's ConfigMap. The
-// bytes are those json.Marshal, quotaconfig.CompressDocument and
-// quotaconfig.Split produce; tests hold it to that.
-func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i int) string) (*Stored, error) {
+// Writer lays merged documents out as the controller stores them, within a
+// byte budget per object: plain while it fits, else gzip-compressed, else
+// sharded (docs/scale.md). It remembers each app's encoding and each
+// compressed object's gzip members from the last Write, so a change to one
+// app re-encodes it and compresses only the member holding it. A Writer is
+// not safe for concurrent use.
+type Writer struct {
+	// ShardAbove, when above 0, keeps what one change rewrites small: a
+	// configuration whose compressed whole is larger than ShardAbove bytes is
+	// sharded, and the apps changed since their shards were written ride in
+	// the index until Compact, or until their entries pass RecentFactor times
+	// ShardAbove; a plain one is compressed past PlainFactor times
+	// ShardAbove. 0 keeps the canonical layout: plain, then compressed, then
+	// sharded only over the budget, every app in its shard.
+	ShardAbove int
+
+	// applied is the Seq of the last Change written, 0 when the next Write
+	// must start from its document alone.
+	applied uint64
+	seq     uint64
+	budget  int
+	enc     map[string]*appEncoding
+	// appsBytes is the size of the apps' entries in enc, a comma each.
+	appsBytes int
+	// header is the last document's JSON without apps.
+	header     []byte
+	shards     []shardEncoding
+	compressed *Stored
+	ratio      float64
+	// recent are the apps added, changed or removed since their shards were
+	// last encoded, which the index carries (ShardAbove); compact asks the
+	// next Write to fold them into their shards.
+	recent  map[string]struct{}
+	compact bool
+	// indexHeadGz is the first gzip member of a compressed index: the JSON
+	// of indexHead (a Write's header) to its profiles.
+	indexHead, indexHeadGz []byte
+}
+
+// Write lays a merged document out within budget bytes per object: plain
+// while it fits, else gzip-compressed, else sharded. With ShardAbove set, the
+// plain document must fit PlainFactor times ShardAbove as well and the
+// compressed one ShardAbove, and in the sharded layout the apps changed since
+// their shards were encoded go into the index instead (Stored.Recent), so
+// that a change rewrites only the index; they are folded into their shards by
+// the Write after Compact, or once their entries pass RecentFactor times
+// ShardAbove bytes (or the budget). Each compressed object is gzip members
+// cut where StartsMember says.
+//
+// When ch follows the last Change written (delta.Change.Follows), only the
+// apps it lists are encoded again; otherwise every app is. shardName names
+// shard i's ConfigMap. The bytes are those json.Marshal, CompressDocument and
+// Split produce; tests hold it to that.
+func (r *Writer) Write(ch delta.Change, budget int, shardName func(i int) string) (*Stored, error) {
+	doc := ch.Document
+	incremental := ch.Follows(r.applied) && r.header != nil
+	// Until this Write is done, a failure leaves state the next must rebuild.
+	r.applied = 0
 	r.seq++
 	r.budget = budget
 	if r.enc == nil {
 		r.enc = map[string]*appEncoding{}
 	}
-	// A document this Renderer merged from changes has the profiles it last
-	// stored (mergeChanges): their 35 KB of JSON are not encoded again.
-	fromChanges := doc == r.merged && r.pending != nil
 	header := r.header
-	if !fromChanges || header == nil {
+	if !incremental || ch.Profiles {
 		var err error
 		header, err = json.Marshal(&quotaconfig.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles})
 		if err != nil {
@@ -98,20 +142,13 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 		}
 	}
 	changed := !bytes.Equal(header, r.header)
-	// The apps whose entry may have changed: those Merge says (when doc is the
-	// document it just merged), else all of them.
 	// The apps this call added or changed, and removed, for the compressed
 	// layouts to find the members they touch.
 	var edited, removed []string
 	update := func(id string) error {
 		a, ok := doc.Apps[id]
 		e := r.enc[id]
-		var last quotaconfig.App
-		if e != nil {
-			last, _ = r.StoredApp(id)
-		}
-		switch {
-		case !ok:
+		if !ok {
 			if e != nil {
 				r.appsBytes -= len(e.bytes) + 1
 				delete(r.enc, id)
@@ -119,30 +156,30 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 				changed = true
 			}
 			return nil
+		}
+		b, err := appBytes(id, &a)
+		if err != nil {
+			return err
+		}
+		switch {
 		case e == nil:
 			e = &appEncoding{}
 			r.enc[id] = e
-		case sameApp(&last, &a):
+		case bytes.Equal(e.bytes, b):
 			e.seen = r.seq
 			return nil
 		default:
 			r.appsBytes -= len(e.bytes) + 1
 		}
-		var err error
-		if e.bytes, err = appBytes(id, &a); err != nil {
-			return err
-		}
+		e.bytes = b
 		r.appsBytes += len(e.bytes) + 1
 		e.changed, e.seen = r.seq, r.seq
 		edited = append(edited, id)
 		changed = true
 		return nil
 	}
-	if r.last != nil {
-		r.last.stored = false // until this Store is done
-	}
-	if fromChanges {
-		for id := range r.pending {
+	if incremental {
+		for _, id := range ch.Apps {
 			if err := update(id); err != nil {
 				return nil, err
 			}
@@ -162,22 +199,19 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 			}
 		}
 	}
-	if r.last != nil && doc == r.merged {
-		r.last.stored = true
+	st, err := r.lay(header, doc, shardName, changed, edited, removed)
+	if err != nil {
+		return nil, err
 	}
-	// The stored apps: a merged document's map from now on its own (the
-	// next merge of changes updates it), any other's copied, as its caller
-	// may change it.
-	if doc == r.merged {
-		r.storedApps = doc.Apps
-	} else {
-		r.storedApps = maps.Clone(doc.Apps)
-	}
-	r.before = nil
-	// Done with the merge's document: storedApps now holds its apps.
-	r.merged, r.pending = nil, nil
+	r.applied = ch.Seq
+	return st, nil
+}
+
+// lay chooses the layout for the apps encoded and the profiles' header.
+func (r *Writer) lay(header []byte, doc *quotaconfig.Document, shardName func(int) string, changed bool, edited, removed []string) (*Stored, error) {
+	budget := r.budget
+	r.header = header
 	plain := len(header) + r.appsBytes
-	r.header, r.lastProfiles = header, doc.Profiles
 
 	if len(doc.Apps) > 0 {
 		plain += len(`,"apps":{}`) - 1 // the header's closing brace makes way for these, and one comma fewer than apps
@@ -195,7 +229,7 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 	// quarter of it would do, so a configuration near a boundary does not flip
 	// between layouts and every shard is not rewritten for a small change.
 	if r.ratio == 0 {
-		// No ratio seen yet (a new Renderer): compress the whole document once to
+		// No ratio seen yet (a new Writer): compress the whole document once to
 		// learn it, and keep the result if it fits.
 		st, err := r.layout(header, doc, 1, shardName, true, edited, removed)
 		if err != nil {
@@ -234,31 +268,31 @@ func (r *Renderer) Store(doc *quotaconfig.Document, budget int, shardName func(i
 // MaxShards bounds the shard count (quotaconfig.MaxShards).
 const MaxShards = quotaconfig.MaxShards
 
-// RecentFactor bounds the apps the index carries (Renderer.ShardAbove): once
-// their entries pass RecentFactor times ShardAbove bytes, uncompressed, Store
+// RecentFactor bounds the apps the index carries (Writer.ShardAbove): once
+// their entries pass RecentFactor times ShardAbove bytes, uncompressed, Write
 // folds them into their shards. Sixteen times (256 KiB with the manager's
 // default, about 1,300 apps with one override) keeps a burst of thousands of
 // changes to a few shard writes, and the index a few tens of KB compressed.
 const RecentFactor = 16
 
-// PlainFactor bounds the plain layout (Renderer.ShardAbove): the document is
+// PlainFactor bounds the plain layout (Writer.ShardAbove): the document is
 // written uncompressed while it is at most PlainFactor times ShardAbove bytes.
 // Four times (64 KiB with the manager's default: the catalog and a hundred or
 // so apps) keeps a small configuration readable with kubectl, while its
 // compressed form would be a few KB, no cheaper to write than the index.
 const PlainFactor = 4
 
-// Compact makes the next Store fold the apps the index carries into their
+// Compact makes the next Write fold the apps the index carries into their
 // shards, so that the stored layout is again every app in its shard.
-func (r *Renderer) Compact() { r.compact = true }
+func (r *Writer) Compact() { r.compact = true }
 
-// Recent is how many apps the index carries since the last Store.
-func (r *Renderer) Recent() int { return len(r.recent) }
+// Recent is how many apps the index carries since the last Write.
+func (r *Writer) Recent() int { return len(r.recent) }
 
 // bound is factor times ShardAbove within the budget, or the budget alone
 // when ShardAbove is off: the largest plain document (PlainFactor), compressed
-// whole (1) and apps the index carries (RecentFactor) Store keeps.
-func (r *Renderer) bound(factor int) int {
+// whole (1) and apps the index carries (RecentFactor) Write keeps.
+func (r *Writer) bound(factor int) int {
 	if r.ShardAbove > 0 {
 		return min(r.budget, factor*r.ShardAbove)
 	}
@@ -266,7 +300,7 @@ func (r *Renderer) bound(factor int) int {
 }
 
 // recentBytes is the size of the entries of the apps the index carries.
-func (r *Renderer) recentBytes() int {
+func (r *Writer) recentBytes() int {
 	size := 0
 	for id := range r.recent {
 		if e, ok := r.enc[id]; ok {
@@ -278,11 +312,11 @@ func (r *Renderer) recentBytes() int {
 
 // foldRecent brings the apps the index carries into their shards (of n),
 // marking those shards dirty.
-func (r *Renderer) foldRecent(n int, dirty []bool) {
+func (r *Writer) foldRecent(n int, dirty []bool) {
 	var edited, removed []string
 	for id := range r.recent {
 		if e, ok := r.enc[id]; ok {
-			// Changed since its shard was encoded, maybe in an earlier Store:
+			// Changed since its shard was encoded, maybe in an earlier Write:
 			// its member is compressed again.
 			e.changed = r.seq
 			edited = append(edited, id)
@@ -296,7 +330,7 @@ func (r *Renderer) foldRecent(n int, dirty []bool) {
 
 // syncShards updates the shards (of n) holding the apps edited (added or
 // changed) and removed, marking them dirty.
-func (r *Renderer) syncShards(n int, dirty []bool, edited, removed []string) {
+func (r *Writer) syncShards(n int, dirty []bool, edited, removed []string) {
 	ed, rm := make([][]string, n), make([][]string, n)
 	for _, id := range edited {
 		i := quotaconfig.ShardOf(id, n)
@@ -316,9 +350,9 @@ func (r *Renderer) syncShards(n int, dirty []bool, edited, removed []string) {
 }
 
 // layout stores the document in n objects (1: compressed whole), or returns nil
-// if one of them is over budget. edited are the apps this Store call added or
+// if one of them is over budget. edited are the apps this Write call added or
 // changed, removed those it removed.
-func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, edited, removed []string) (*Stored, error) {
+func (r *Writer) layout(header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, edited, removed []string) (*Stored, error) {
 	if n == 1 {
 		// r.shards holds the whole document's one object, with every app.
 		r.recent, r.compact = nil, false
@@ -404,7 +438,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 			r.shards = nil
 			return nil, nil
 		}
-		ref := quotaconfig.ShardRef{ConfigMap: shardName(i), Key: quotaconfig.ShardKey(i, n), Hash: s.hash, Apps: len(s.apps)}
+		ref := quotaconfig.ShardRef{ConfigMap: shardName(i), Key: ShardKey(i, n), Hash: s.hash, Apps: len(s.apps)}
 		refs = append(refs, ref)
 		st.Shards = append(st.Shards, StoredShard{Ref: ref, Data: s.gz})
 		st.PlainBytes += s.plain
@@ -425,13 +459,13 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 	// changed.
 	if r.ShardAbove > 0 || len(data) > r.budget {
 		if !bytes.Equal(r.indexHead, header) || r.indexHeadGz == nil {
-			gz, err := quotaconfig.Compress(header[:len(header)-1])
+			gz, err := Compress(header[:len(header)-1])
 			if err != nil {
 				return nil, fmt.Errorf("compress index: %w", err)
 			}
 			r.indexHead, r.indexHeadGz = header, gz
 		}
-		rest, err := quotaconfig.Compress(tail)
+		rest, err := Compress(tail)
 		if err != nil {
 			return nil, fmt.Errorf("compress index: %w", err)
 		}
@@ -449,7 +483,7 @@ func (r *Renderer) layout(header []byte, doc *quotaconfig.Document, n int, shard
 // a Document: the apps the index carries (from their encodings), the ones it
 // removes, its shards (refs, of n), and the closing brace. It sets
 // st.Recent.
-func (r *Renderer) indexTail(n int, refs []quotaconfig.ShardRef, st *Stored) ([]byte, error) {
+func (r *Writer) indexTail(n int, refs []quotaconfig.ShardRef, st *Stored) ([]byte, error) {
 	var ids, removed []string
 	size := 0
 	for id := range r.recent {
@@ -488,7 +522,7 @@ func (r *Renderer) indexTail(n int, refs []quotaconfig.ShardRef, st *Stored) ([]
 	return append(b, '}'), nil
 }
 
-func (r *Renderer) storedTotal(st *Stored) int {
+func (r *Writer) storedTotal(st *Stored) int {
 	total := len(st.Data)
 	for _, s := range st.Shards {
 		total += len(s.Data)
@@ -498,7 +532,7 @@ func (r *Renderer) storedTotal(st *Stored) int {
 
 // whole is the whole document's JSON: header without its closing brace, then
 // the apps sorted by ID (as json.Marshal sorts map keys).
-func (r *Renderer) whole(header []byte, doc *quotaconfig.Document) []byte {
+func (r *Writer) whole(header []byte, doc *quotaconfig.Document) []byte {
 	if len(doc.Apps) == 0 {
 		return header
 	}
@@ -523,7 +557,7 @@ func (r *Renderer) whole(header []byte, doc *quotaconfig.Document) []byte {
 
 // shardEncoding is one compressed object as last stored (the whole document in
 // the Compressed layout, a shard in the Sharded one): its apps in ID order and
-// the gzip members it was cut into (quotaconfig.StartsMember), so that a
+// the gzip members it was cut into (StartsMember), so that a
 // change recompresses only the members holding what changed and the rest are
 // copied. The plain JSON is never held whole: it streams through sha256 and,
 // for the members that changed, gzip.
@@ -545,7 +579,7 @@ type shardEncoding struct {
 type memberApp struct {
 	id  string
 	enc *appEncoding
-	// starts is quotaconfig.StartsMember(id).
+	// starts is StartsMember(id).
 	starts bool
 }
 
@@ -566,7 +600,7 @@ func (s *shardEncoding) fill(enc map[string]*appEncoding, ids []string) {
 	slices.Sort(ids)
 	*s = shardEncoding{apps: make([]memberApp, len(ids))}
 	for i, id := range ids {
-		s.apps[i] = memberApp{id: id, enc: enc[id], starts: quotaconfig.StartsMember(id)}
+		s.apps[i] = memberApp{id: id, enc: enc[id], starts: StartsMember(id)}
 	}
 }
 
@@ -593,7 +627,7 @@ func (s *shardEncoding) sync(enc map[string]*appEncoding, edited, removed []stri
 		if j, found := slices.BinarySearchFunc(s.apps, id, compareApp); found {
 			s.apps[j].enc = enc[id] // the same encoding, unless it was replaced
 		} else {
-			added = append(added, memberApp{id: id, enc: enc[id], starts: quotaconfig.StartsMember(id)})
+			added = append(added, memberApp{id: id, enc: enc[id], starts: StartsMember(id)})
 		}
 	}
 	if len(added) <= 16 {
@@ -610,7 +644,7 @@ func (s *shardEncoding) sync(enc map[string]*appEncoding, edited, removed []stri
 // encode lays the object out again, bare being its JSON without apps:
 // hashing all of it, compressing the members that changed (an app of theirs was
 // added, changed or removed, or they became the first or last) and copying the
-// others. Apps changed in Store call seq are those with appEncoding.changed ==
+// others. Apps changed in Write call seq are those with appEncoding.changed ==
 // seq.
 func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
 	head := bare
@@ -697,7 +731,7 @@ func (s *shardEncoding) encode(seq uint64, bare []byte, w *memberWriter) error {
 }
 
 // memberWriter hashes an object as it is written and compresses the members
-// being replaced, each as a gzip member of its own (quotaconfig.Compress's
+// being replaced, each as a gzip member of its own (Compress's
 // bytes for the same input).
 type memberWriter struct {
 	sum hash.Hash
@@ -712,10 +746,10 @@ type memberWriter struct {
 }
 
 // writers keeps memberWriters (a gzip writer allocates about 1 MB) from one
-// Store call to the next.
+// Write call to the next.
 var writers = sync.Pool{New: func() any {
 	w := &memberWriter{sum: sha256.New()}
-	w.zw = quotaconfig.NewCompressor(&w.gz)
+	w.zw = NewCompressor(&w.gz)
 	return w
 }}
 
@@ -748,11 +782,10 @@ func (w *memberWriter) end() ([]byte, error) {
 	return w.gz.Bytes(), nil
 }
 
-// appEncoding is one app's entry as it appears in the document, `"id":{...}`
-// (its value is in Renderer.storedApps).
+// appEncoding is one app's entry as it appears in the document, `"id":{...}`.
 type appEncoding struct {
 	bytes []byte
-	// changed and seen are the Store call that last changed and last saw it.
+	// changed and seen are the Write call that last changed and last saw it.
 	changed, seen uint64
 }
 
@@ -766,17 +799,6 @@ func appBytes(id string, a *quotaconfig.App) ([]byte, error) {
 	out := make([]byte, 0, len(k)+1+len(v))
 	out = append(append(append(out, k...), ':'), v...)
 	return out, nil
-}
-
-// sameApp reports whether two entries encode the same.
-func sameApp(x, y *quotaconfig.App) bool {
-	return x.Profile == y.Profile && x.Source == y.Source &&
-		slices.EqualFunc(x.Overrides, y.Overrides, func(a, b quotaconfig.Override) bool {
-			return a.Group == b.Group && a.MaxTargets == b.MaxTargets && a.Reason == b.Reason &&
-				slices.Equal(a.Limits, b.Limits) &&
-				(a.ExpiresAt == nil) == (b.ExpiresAt == nil) &&
-				(a.ExpiresAt == nil || a.ExpiresAt.Format(time.RFC3339Nano) == b.ExpiresAt.Format(time.RFC3339Nano))
-		})
 }
 
 // MaxAppBytes bounds one app's entry in the document, `"id":{...}`: the
