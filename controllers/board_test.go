@@ -26,7 +26,7 @@ func TestBoardPublish(t *testing.T) {
 	// apps is the Renderer's map, which it updates in place between results.
 	apps := map[string]*render.Outcome{"ns/a": valid, "ns/b": valid, "ns/c": valid}
 
-	b := NewBoard()
+	b := NewBoard(nil)
 	steps := []struct {
 		name    string
 		change  func()
@@ -107,15 +107,51 @@ func TestBoardPublish(t *testing.T) {
 			t.Errorf("%s: the Board holds %v, want %v", s.name, b.outcomes, s.holds)
 		}
 		for key, want := range s.holds {
-			if snap, got, ok := b.read(key); !ok || got != want || snap != s.snap {
+			if snap, got, _, ok := b.read(key); !ok || got != want || snap != s.snap {
 				t.Errorf("%s: read(%s) = %v %v %t, want %v %v", s.name, key, snap, got, ok, s.snap, want)
 			}
 		}
 	}
 	// The Renderer's next in-place update does not reach the Board's copy.
 	apps["ns/a"] = valid
-	if _, got, _ := b.read("ns/a"); got != sameAsValid {
+	if _, got, _, _ := b.read("ns/a"); got != sameAsValid {
 		t.Errorf("the Board's outcome for ns/a changed with the Renderer's map: %v", got)
+	}
+}
+
+// TestBoardEnforcementVersions: an AppQuota's outcome is enforced from the
+// render that first carried it, and it waits for the engine until reported
+// Enforced; an acknowledgement queues only those whose version it covers.
+func TestBoardEnforcementVersions(t *testing.T) {
+	valid := &render.Outcome{Valid: true, Generation: 1}
+	changed := &render.Outcome{Valid: true, Generation: 2}
+	apps := map[string]*render.Outcome{"ns/a": valid, "ns/b": valid}
+	b := NewBoard(nil)
+	drain := func() {
+		for len(b.changed) > 0 {
+			<-b.changed
+		}
+	}
+	b.publish(context.Background(), &render.Result{Apps: apps}, &snapshot{stored: &layout.Stored{Hash: "sha256:1"}, seq: 1}, nil)
+	drain()
+	apps["ns/b"] = changed
+	b.publish(context.Background(), &render.Result{Apps: apps, Incremental: true, Changed: []string{"ns/b"}}, &snapshot{stored: &layout.Stored{Hash: "sha256:2"}, seq: 2}, nil)
+	drain()
+	for key, want := range map[string]uint64{"ns/a": 1, "ns/b": 2} {
+		if _, _, since, _ := b.read(key); since != want {
+			t.Errorf("%s: enforced from version %d, want %d", key, since, want)
+		}
+	}
+	if got := b.waitingKeys(EngineState{Acked: 1}, false); !slices.Equal(got, []string{"ns/a"}) {
+		t.Errorf("acknowledged version 1: queued %v, want [ns/a]", got)
+	}
+	b.enforced("ns/a", true)
+	keys := b.waitingKeys(EngineState{Acked: 2}, false)
+	if !slices.Equal(keys, []string{"ns/b"}) {
+		t.Errorf("after ns/a was reported Enforced, version 2 acknowledged: queued %v, want [ns/b]", keys)
+	}
+	if got := b.waitingKeys(EngineState{}, true); !slices.Equal(got, []string{"ns/b"}) {
+		t.Errorf("connectivity changed: queued %v, want every waiting AppQuota [ns/b]", got)
 	}
 }
 
@@ -131,7 +167,7 @@ func BenchmarkPublish(b *testing.B) {
 		snap := &snapshot{stored: &layout.Stored{Hash: "sha256:1"}}
 		for _, incremental := range []bool{true, false} {
 			b.Run(fmt.Sprintf("apps-%d/incremental-%t", n, incremental), func(b *testing.B) {
-				board := NewBoard()
+				board := NewBoard(nil)
 				// The status controller's intake, which takes what is queued.
 				done := make(chan struct{})
 				go func() {

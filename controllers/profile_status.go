@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -49,6 +50,7 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quota
 	meta.SetStatusCondition(&p.Status.Conditions, cond)
 	p.Status.ObservedGeneration = p.Generation
 	p.Status.Groups = int32(len(p.Spec.EndpointGroups))
+	p.Status.Engine = engineStatus(r.Engine)
 	if equality.Semantic.DeepEqual(orig.Status, p.Status) {
 		return nil
 	}
@@ -68,4 +70,18 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quota
 func sameCondition(conds []metav1.Condition, c metav1.Condition) bool {
 	old := meta.FindStatusCondition(conds, c.Type)
 	return old != nil && old.Status == c.Status && old.Reason == c.Reason && old.Message == c.Message && old.ObservedGeneration == c.ObservedGeneration
+}
+
+// engineStatus is the engine's state as a QuotaProfile reports it; nil when
+// the manager serves no engine.
+func engineStatus(e Engine) *quotav1.EngineStatus {
+	if e == nil {
+		return nil
+	}
+	s := e.State()
+	out := &quotav1.EngineStatus{Connected: int32(s.Connected), InSync: int32(s.InSync)}
+	if s.Published > 0 {
+		out.Version = strconv.FormatUint(s.Published, 10)
+	}
+	return out
 }

@@ -87,6 +87,9 @@ type QuotaReconciler struct {
 
 	// Board hands each render's result to the status controller.
 	Board *Board
+	// Engine serves each configuration written to the rate-limit engine's
+	// instances; nil when the manager serves none.
+	Engine Engine
 	// AppQuotas is the cache's store of AppQuotas (the manager's AppQuota
 	// informer's), read directly: a List copies every object's struct into the
 	// list for every render.
@@ -216,6 +219,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	if err := r.writeConfigMaps(ctx, st, ours); err != nil {
 		return ctrl.Result{}, err
 	}
+	r.serveEngine(ctx, res, st)
 	if err := r.reportProfiles(ctx, profiles.Items, res, st); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -224,8 +228,22 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	// them never holds up the next render. It gets the result and the apps
 	// with an event: an AppQuota created under the name of one just deleted
 	// can have the same outcome, but not its status.
-	r.Board.publish(ctx, res, &snapshot{stored: st, budget: r.MaxConfigBytes}, changes.Names)
+	r.Board.publish(ctx, res, &snapshot{stored: st, budget: r.MaxConfigBytes, seq: res.Change.Seq}, changes.Names)
 	return ctrl.Result{RequeueAfter: r.pub.requeueAfter(r.now(), r.CompactAfter)}, nil
+}
+
+// serveEngine hands the configuration just written to the rate-limit
+// engine's instances: after the ConfigMaps, so that the engine never runs
+// ahead of what `kubectl appquota explain` reads, and never one that was not
+// written. A configuration the engine cannot take is reported on the
+// AppQuotas (Enforced) and in an event; the instances keep the last one.
+func (r *QuotaReconciler) serveEngine(ctx context.Context, res *render.Result, st *layout.Stored) {
+	if r.Engine == nil || st.TooLarge {
+		return
+	}
+	if err := r.Engine.Publish(res.Change); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "the rate-limit engine's configuration was not served; its instances keep the last one", "version", res.Change.Seq)
+	}
 }
 
 // retryLater keeps what a failed render took for the next one: whatever

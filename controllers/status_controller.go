@@ -33,6 +33,8 @@ import (
 type snapshot struct {
 	stored *layout.Stored
 	budget int
+	// seq is the merge's delta.Change.Seq: the engine version it went out in.
+	seq uint64
 }
 
 // Board passes renders from the render loop to the status controller: the
@@ -49,20 +51,62 @@ type Board struct {
 	// next publish compares every outcome.
 	missed  bool
 	changed chan event.GenericEvent
+
+	// engine is the rate-limit engine's configuration server, nil when the
+	// manager serves none. since holds, by render.Key, the seq of the render
+	// that first carried each AppQuota's current outcome: the engine version
+	// that must be acknowledged for it to be Enforced. waiting are the
+	// AppQuotas not reported Enforced yet, queued again when the engine's
+	// state changes.
+	engine  Engine
+	since   map[string]uint64
+	waiting map[string]struct{}
 }
 
 // NewBoard returns an empty Board.
-func NewBoard() *Board {
-	return &Board{changed: make(chan event.GenericEvent, 1024)}
+func NewBoard(engine Engine) *Board {
+	return &Board{changed: make(chan event.GenericEvent, 1024), engine: engine, since: map[string]uint64{}, waiting: map[string]struct{}{}}
 }
 
-// read returns the latest snapshot and the AppQuota's outcome in it (ok false
-// when it has none), together.
-func (b *Board) read(key string) (snap *snapshot, out *render.Outcome, ok bool) {
+// read returns the latest snapshot, the AppQuota's outcome in it (ok false
+// when it has none) and the seq of the render that first carried that
+// outcome, together.
+func (b *Board) read(key string) (snap *snapshot, out *render.Outcome, since uint64, ok bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	out, ok = b.outcomes[key]
-	return b.current, out, ok
+	return b.current, out, b.since[key], ok
+}
+
+// enforced records whether an AppQuota was reported Enforced, so that the
+// engine's updates queue it again only while it is not.
+func (b *Board) enforced(key string, yes bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.outcomes[key]; !ok {
+		return
+	}
+	if yes {
+		delete(b.waiting, key)
+	} else {
+		b.waiting[key] = struct{}{}
+	}
+}
+
+// waitingKeys returns the AppQuotas not reported Enforced yet whose status
+// may change with the engine state s: all of them when connectivity or
+// rejections changed since the last call (last), else those whose version
+// every instance now runs.
+func (b *Board) waitingKeys(s EngineState, everything bool) []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var keys []string
+	for key := range b.waiting {
+		if everything || b.since[key] <= s.Acked {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 // missedOne records that a render was merged but not published.
@@ -94,6 +138,8 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 			o, ok := res.Apps[key]
 			if !ok {
 				delete(b.outcomes, key)
+				delete(b.since, key)
+				delete(b.waiting, key)
 				continue
 			}
 			prev, seen := b.outcomes[key]
@@ -117,6 +163,20 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 				differ = append(differ, key)
 			}
 		}
+		for key := range b.since {
+			if _, ok := b.outcomes[key]; !ok {
+				delete(b.since, key)
+				delete(b.waiting, key)
+			}
+		}
+	}
+	// A new outcome goes out in this render's engine version; an unchanged
+	// one keeps the version it first went out in.
+	for _, key := range differ {
+		if prev, ok := b.since[key]; !ok || !snap.stored.TooLarge || prev == 0 {
+			b.since[key] = snap.seq
+		}
+		b.waiting[key] = struct{}{}
 	}
 	// Touched AppQuotas whose outcome did not differ, so not queued with
 	// those (one without an outcome is gone, or going: no status to write).
@@ -161,8 +221,14 @@ type StatusReconciler struct {
 	Board    *Board
 }
 
-// SetupWithManager registers the status controller.
+// SetupWithManager registers the status controller, and with an engine the
+// watch that queues AppQuotas again as engine instances acknowledge.
 func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Board.engine != nil {
+		if err := mgr.Add(engineWatch{board: r.Board, client: r.Client}); err != nil {
+			return fmt.Errorf("add engine watch: %w", err)
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("appquota-status").
 		WatchesRawSource(source.Channel(r.Board.changed, &handler.EnqueueRequestForObject{})).
@@ -176,17 +242,17 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Get(ctx, req.NamespacedName, &a); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	snap, out, ok := r.Board.read(render.Key(&a))
+	snap, out, since, ok := r.Board.read(render.Key(&a))
 	if snap == nil || !ok {
 		// Not rendered yet: the render of it will publish again.
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, r.updateAppStatus(ctx, &a, snap, out)
+	return ctrl.Result{}, r.updateAppStatus(ctx, &a, snap, out, since)
 }
 
 // updateAppStatus writes an AppQuota's status from its outcome (out) in the
 // render snap.
-func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, snap *snapshot, out *render.Outcome) error {
+func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.AppQuota, snap *snapshot, out *render.Outcome, since uint64) error {
 	tooLarge := snap.stored.TooLarge
 	// a carries the desired status; cached (shared with the cache) stays as is.
 	a := &quotav1.AppQuota{ObjectMeta: cached.ObjectMeta, Spec: cached.Spec, Status: *cached.Status.DeepCopy()}
@@ -227,6 +293,15 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 	}
 	meta.SetStatusCondition(&a.Status.Conditions, cond)
 	a.Status.ObservedGeneration = a.Generation
+	// Enforced follows Ready: a generation that is not in the configuration
+	// is enforced by no engine either.
+	enforced := metav1.Condition{Type: quotav1.ConditionEnforced, ObservedGeneration: a.Generation,
+		Status: metav1.ConditionFalse, Reason: cond.Reason, Message: "not in the configuration: see the Ready condition"}
+	if cond.Status == metav1.ConditionTrue {
+		enforced = enforcedCondition(r.Board.engine, since, a.Generation)
+	}
+	meta.SetStatusCondition(&a.Status.Conditions, enforced)
+	r.Board.enforced(render.Key(a), enforced.Status == metav1.ConditionTrue || cond.Status != metav1.ConditionTrue)
 
 	// Events for what changed since the previous document.
 	if out.Valid && !tooLarge {
@@ -257,6 +332,65 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 	patched.Status = a.Status
 	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
+	}
+	return nil
+}
+
+// engineWatch queues the AppQuotas waiting to be reported Enforced whenever
+// the engine's state changes in a way that can change their condition. It
+// runs on the leader only, with the status controller.
+type engineWatch struct {
+	board  *Board
+	client client.Client
+}
+
+// NeedLeaderElection: only the leader writes statuses.
+func (engineWatch) NeedLeaderElection() bool { return true }
+
+// Start watches until ctx ends.
+func (w engineWatch) Start(ctx context.Context) error {
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.board.engine.Updated():
+		}
+		s := w.board.engine.State()
+		// Connectivity and rejections change every waiting AppQuota's
+		// condition; a new acknowledgement only theirs whose version it covers.
+		shape := fmt.Sprintf("%t/%d/%v", s.Connected > 0, s.Refused, s.Rejected)
+		keys := w.board.waitingKeys(s, shape != last)
+		last = shape
+		for _, key := range keys {
+			if !w.board.queue(ctx, key) {
+				return nil
+			}
+		}
+		if err := w.reportProfiles(ctx); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "report the engine's state on the QuotaProfiles")
+		}
+	}
+}
+
+// reportProfiles brings every QuotaProfile's status.engine in line with the
+// engine's state (the render loop sets it too, with the rest of the status).
+func (w engineWatch) reportProfiles(ctx context.Context) error {
+	var profiles quotav1.QuotaProfileList
+	if err := w.client.List(ctx, &profiles); err != nil {
+		return fmt.Errorf("list QuotaProfiles: %w", err)
+	}
+	want := engineStatus(w.board.engine)
+	for i := range profiles.Items {
+		p := &profiles.Items[i]
+		if p.DeletionTimestamp != nil || equality.Semantic.DeepEqual(p.Status.Engine, want) {
+			continue
+		}
+		patched := p.DeepCopy()
+		patched.Status.Engine = want
+		if err := w.client.Status().Patch(ctx, patched, client.MergeFrom(p)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("QuotaProfile %s: %w", p.Name, err)
+		}
 	}
 	return nil
 }

@@ -76,7 +76,8 @@ type AppQuotaSpec struct {
 // AppQuotaStatus is the observed state of an AppQuota.
 type AppQuotaStatus struct {
 	// conditions describe the quota's state. Ready is True when the configuration
-	// gateways read holds the current generation.
+	// gateways read holds the current generation; Enforced is True when every
+	// connected rate-limit engine instance has acknowledged it.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -115,6 +116,7 @@ type AppQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Profile",type=string,JSONPath=`.spec.profile`
 // +kubebuilder:printcolumn:name="Overrides",type=integer,JSONPath=`.status.activeOverrides`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Enforced",type=string,JSONPath=`.status.conditions[?(@.type=="Enforced")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AppQuota struct {
 	metav1.TypeMeta `json:",inline"`

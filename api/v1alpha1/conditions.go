@@ -5,6 +5,10 @@ const (
 	// ConditionReady is True when the object's current generation is in the
 	// configuration that gateways read.
 	ConditionReady = "Ready"
+	// ConditionEnforced is True when every connected instance of the
+	// rate-limit engine (envoyproxy/ratelimit, fed over xDS) has acknowledged
+	// a configuration that holds the AppQuota's current generation.
+	ConditionEnforced = "Enforced"
 )
 
 // Reasons for the Ready condition.
@@ -24,4 +28,21 @@ const (
 	// compressed and split into the most shards allowed; the last good
 	// configuration stays in place.
 	ReasonConfigTooLarge = "ConfigTooLarge"
+)
+
+// Reasons for the Enforced condition.
+const (
+	// ReasonAcknowledged: every connected engine instance acknowledged a
+	// configuration holding the current generation.
+	ReasonAcknowledged = "Acknowledged"
+	// ReasonPropagating: the configuration holding the current generation is
+	// served, and not every connected instance has acknowledged it yet.
+	ReasonPropagating = "Propagating"
+	// ReasonEngineRejected: an engine instance refused (NACKed) the
+	// configuration holding the current generation, or the manager could not
+	// serve it (too large); the instances keep their last good configuration.
+	ReasonEngineRejected = "EngineRejected"
+	// ReasonNoEngineConnected: no engine instance is connected, so nothing
+	// enforces the limits but the gateways that read the ConfigMap.
+	ReasonNoEngineConnected = "NoEngineConnected"
 )

@@ -135,6 +135,31 @@ type QuotaProfileStatus struct {
 	// groups is the number of endpoint groups in the profile.
 	// +optional
 	Groups int32 `json:"groups,omitempty"`
+
+	// engine reports the rate-limit engine instances (envoyproxy/ratelimit)
+	// connected to the manager's xDS server; absent when it serves none.
+	// +optional
+	Engine *EngineStatus `json:"engine,omitempty"`
+}
+
+// EngineStatus counts the rate-limit engine instances that take their
+// configuration from the manager.
+type EngineStatus struct {
+	// connected is the number of engine instances connected to the manager.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Connected int32 `json:"connected,omitempty"`
+
+	// inSync is the number of connected instances that acknowledged the
+	// latest configuration.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	InSync int32 `json:"inSync,omitempty"`
+
+	// version is the latest configuration version served.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Version string `json:"version,omitempty"`
 }
 
 // QuotaProfile holds the default rate limits per endpoint group: the platform
@@ -145,6 +170,8 @@ type QuotaProfileStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=qp
 // +kubebuilder:printcolumn:name="Groups",type=integer,JSONPath=`.status.groups`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Engines",type=integer,JSONPath=`.status.engine.connected`,description="Rate-limit engine instances connected"
+// +kubebuilder:printcolumn:name="In Sync",type=integer,JSONPath=`.status.engine.inSync`,description="Instances that acknowledged the latest configuration"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type QuotaProfile struct {
 	metav1.TypeMeta `json:",inline"`

@@ -226,7 +226,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if !ok {
 		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
 	}
-	board := controllers.NewBoard()
+	board := controllers.NewBoard(nil)
 	recorder := controllers.NewLimitedRecorder(mgr.GetEventRecorder("appquota-controller"), o.EventRate, o.EventBurst)
 	r := &controllers.QuotaReconciler{
 		Client:           mgr.GetClient(),
