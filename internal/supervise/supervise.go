@@ -125,7 +125,11 @@ func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout 
 			return false, fmt.Errorf("%s exited (%v)", p.name, p.err)
 		}
 		ok, err := ready(ctx)
-		last = err
+		// A poll cut short by the deadline says only that; the one before it
+		// says why the program was not ready.
+		if err == nil || ctx.Err() == nil || last == nil {
+			last = err
+		}
 		return ok, nil
 	})
 	if err == nil {

@@ -2,6 +2,7 @@ package supervise_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os/exec"
 	"strings"
@@ -86,7 +87,7 @@ func TestLogKeepsTheTail(t *testing.T) {
 // TestAddressTaken: both Go's and redis-server's wording are recognised.
 func TestAddressTaken(t *testing.T) {
 	for log, want := range map[string]string{
-		"a\nlisten tcp 127.0.0.1:8443: bind: address already in use\nb": "listen tcp 127.0.0.1:8443: bind: address already in use",
+		"a\nlisten tcp 127.0.0.1:8443: bind: address already in use\nb":                                                     "listen tcp 127.0.0.1:8443: bind: address already in use",
 		"1:M 04 Dec # Warning: Could not create server TCP listening socket 127.0.0.1:6379: bind: Address already in use\n": "1:M 04 Dec # Warning: Could not create server TCP listening socket 127.0.0.1:6379: bind: Address already in use",
 		"no kubeconfig\n": "",
 	} {
@@ -110,4 +111,21 @@ func TestFreeAddr(t *testing.T) {
 		t.Fatalf("listen on the free address: %v", err)
 	}
 	_ = l.Close()
+}
+
+// TestWaitUntilKeepsTheReason: the error at the timeout carries the last
+// reason ready gave, not the deadline error of the poll the timeout cut short.
+func TestWaitUntilKeepsTheReason(t *testing.T) {
+	p := sh(t, "exec sleep 600", supervise.Options{})
+	err := p.WaitUntil(context.Background(), "configured", 10*time.Millisecond, 300*time.Millisecond, func(ctx context.Context) (bool, error) {
+		select {
+		case <-ctx.Done(): // the poll the timeout interrupts
+			return false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+			return false, errors.New("no configuration loaded")
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "last: no configuration loaded") {
+		t.Errorf("WaitUntil = %v, want the last reason", err)
+	}
 }
