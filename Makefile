@@ -29,9 +29,13 @@ verify: manifests generate ## Fails when generated files, go.mod or formatting a
 envtest: ## Build (or find in the cache) the local control plane and print its directory.
 	@hack/setup-envtest.sh
 
+.PHONY: engine
+engine: ## Build (or find in the cache) envoyproxy/ratelimit and find (or install) redis-server; print both paths.
+	@hack/setup-ratelimit.sh && hack/setup-redis.sh
+
 .PHONY: test
 test: ## Every unit and integration test, against a real kube-apiserver and etcd.
-	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go test ./... -count=1
+	assets=$$(hack/setup-envtest.sh) && rl=$$(hack/setup-ratelimit.sh) && redis=$$(hack/setup-redis.sh) && KUBEBUILDER_ASSETS="$$assets" RATELIMIT_BIN="$$rl" REDIS_SERVER="$$redis" go test ./... -count=1
 
 FUZZTIME ?= 60s
 .PHONY: fuzz
@@ -41,13 +45,13 @@ fuzz: ## Explore the validators with go's fuzzer (make test runs only the seed c
 
 .PHONY: bench
 bench: ## The scale benchmarks (10,000 and 100,000 apps); rewrites the table in docs/benchmarks.md. Takes a while.
-	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go run ./test/bench -out docs/benchmarks.md
+	assets=$$(hack/setup-envtest.sh) && rl=$$(hack/setup-ratelimit.sh) && redis=$$(hack/setup-redis.sh) && KUBEBUILDER_ASSETS="$$assets" RATELIMIT_BIN="$$rl" REDIS_SERVER="$$redis" go run ./test/bench -out docs/benchmarks.md
 
 .PHONY: demo
 demo: ## Run the operator on a local control plane with the samples applied; Ctrl-C stops it.
 	go build -o bin/appquota-demo ./cmd/demo
 	go build -o bin/kubectl-appquota ./cmd/kubectl-appquota
-	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" exec bin/appquota-demo
+	assets=$$(hack/setup-envtest.sh) && rl=$$(hack/setup-ratelimit.sh) && redis=$$(hack/setup-redis.sh) && KUBEBUILDER_ASSETS="$$assets" RATELIMIT_BIN="$$rl" REDIS_SERVER="$$redis" exec bin/appquota-demo
 
 .PHONY: run
 run: ## Run the manager against the cluster of the current kubeconfig.

@@ -2,18 +2,14 @@ package localcluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
+	"github.com/appquota/appquota/internal/supervise"
 )
 
 // BuildManager compiles cmd/manager into dir and returns the binary's path.
@@ -38,10 +34,7 @@ func BuildManager(ctx context.Context, dir string) (string, error) {
 // Cluster. It keeps the end of its log, and notices when it exits, so that a
 // caller waiting for it to serve learns why it never will.
 type Process struct {
-	cmd    *exec.Cmd
-	tail   *tailWriter
-	exited chan struct{}
-	err    error // how it exited; set before exited is closed
+	p *supervise.Process
 }
 
 // StartManager runs the manager binary bin with the flags that point it at
@@ -49,142 +42,62 @@ type Process struct {
 // environment; the manager's log goes to log (which may be nil) and its last
 // lines are kept for errors. The process dies with the caller.
 func (c *Cluster) StartManager(bin string, env []string, log io.Writer, args ...string) (*Process, error) {
-	p := &Process{tail: &tailWriter{max: 8 << 10}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append(c.ManagerFlags(), args...)...)
-	p.cmd.Env = append(os.Environ(), env...)
-	out := io.Writer(p.tail)
-	if log != nil {
-		out = io.MultiWriter(p.tail, log)
+	cmd := exec.Command(bin, append(c.ManagerFlags(), args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p, err := supervise.Start(cmd, supervise.Options{Name: "the manager", Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("localcluster: %w", err)
 	}
-	p.cmd.Stdout, p.cmd.Stderr = out, out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("localcluster: start the manager: %w", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	return p, nil
+	return &Process{p: p}, nil
 }
 
 // PID is the manager's process ID.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
+func (p *Process) PID() int { return p.p.PID() }
 
 // Exited reports whether the manager has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) Exited() bool { return p.p.Exited() }
 
 // Log is the end of what the manager has printed so far.
-func (p *Process) Log() string { return p.tail.String() }
+func (p *Process) Log() string { return p.p.Log() }
 
 // WaitUntil polls ready every interval until it reports true, the manager
 // exits, or timeout passes. The error names which, with the end of the
 // manager's log.
 func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout time.Duration, ready func(context.Context) (bool, error)) error {
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
-		if p.Exited() {
-			return false, fmt.Errorf("the manager exited (%v)", p.err)
-		}
-		ok, err := ready(ctx)
-		last = err
-		return ok, nil
-	})
-	if err == nil {
-		return nil
+	if err := p.p.WaitUntil(ctx, what, interval, timeout, ready); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
 	}
-	if last != nil && wait.Interrupted(err) {
-		err = fmt.Errorf("%w; last: %w", err, last)
-	}
-	return fmt.Errorf("localcluster: %s: %w\nthe end of the manager's log:\n%s", what, err, p.Log())
+	return nil
 }
 
 // StartUntilReady calls start, which starts the manager on addresses it has
 // just found free, and waits (WaitUntil, polling every 100 ms) until ready
 // reports it serving. A manager that exits at start because one of those
 // addresses was taken meanwhile is started again by calling start anew, up
-// to three starts in all: FreeAddr finds a port free but cannot hold it for
-// another process, and any connection this machine opens may take it as its
-// local port. Any other exit, or the timeout, is an error, and a manager
-// still running then is stopped. retried is the log line that named the
-// taken address, for each start that failed so.
-func StartUntilReady(ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error)) (p *Process, retried []string, err error) {
-	for attempt := 1; ; attempt++ {
-		if p, err = start(); err != nil {
-			return nil, retried, err
+// to three starts in all (supervise.StartUntilReady). Any other exit, or the
+// timeout, is an error, and a manager still running then is stopped. retried
+// is the log line that named the taken address, for each start that failed
+// so.
+func StartUntilReady(ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error)) (*Process, []string, error) {
+	var startErr error
+	p, retried, err := supervise.StartUntilReady(ctx, func() (*supervise.Process, error) {
+		p, err := start()
+		if err != nil {
+			startErr = err // already says where it comes from
+			return nil, err
 		}
-		err = p.WaitUntil(ctx, what, 100*time.Millisecond, timeout, ready)
-		if err == nil {
-			return p, retried, nil
-		}
-		taken := lineWith(p.Log(), "address already in use")
-		if attempt == 3 || !p.Exited() || taken == "" {
-			_ = p.Stop()
-			return nil, retried, err
-		}
-		retried = append(retried, taken)
+		return p.p, nil
+	}, what, timeout, ready)
+	if startErr != nil {
+		return nil, retried, startErr
 	}
+	if err != nil {
+		return nil, retried, fmt.Errorf("localcluster: %w", err)
+	}
+	return &Process{p: p}, retried, nil
 }
 
-// lineWith returns the first line of log that contains s, or "".
-func lineWith(log, s string) string {
-	for line := range strings.Lines(log) {
-		if strings.Contains(line, s) {
-			return strings.TrimSpace(line)
-		}
-	}
-	return ""
-}
-
-// Stop ends the manager with SIGTERM, as the kubelet would, and waits for it.
-// It returns how the process ended unless that was the SIGTERM.
-func (p *Process) Stop() error {
-	if p.Exited() {
-		return p.exitErr()
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	<-p.exited
-	return p.exitErr()
-}
-
-func (p *Process) exitErr() error {
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
-			return nil
-		}
-	}
-	return p.err
-}
-
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (w *tailWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, b...)
-	if over := len(w.buf) - w.max; over > 0 {
-		w.buf = append(w.buf[:0], w.buf[over:]...)
-	}
-	return len(b), nil
-}
-
-func (w *tailWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.buf)
-}
+// Stop ends the manager with SIGTERM, as the kubelet would, and waits for it
+// (killing it if it is still running 30 seconds later). It returns how the
+// process ended unless that was the SIGTERM.
+func (p *Process) Stop() error { return p.p.Stop() }
