@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	rlsconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
@@ -154,6 +155,9 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 	m := &model{opts: opts}
 	byName := map[string]*profile{}
 	for _, name := range sortedKeys(doc.Profiles) {
+		if err := checkValue("profile", name); err != nil {
+			return nil, err
+		}
 		dp := doc.Profiles[name]
 		p := &profile{
 			name:     name,
@@ -161,6 +165,9 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 			byName:   map[string]*group{},
 		}
 		for _, dg := range dp.Groups {
+			if err := checkValue("group", dg.Name); err != nil {
+				return nil, err
+			}
 			g := &group{name: dg.Name}
 			for _, l := range sortedLimits(dg.Limits) {
 				g.chains = append(g.chains, &chain{limit: l, hasDefault: true})
@@ -181,6 +188,9 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 		if p == nil {
 			// Resolve gives such an app no profile and no limits.
 			continue
+		}
+		if err := checkValue("app", id); err != nil {
+			return nil, err
 		}
 		for _, o := range a.Overrides {
 			if o.ExpiresAt != nil && !o.ExpiresAt.After(now) {
@@ -208,6 +218,17 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 		}
 	}
 	return m, nil
+}
+
+// checkValue refuses a name ratelimit would read as a pattern: a value that
+// ends in '*' matches every value with its prefix, so an app named "12*"
+// would lend its limits to every app whose ID starts with 12. The API's names
+// cannot end in '*'; a hand-written document could.
+func checkValue(kind, v string) error {
+	if strings.HasSuffix(v, "*") {
+		return fmt.Errorf("translate %s %q: a value ending in '*' is a wildcard to ratelimit", kind, v)
+	}
+	return nil
 }
 
 func (g *group) chain(l qc.Limit) *chain {

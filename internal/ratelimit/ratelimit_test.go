@@ -229,6 +229,11 @@ func TestOptions(t *testing.T) {
 	if _, err := ratelimit.Translate(bad, ratelimit.Options{}); err == nil || !strings.HasPrefix(err.Error(), "validate document: ") {
 		t.Errorf("Translate of an invalid document: %v, want a validation error", err)
 	}
+	wild := loadDoc(t, "profiles.document.json")
+	wild.Apps["11*"] = wild.Apps["1122334455"]
+	if _, err := ratelimit.Translate(wild, ratelimit.Options{}); err == nil || !strings.Contains(err.Error(), "wildcard") {
+		t.Errorf("Translate of an app ID ending in '*': %v, want an error", err)
+	}
 	huge := loadDoc(t, "profiles.document.json")
 	a := huge.Apps["1122334455"]
 	a.Overrides[0].Limits[0].Max = 1 << 33
