@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -345,7 +346,7 @@ func checkContract(t *testing.T, doc *qc.Document, now time.Time, calls []call) 
 func routeCalls(doc *qc.Document, apps []string, extra ...call) []call {
 	var calls []call
 	for _, app := range apps {
-		for _, name := range slices.Sorted(mapsKeys(doc.Profiles)) {
+		for _, name := range slices.Sorted(maps.Keys(doc.Profiles)) {
 			for _, g := range doc.Profiles[name].Groups {
 				for _, r := range g.Routes {
 					calls = append(calls, call{app, r.Method, instantiate(r, app)})
@@ -382,18 +383,8 @@ func instantiate(r qc.Route, app string) string {
 	return strings.Join(segs, "/")
 }
 
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func appIDs(doc *qc.Document, more ...string) []string {
-	return append(slices.Sorted(mapsKeys(doc.Apps)), more...)
+	return append(slices.Sorted(maps.Keys(doc.Apps)), more...)
 }
 
 // samplesWithApps is the rendered samples (a raise, a block, a temporary

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -66,7 +67,7 @@ func (o Options) now() time.Time {
 // an override, whatever its profile.
 //
 // The same document and Options always give the same configuration, every
-// list sorted (profiles and groups by name, limits in the document's order,
+// list sorted (profiles and groups by name, limits as the document sorts them,
 // apps by ID after the key-only entry), so its bytes change only when the
 // limits do.
 //
@@ -154,7 +155,7 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 	}
 	m := &model{opts: opts}
 	byName := map[string]*profile{}
-	for _, name := range sortedKeys(doc.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(doc.Profiles)) {
 		if err := checkValue("profile", name); err != nil {
 			return nil, err
 		}
@@ -182,7 +183,7 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 	}
 
 	now := opts.now()
-	for _, id := range sortedKeys(doc.Apps) {
+	for _, id := range slices.Sorted(maps.Keys(doc.Apps)) {
 		a := doc.Apps[id]
 		p := byName[a.Profile]
 		if p == nil {
@@ -250,9 +251,9 @@ func (m *model) chainDescriptor(c *chain) (*rlsconfv3.RateLimitDescriptor, error
 		pol, err := policy(c.limit, max)
 		if err != nil {
 			if app != "" {
-				return nil, fmt.Errorf("translate app %q limit %s: %w", app, qc.LimitValue(c.limit), err)
+				return nil, fmt.Errorf("render limit %s of app %q: %w", qc.LimitValue(c.limit), app, err)
 			}
-			return nil, fmt.Errorf("translate limit %s: %w", qc.LimitValue(c.limit), err)
+			return nil, fmt.Errorf("render limit %s: %w", qc.LimitValue(c.limit), err)
 		}
 		d := &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorApp, Value: app}
 		rl := d
@@ -326,13 +327,4 @@ func sortedLimits(ls []qc.Limit) []qc.Limit {
 	out := slices.Clone(ls)
 	slices.SortStableFunc(out, limitOrder)
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
