@@ -56,6 +56,10 @@ func main() {
 	flag.DurationVar(&opts.MinWriteInterval, "min-write-interval", opts.MinWriteInterval, "Least time between two writes of the ConfigMaps: a burst of changes is written once per interval.")
 	flag.Float64Var(&opts.EventRate, "event-rate", opts.EventRate, "Events emitted per second, per type (Normal, Warning); more are dropped and counted in appquota_events_dropped_total. Statuses always tell everything.")
 	flag.IntVar(&opts.EventBurst, "event-burst", opts.EventBurst, "Burst of events allowed above --event-rate.")
+	flag.StringVar(&opts.XDSBindAddress, "xds-bind-address", ":18000", "Address the leader serves the rate-limit engine's configuration on, over xDS (envoyproxy/ratelimit with CONFIG_TYPE=GRPC_XDS_SOTW); 0 serves none.")
+	flag.StringVar(&opts.XDSCertDir, "xds-cert-dir", "", "Directory with tls.crt and tls.key for the xDS server, reloaded when they change; empty serves plain gRPC.")
+	flag.IntVar(&opts.XDSMaxMessageBytes, "xds-max-message-bytes", opts.XDSMaxMessageBytes, "Largest configuration sent to the engine; set it to the engine's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES. A larger one is not sent and the engine keeps the last one.")
+	flag.StringVar(&opts.RateLimitDomain, "ratelimit-domain", opts.RateLimitDomain, "The rate-limit engine's domain the configuration is served in.")
 	flag.StringVar(&opts.DefaultProfile, "default-profile", opts.DefaultProfile, "QuotaProfile that applies to apps without an AppQuota.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -191,11 +191,14 @@ func Start(opts Options) (*Cluster, error) {
 
 // ManagerFlags are the manager binary's flags that point it at this cluster:
 // its kubeconfig, and the webhook address and certificates the API server's
-// webhook configuration expects.
+// webhook configuration expects. It serves no xDS (the binary's :18000 would
+// collide between test processes): a caller that wants it adds its own
+// --xds-bind-address after these, which wins.
 func (c *Cluster) ManagerFlags() []string {
 	wh := c.Env.WebhookInstallOptions
 	return []string{"--kubeconfig", c.KubeconfigPath,
-		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir}
+		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
+		"--xds-bind-address", "0"}
 }
 
 // FreeAddr returns a loopback address with a port nothing listens on, for a

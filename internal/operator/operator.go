@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 	"unique"
 
@@ -20,13 +21,19 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	quotav1alpha1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
+	"github.com/appquota/appquota/internal/enforce"
 	"github.com/appquota/appquota/internal/layout"
+	"github.com/appquota/appquota/internal/ratelimit"
+	"github.com/appquota/appquota/internal/xds"
 	"github.com/appquota/appquota/webhook"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options are the operator's settings; the manager binary exposes each as a flag.
@@ -61,6 +68,19 @@ type Options struct {
 	// the objects' statuses still tell everything.
 	EventRate  float64
 	EventBurst int
+	// XDSBindAddress is where the leader serves the rate-limit engine's
+	// configuration over xDS (envoyproxy/ratelimit with
+	// CONFIG_TYPE=GRPC_XDS_SOTW connects there); "0" serves none.
+	XDSBindAddress string
+	// XDSCertDir holds tls.crt and tls.key for the xDS server, reloaded when
+	// they change; empty serves plain gRPC (for a local control plane).
+	XDSCertDir string
+	// XDSMaxMessageBytes bounds a configuration sent to the engine: set it to
+	// the engine's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES. A larger one is not
+	// sent, and the instances keep the last one.
+	XDSMaxMessageBytes int
+	// RateLimitDomain is the engine's domain the configuration is served in.
+	RateLimitDomain string
 	// DisableWebhook leaves the admission webhook out (tests that need to create
 	// objects a webhook would refuse, as if it had been down).
 	DisableWebhook bool
@@ -78,6 +98,13 @@ func DefaultOptions() Options {
 		MinWriteInterval: time.Second,
 		EventRate:        10,
 		EventBurst:       100,
+		// In process (tests, benchmarks) no xDS server unless asked for; the
+		// manager binary's flag serves one on :18000.
+		XDSBindAddress: "0",
+		// gRPC's default limit on a received message, which the engine
+		// keeps unless XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES raises it.
+		XDSMaxMessageBytes: 4 << 20,
+		RateLimitDomain:    ratelimit.DefaultDomain,
 	}
 }
 
@@ -105,6 +132,12 @@ func (o Options) Validate() error {
 	}
 	if o.EventRate <= 0 || o.EventBurst < 1 {
 		errs = append(errs, errors.New("event rate must be positive and event burst at least 1"))
+	}
+	if o.XDSMaxMessageBytes <= 0 {
+		errs = append(errs, errors.New("xds max message bytes must be positive"))
+	}
+	if o.RateLimitDomain == "" {
+		errs = append(errs, errors.New("rate-limit domain must not be empty"))
 	}
 	if o.DefaultProfile == "" {
 		errs = append(errs, errors.New("default profile must not be empty"))
@@ -226,7 +259,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if !ok {
 		return fmt.Errorf("the cache's AppQuota informer is a %T, not a client-go SharedIndexInformer", inf)
 	}
-	board := controllers.NewBoard(nil)
+	engine, err := setupEngine(mgr, o)
+	if err != nil {
+		return err
+	}
+	board := controllers.NewBoard(engine)
 	recorder := controllers.NewLimitedRecorder(mgr.GetEventRecorder("appquota-controller"), o.EventRate, o.EventBurst)
 	r := &controllers.QuotaReconciler{
 		Client:           mgr.GetClient(),
@@ -239,6 +276,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		CompactAfter:     o.CompactAfter,
 		MinWriteInterval: o.MinWriteInterval,
 		AppQuotas:        appQuotas.GetStore(),
+		Engine:           engine,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
@@ -260,3 +298,52 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	return nil
 }
+
+// setupEngine adds the xDS server that feeds the rate-limit engine, on the
+// leader only: only the leader renders, and the Enforced condition counts the
+// instances connected to it. Instances that reach another replica find no
+// server there and retry until they reach the leader. It returns nil when
+// XDSBindAddress is "0".
+func setupEngine(mgr ctrl.Manager, o Options) (controllers.Engine, error) {
+	if o.XDSBindAddress == "0" || o.XDSBindAddress == "" {
+		return nil, nil
+	}
+	var tlsConfig *tls.Config
+	if o.XDSCertDir != "" {
+		cw, err := certwatcher.New(filepath.Join(o.XDSCertDir, "tls.crt"), filepath.Join(o.XDSCertDir, "tls.key"))
+		if err != nil {
+			return nil, fmt.Errorf("xDS certificate: %w", err)
+		}
+		if err := mgr.Add(cw); err != nil {
+			return nil, fmt.Errorf("add xDS certificate watcher: %w", err)
+		}
+		tlsConfig = &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}
+	}
+	opts := xds.Options{
+		Log:             mgr.GetLogger().WithName("xds"),
+		Address:         o.XDSBindAddress,
+		MaxMessageBytes: o.XDSMaxMessageBytes,
+		TLS:             tlsConfig,
+		Registerer:      metrics.Registry,
+	}
+	srv, err := xds.New(opts)
+	if already := (prometheus.AlreadyRegisteredError{}); errors.As(err, &already) {
+		// A second operator in one process (tests): the first one's metrics
+		// stay registered.
+		opts.Registerer = nil
+		srv, err = xds.New(opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xDS server: %w", err)
+	}
+	if err := mgr.Add(leaderOnly{srv}); err != nil {
+		return nil, fmt.Errorf("add xDS server: %w", err)
+	}
+	return enforce.New(srv, o.RateLimitDomain), nil
+}
+
+// leaderOnly runs the xDS server on the elected leader alone.
+type leaderOnly struct{ *xds.Server }
+
+// NeedLeaderElection: see setupEngine.
+func (leaderOnly) NeedLeaderElection() bool { return true }
