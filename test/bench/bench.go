@@ -41,8 +41,8 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
-	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/manifest"
 	"github.com/appquota/appquota/internal/operator"
 	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/pkg/quotaconfig"
@@ -398,15 +398,18 @@ func (b *bench) readCatalog() (*quotav1.QuotaProfile, error) {
 	if err != nil {
 		return nil, err
 	}
-	profiles, _, err := cli.ReadManifests(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
-	if err != nil || len(profiles) != 1 {
-		return nil, fmt.Errorf("read the catalog: want one QuotaProfile, got %d: %v", len(profiles), err)
+	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("read the catalog: %w", err)
+	}
+	if len(objs.QuotaProfiles) != 1 {
+		return nil, fmt.Errorf("read the catalog: want one QuotaProfile, got %d", len(objs.QuotaProfiles))
 	}
 	b.groups = b.groups[:0]
-	for _, g := range profiles[0].Spec.EndpointGroups {
+	for _, g := range objs.QuotaProfiles[0].Spec.EndpointGroups {
 		b.groups = append(b.groups, g.Name)
 	}
-	return &profiles[0], nil
+	return &objs.QuotaProfiles[0], nil
 }
 
 // watchOutput follows the ConfigMaps the manager writes (the named one and its
@@ -1255,10 +1258,11 @@ func (b *bench) grow(n int) func(context.Context, *Report) error {
 // the run's app counts with one override each.
 func (b *bench) documentSize(_ context.Context, rep *Report) error {
 	root, _ := localcluster.RepoRoot()
-	profiles, _, err := cli.ReadManifests(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
 	if err != nil {
 		return err
 	}
+	profiles := objs.QuotaProfiles
 	for _, n := range []int{b.cfg.Apps, b.cfg.BigApps} {
 		if n == 0 {
 			continue

@@ -1,0 +1,23 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+func describeLimit(l quotaconfig.Limit) string {
+	per := "per app"
+	if l.Scope == quotaconfig.ScopeUser {
+		per = "per user"
+	}
+	return fmt.Sprintf("%d %s/%s %s", l.Max, l.Unit, l.Window, per)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
