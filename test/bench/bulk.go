@@ -3,10 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// The bulk rows' notes.
+const (
+	noteBulk       = "Bulk convergence: from the last AppQuota create acknowledged to the ConfigMap watch event holding every app; the baseline is how long the creates took, and their rate."
+	noteBulkWrites = "ConfigMap writes / AppQuota changes during the bulk load."
+	noteBulkReady  = "From the last create acknowledged to every AppQuota reporting Ready=True for its generation (status writes follow the ConfigMap)."
 )
 
 func (b *bench) bulk(ctx context.Context, rep *Report) error {
@@ -29,11 +35,16 @@ func (b *bench) bulk(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("Bulk: every AppQuota reported Ready=True %s after the last create was acknowledged (status writes follow the ConfigMap).", settled.Sub(last).Round(100*time.Millisecond)))
 	rate := float64(b.cfg.Apps) / last.Sub(start).Seconds()
-	rep.add(Row{"Bulk convergence: last create acknowledged to ConfigMap holding all " + strconv.Itoa(b.cfg.Apps),
-		ms(converge), fmt.Sprintf("creates took %s (%.0f/s)", last.Sub(start).Round(time.Millisecond), rate), "", "≤ 5 s", met(converge <= 5*time.Second)})
 	amp := float64(writes) / float64(b.cfg.Apps)
-	rep.add(Row{"Bulk write amplification: ConfigMap writes / AppQuota changes", fmt.Sprintf("%d / %d = %.4f", writes, b.cfg.Apps, amp), "", "", "≤ 0.01", met(amp <= 0.01)})
+	rep.add(
+		Row{Name: fmt.Sprintf("Bulk convergence, %d apps", b.cfg.Apps), Notes: []string{noteBulk},
+			Measured: ms(converge), Baseline: fmt.Sprintf("creates took %s (%.0f/s)", last.Sub(start).Round(time.Millisecond), rate),
+			Target: "≤ 5 s", Met: met(converge <= 5*time.Second)},
+		Row{Name: "Bulk write amplification", Notes: []string{noteBulkWrites},
+			Measured: fmt.Sprintf("%d / %d = %.4f", writes, b.cfg.Apps, amp), Target: "≤ 0.01", Met: met(amp <= 0.01)},
+		Row{Name: "Bulk: every AppQuota Ready", Notes: []string{noteBulkReady},
+			Measured: settled.Sub(last).Round(100 * time.Millisecond).String()},
+	)
 	return nil
 }

@@ -20,6 +20,21 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
+// The propagation rows' notes.
+const (
+	noteRender        = "One render (a reconcile of the render loop), from the manager's histogram controller_runtime_reconcile_time_seconds: the upper bound of the bucket that holds the quantile."
+	notePropagation   = "Propagation: from the AppQuota change committed (the API server's acknowledgement of its patch reaching the bench) to the ConfigMap watch event holding it. The user's own write before that is budgeted by the admission rows, and the end-to-end rows time both ([scale.md](scale.md#which-interval-the-propagation-target-times))."
+	noteQuietBaseline = "Baseline: a ConfigMap update sent to its watch event, after the same quiet gap as each sample (the manager's minimum write interval since its last write), taken between the samples."
+	noteInterval      = "The ratio of the p99s and, in brackets, its 95% bootstrap interval: the ratio over 2,000 resamples of both sides, with replacement."
+	noteHotBaseline   = "The baseline's ConfigMap update measured back to back instead, no quiet gap between updates, as many times as there are samples."
+	noteEndToEnd      = "End to end: from the AppQuota patch sent, the user's own write included, to the ConfigMap watch event holding it. No target: the 3x is the propagation row's."
+	notePatch         = "End to end's first step, the user's own write: the AppQuota patch's round trip, through the admission webhook."
+	noteFloor         = "End to end's floor, computed for comparison: the AppQuota patch's round trip plus a plain ConfigMap update, over every pair of their samples, as if an operator took no time of its own and wrote one small ConfigMap; the update after the quiet gap, or back to back. Ratio: the floor's p99 over the baseline's, and end to end's p99 over the floor's."
+	noteApply         = "Propagation's last step: a server-side apply of a ConfigMap the size of the one the manager wrote (random bytes, as incompressible as its gzip), sent to its watch event, back to back; against the back-to-back baseline."
+	noteServerSide    = "The API server's mean request durations over the propagation samples, from its own histograms (their buckets are too coarse for a p99); the baseline is its ConfigMap update's."
+	noteWebhookOff    = "For comparison only: the same samples with the AppQuota webhook taken out of the API server's configuration (the product keeps it), each against a baseline taken with them."
+)
+
 func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	fmt.Fprintf(b.log, "propagation: %d samples with %d apps loaded, each with a ConfigMap update baseline\n", b.cfg.Samples, b.cfg.Apps)
 	recBefore, err := b.histogram("controller_runtime_reconcile_time_seconds", "controller", "appquota")
@@ -93,10 +108,10 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	ratioAt := func(d []time.Duration, q float64) string {
+	q50, q99 := func(d []time.Duration) string { return ms(quantile(d, 0.5)) }, func(d []time.Duration) string { return ms(quantile(d, 0.99)) }
+	ratioAt := func(d, base []time.Duration, q float64) string {
 		return fmt.Sprintf("%.1fx", over(quantile(d, q), quantile(base, q)))
 	}
-	pair := func(d []time.Duration) string { return ms(quantile(d, 0.5)) + " / " + ms(quantile(d, 0.99)) }
 	// Propagation proper starts when the change is committed: the API server
 	// acknowledging the AppQuota patch. The user's own write before that,
 	// webhook included, is what the admission rows budget (at most 2x a
@@ -106,20 +121,28 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	p99, b99 := quantile(after, 0.99), quantile(base, 0.99)
 	ratio := over(p99, b99)
 	e99 := quantile(got, 0.99)
-	rep.add(Row{"Propagation: one render (reconcile) p50 / p99, from the manager's histogram",
-		fmt.Sprintf("≤ %s / ≤ %s", histQuantile(recBefore, recAfter, 0.5), histQuantile(recBefore, recAfter, 0.99)), "", "", "", ""})
-	rep.add(Row{fmt.Sprintf("Propagation p50, %d apps loaded: the AppQuota change committed (its patch acknowledged) to the ConfigMap watch event holding it", b.cfg.Apps),
-		ms(quantile(after, 0.5)), ms(quantile(base, 0.5)) + " (ConfigMap update sent to its watch event, after the same quiet gap)", ratioAt(after, 0.5), "", ""})
-	rep.add(Row{"Propagation p99", ms(p99), ms(b99), withInterval(ratio, after, base, 0.99), "≤ 3x", met(ratio <= 3)})
-	rep.Notes = append(rep.Notes, "Propagation is timed from the AppQuota change committed (the API server's acknowledgement of the patch reaching the bench) to the ConfigMap watch event holding it; the user's own write before that is budgeted by the admission rows, and the end-to-end rows time both ([scale.md](scale.md#which-interval-the-propagation-target-times)).")
-	rep.add(Row{"Propagation baseline measured back to back instead (no quiet gap) p50 / p99", pair(hot), "", fmt.Sprintf("%.1fx (propagation p99 / this p99)", over(p99, quantile(hot, 0.99))), "", ""})
+	prop := fmt.Sprintf("Propagation, %d apps", b.cfg.Apps)
+	rep.add(
+		Row{Name: "Render, p50", Notes: []string{noteRender}, Measured: "≤ " + histQuantile(recBefore, recAfter, 0.5)},
+		Row{Name: "Render, p99", Notes: []string{noteRender}, Measured: "≤ " + histQuantile(recBefore, recAfter, 0.99)},
+		Row{Name: prop + ", p50", Notes: []string{notePropagation, noteQuietBaseline},
+			Measured: q50(after), Baseline: q50(base), Ratio: ratioAt(after, base, 0.5)},
+		Row{Name: prop + ", p99", Notes: []string{notePropagation, noteQuietBaseline, noteInterval},
+			Measured: ms(p99), Baseline: ms(b99), Ratio: withInterval(ratio, after, base, 0.99), Target: "≤ 3x", Met: met(ratio <= 3)},
+		Row{Name: "Baseline back to back, p50", Notes: []string{noteHotBaseline}, Measured: q50(hot)},
+		Row{Name: "Baseline back to back, p99", Notes: []string{noteHotBaseline}, Measured: q99(hot),
+			Ratio: fmt.Sprintf("%.1fx (propagation p99 over this)", over(p99, quantile(hot, 0.99)))},
+	)
 	// End to end: the same samples timed from the patch sent, the user's own
-	// write included. No target: see the floor two rows down.
-	rep.add(Row{"Propagation end to end, the user's own write included: AppQuota patch sent to ConfigMap watch event holding it, p50 / p99",
-		pair(got), pair(base), endToEnd(got, base), "", ""})
-	// The user's own write alone, through the admission webhook.
-	rep.add(Row{"Propagation end to end, its first step, the user's own write: the AppQuota patch's round trip (webhook on) p50 / p99",
-		pair(patched), pair(base), ratioAt(patched, 0.99) + " (p99)", "", ""})
+	// write included. No target: see the floor below. Then the user's own
+	// write alone, through the admission webhook.
+	rep.add(
+		Row{Name: "End to end, p50", Notes: []string{noteEndToEnd, noteQuietBaseline}, Measured: q50(got), Baseline: q50(base), Ratio: ratioAt(got, base, 0.5)},
+		Row{Name: "End to end, p99", Notes: []string{noteEndToEnd, noteQuietBaseline, noteInterval}, Measured: q99(got), Baseline: q99(base),
+			Ratio: withInterval(over(e99, b99), got, base, 0.99)},
+		Row{Name: "AppQuota patch, p50", Notes: []string{notePatch, noteQuietBaseline}, Measured: q50(patched), Baseline: q50(base)},
+		Row{Name: "AppQuota patch, p99", Notes: []string{notePatch, noteQuietBaseline}, Measured: q99(patched), Baseline: q99(base), Ratio: ratioAt(patched, base, 0.99)},
+	)
 	// The floor under end to end: the user's own write, then the least write
 	// an operator makes after it, a plain update of a small ConfigMap, with
 	// nothing in between (no watch event to the operator, no render). The
@@ -128,19 +151,32 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	// operator.
 	cold50, cold99 := sumQuantile(patched, base, 0.5), sumQuantile(patched, base, 0.99)
 	warm50, warm99 := sumQuantile(patched, hot, 0.5), sumQuantile(patched, hot, 0.99)
-	rep.add(Row{"Propagation end to end, its floor, computed for comparison: the AppQuota patch's round trip plus a plain ConfigMap update, over every pair of their samples (an operator taking no time of its own and writing one small ConfigMap), with the update after the quiet gap / back to back, p50 / p99",
-		ms(cold50) + " / " + ms(cold99) + "; " + ms(warm50) + " / " + ms(warm99), pair(base),
-		fmt.Sprintf("%.1fx / %.1fx (floor p99 / baseline p99); end-to-end propagation p99 is %.1fx / %.1fx the floor's", over(cold99, b99), over(warm99, b99), over(e99, cold99), over(e99, warm99)), "", ""})
+	rep.add(
+		Row{Name: "Floor, after the gap, p50", Notes: []string{noteFloor, noteQuietBaseline}, Measured: ms(cold50), Baseline: q50(base)},
+		Row{Name: "Floor, after the gap, p99", Notes: []string{noteFloor, noteQuietBaseline}, Measured: ms(cold99), Baseline: q99(base),
+			Ratio: fmt.Sprintf("%.1fx; end to end %.1fx this", over(cold99, b99), over(e99, cold99))},
+		Row{Name: "Floor, back to back, p50", Notes: []string{noteFloor, noteQuietBaseline}, Measured: ms(warm50), Baseline: q50(base)},
+		Row{Name: "Floor, back to back, p99", Notes: []string{noteFloor, noteQuietBaseline}, Measured: ms(warm99), Baseline: q99(base),
+			Ratio: fmt.Sprintf("%.1fx; end to end %.1fx this", over(warm99, b99), over(e99, warm99))},
+	)
 	// And its last step: the ConfigMap write, whatever the controller does before it.
-	rep.add(Row{fmt.Sprintf("Propagation, its last step: server-side apply of a ConfigMap the size of the one written (%.0f KB) to its watch event, back to back, p50 / p99", float64(size)/1000),
-		pair(writes), pair(hot), fmt.Sprintf("%.1fx (p99, against the back-to-back baseline)", over(quantile(writes, 0.99), quantile(hot, 0.99))), "", ""})
+	apply := fmt.Sprintf("ConfigMap apply (%.0f KB)", float64(size)/1000)
+	rep.add(
+		Row{Name: apply + ", p50", Notes: []string{noteApply, noteHotBaseline}, Measured: q50(writes), Baseline: q50(hot)},
+		Row{Name: apply + ", p99", Notes: []string{noteApply, noteHotBaseline}, Measured: q99(writes), Baseline: q99(hot), Ratio: ratioAt(writes, hot, 0.99)},
+	)
 	// Where the API server spent its time during the samples, from its own
 	// request-duration histograms (means: their buckets are too coarse for p99).
-	rep.add(Row{"Propagation, server side (the API server's mean request durations over the samples): AppQuota patch / of it the webhook call / the manager's ConfigMap apply",
-		apiMean(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"resource": "appquotas", "verb": "PATCH", "subresource": ""}) + " / " +
-			apiMean(apiBefore, apiAfter, "apiserver_admission_webhook_admission_duration_seconds", map[string]string{"name": appQuotaWebhook}) + " / " +
-			apiMean(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"resource": "configmaps", "verb": "APPLY", "subresource": ""}),
-		apiMean(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"resource": "configmaps", "verb": "PUT", "subresource": ""}) + " (baseline update)", "", "", ""})
+	mean := func(name string, labels map[string]string) string { return apiMean(apiBefore, apiAfter, name, labels) }
+	rep.add(
+		Row{Name: "API server: AppQuota patch, mean", Notes: []string{noteServerSide},
+			Measured: mean("apiserver_request_duration_seconds", map[string]string{"resource": "appquotas", "verb": "PATCH", "subresource": ""}),
+			Baseline: mean("apiserver_request_duration_seconds", map[string]string{"resource": "configmaps", "verb": "PUT", "subresource": ""})},
+		Row{Name: "API server: of it, the webhook call, mean", Notes: []string{noteServerSide},
+			Measured: mean("apiserver_admission_webhook_admission_duration_seconds", map[string]string{"name": appQuotaWebhook})},
+		Row{Name: "API server: the manager's ConfigMap apply, mean", Notes: []string{noteServerSide},
+			Measured: mean("apiserver_request_duration_seconds", map[string]string{"resource": "configmaps", "verb": "APPLY", "subresource": ""})},
+	)
 
 	// For comparison only: the same samples with the AppQuota webhook taken out
 	// of the API server's configuration, which measures what its round trip
@@ -154,9 +190,14 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 	}); err != nil {
 		return err
 	}
-	rep.add(Row{"For comparison only, the AppQuota webhook taken out of the API server's configuration (the product keeps it): propagation p50 / p99; end to end p50 / p99, and its first step, the patch, p50 / p99",
-		pair(off.after) + "; end to end " + pair(off.got) + ", patch " + pair(off.patched), pair(off.base) + " (its own baseline, taken with it)",
-		fmt.Sprintf("%.1fx; end to end %.1fx (p99)", over(quantile(off.after, 0.99), quantile(off.base, 0.99)), over(quantile(off.got, 0.99), quantile(off.base, 0.99))), "", ""})
+	rep.add(
+		Row{Name: "Webhook off: propagation, p50", Notes: []string{noteWebhookOff}, Measured: q50(off.after), Baseline: q50(off.base)},
+		Row{Name: "Webhook off: propagation, p99", Notes: []string{noteWebhookOff}, Measured: q99(off.after), Baseline: q99(off.base), Ratio: ratioAt(off.after, off.base, 0.99)},
+		Row{Name: "Webhook off: end to end, p50", Notes: []string{noteWebhookOff}, Measured: q50(off.got), Baseline: q50(off.base)},
+		Row{Name: "Webhook off: end to end, p99", Notes: []string{noteWebhookOff}, Measured: q99(off.got), Baseline: q99(off.base), Ratio: ratioAt(off.got, off.base, 0.99)},
+		Row{Name: "Webhook off: AppQuota patch, p50", Notes: []string{noteWebhookOff}, Measured: q50(off.patched), Baseline: q50(off.base)},
+		Row{Name: "Webhook off: AppQuota patch, p99", Notes: []string{noteWebhookOff}, Measured: q99(off.patched), Baseline: q99(off.base)},
+	)
 	return nil
 }
 

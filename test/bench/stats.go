@@ -62,15 +62,7 @@ func ratioInterval(num, den []time.Duration, q float64) (lo, hi float64) {
 // that the row judges against its target, with its bootstrap interval.
 func withInterval(ratio float64, num, den []time.Duration, q float64) string {
 	lo, hi := ratioInterval(num, den, q)
-	return fmt.Sprintf("%.1fx (95%% bootstrap interval %.1f-%.1fx)", ratio, lo, hi)
-}
-
-// endToEnd formats the end-to-end propagation ratios, p50 and p99 with the
-// p99's bootstrap interval, and says the target is not theirs.
-func endToEnd(got, base []time.Duration) string {
-	lo, hi := ratioInterval(got, base, 0.99)
-	return fmt.Sprintf("%.1fx / %.1fx (p50 / p99; the p99's 95%% bootstrap interval %.1f-%.1fx; the 3x target is the committed-change row's)",
-		over(quantile(got, 0.5), quantile(base, 0.5)), over(quantile(got, 0.99), quantile(base, 0.99)), lo, hi)
+	return fmt.Sprintf("%.1fx (%.1f-%.1fx)", ratio, lo, hi)
 }
 
 // over is the ratio a/b, with b at least a microsecond.
