@@ -56,8 +56,8 @@ func (b *bench) documentSize(_ context.Context, rep *Report) error {
 		}
 		label := fmt.Sprintf("Document, %d apps: ", n)
 		rep.add(
-			Row{Name: label + "plain", Notes: []string{noteDocument}, Measured: fmt.Sprintf("%.2f MB", float64(len(res.Data))/1e6)},
-			Row{Name: label + "gzip", Notes: []string{noteDocument}, Measured: fmt.Sprintf("%.2f MB", float64(len(gz))/1e6),
+			Row{Name: label + "plain", Notes: []string{noteDocument}, Measured: size(len(res.Data))},
+			Row{Name: label + "gzip", Notes: []string{noteDocument}, Measured: size(len(gz)),
 				Ratio: fmt.Sprintf("%.1fx smaller", float64(len(res.Data))/float64(len(gz)))},
 			Row{Name: label + "stored", Notes: []string{noteDocument, noteStored}, Measured: stored},
 			Row{Name: label + "largest object", Notes: []string{noteDocument, noteStored}, Measured: largest,
