@@ -1,5 +1,9 @@
 // Package cli implements kubectl-appquota. It lives apart from its main so tests
 // can run it in-process.
+//
+// Each command has its file (explain, list, render, validate); config.go
+// loads the configuration explain and list read, manifests.go the manifests
+// render and validate read, and output.go holds what several commands print.
 package cli
 
 import (

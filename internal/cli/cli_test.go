@@ -193,6 +193,16 @@ spec: {appID: "1"}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The same AppQuota twice (an edit applied after the original) does not
+	// claim its own appID: the webhook would take the second for an update.
+	again := writeFile(t, filepath.Join(t.TempDir(), "again.yaml"), []byte(`apiVersion: quota.appquota.io/v1alpha1
+kind: AppQuota
+metadata: {name: one, namespace: team}
+spec: {appID: "1"}
+`))
+	if out, stderr, code := run("validate", "-f", "../../config/samples/quota_v1alpha1_quotaprofile.yaml", "-f", again, "-f", again); code != 0 || !strings.Contains(out, "1 QuotaProfiles and 2 AppQuotas are valid") {
+		t.Errorf("the same AppQuota twice: exit %d, %s%s", code, out, stderr)
+	}
 	out, stderr, code = run("validate", "-f", dir)
 	want := `AppQuota team/one is invalid: spec.overrides[0].group: Invalid value: "b": not a group of QuotaProfile "default"
 AppQuota team/two is invalid: spec.appID: Invalid value: "1": already claimed by AppQuota team/one; an app may have only one AppQuota

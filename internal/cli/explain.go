@@ -50,6 +50,7 @@ type OverrideExplained struct {
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
+// explainCall resolves one call in cfg and says why it gets its limits.
 func explainCall(cfg *quotaconfig.Config, where, appID, method, path string) (*Explanation, error) {
 	doc := cfg.Document()
 	method = strings.ToUpper(method)
@@ -101,6 +102,7 @@ func hasLimit(ls []quotaconfig.Limit, l quotaconfig.Limit) bool {
 	return false
 }
 
+// explain prints the limits that apply to one call, and where each comes from.
 func explain(ctx context.Context, args []string, stdout io.Writer) error {
 	var s source
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
@@ -124,6 +126,7 @@ func explain(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// printExplanation prints explain's answer as text.
 func printExplanation(w io.Writer, e *Explanation) {
 	who := "no AppQuota: the default profile applies"
 	if !e.DefaultProfile {

@@ -10,6 +10,7 @@ import (
 	"time"
 )
 
+// list prints the effective limits of every group of an app's profile.
 func list(ctx context.Context, args []string, stdout io.Writer) error {
 	var s source
 	fs := flag.NewFlagSet("list", flag.ContinueOnError)

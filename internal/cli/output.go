@@ -8,6 +8,7 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
+// describeLimit says a limit in words: "100 Requests/Second per app".
 func describeLimit(l quotaconfig.Limit) string {
 	per := "per app"
 	if l.Scope == quotaconfig.ScopeUser {
@@ -16,6 +17,7 @@ func describeLimit(l quotaconfig.Limit) string {
 	return fmt.Sprintf("%d %s/%s %s", l.Max, l.Unit, l.Window, per)
 }
 
+// writeJSON prints v as indented JSON (-o json).
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
