@@ -8,6 +8,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +23,6 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/validation"
-	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // IndexAppIDBucket is the cache index, by AppIDBucket(spec.appID), the
@@ -38,11 +38,16 @@ const IndexAppIDBucket = "spec.appID.bucket"
 // 100,000 AppQuotas a bucket has about 25, which the webhook filters by appID.
 const appIDBuckets = 4096
 
-// AppIDBucket is the IndexAppIDBucket value of an appID: FNV-1a modulo
-// appIDBuckets, the hash that assigns apps to shards.
+// AppIDBucket is the IndexAppIDBucket value of an appID: its hash modulo
+// appIDBuckets. The index lives in the manager's memory only, so the hash is
+// the process's own (maphash, seeded at start): nothing outside can predict
+// which appIDs share a bucket, and it owes nothing to how the configuration
+// assigns apps to shards.
 func AppIDBucket(appID string) string {
-	return strconv.Itoa(quotaconfig.ShardOf(appID, appIDBuckets))
+	return strconv.FormatUint(maphash.String(appIDSeed, appID)%appIDBuckets, 10)
 }
+
+var appIDSeed = maphash.MakeSeed()
 
 // SetupWithManager registers the index and both validators with mgr;
 // appQuotas is the manager's AppQuota informer.
@@ -111,36 +116,76 @@ func (v *AppQuotaValidator) ValidateDelete(context.Context, *quotav1.AppQuota) (
 }
 
 func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuota) (admission.Warnings, error) {
-	var ref validation.Reference
-	var p quotav1.QuotaProfile
-	// The cache answers almost always; a profile it has not seen yet (created a
-	// moment ago in the same `kubectl apply`) is looked up on the API server.
-	err := v.Reader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p)
-	if apierrors.IsNotFound(err) {
-		err = v.ProfileReader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p)
+	warnings, errs, err := AdmitAppQuota(ctx, clusterLookup{v}, old, a, v.now())
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
 	}
-	switch {
-	case err == nil:
-		ref.Profile = &p
-	case !apierrors.IsNotFound(err):
-		return nil, apierrors.NewInternalError(fmt.Errorf("read QuotaProfile %s: %w", profileOf(a), err))
-	}
-	var same quotav1.AppQuotaList
-	// The bucket's objects are only read here: no copies.
-	if err := v.Reader.List(ctx, &same, client.MatchingFields{IndexAppIDBucket: AppIDBucket(a.Spec.AppID)}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("list AppQuotas by appID: %w", err))
-	}
-	for _, o := range same.Items {
-		if o.Spec.AppID == a.Spec.AppID && (o.Namespace != a.Namespace || o.Name != a.Name) {
-			ref.AppIDOwner = o.Namespace + "/" + o.Name
-			break
-		}
-	}
-	warnings, errs := validation.AppQuotaAdmission(old, a, ref, v.now())
 	if len(errs) > 0 {
 		return warnings, apierrors.NewInvalid(quotav1.GroupVersion.WithKind("AppQuota").GroupKind(), a.Name, errs)
 	}
 	return warnings, nil
+}
+
+// Lookup answers what admitting an AppQuota asks about the other objects.
+type Lookup interface {
+	// QuotaProfile returns the QuotaProfile named name, nil when there is none.
+	QuotaProfile(ctx context.Context, name string) (*quotav1.QuotaProfile, error)
+	// AppIDOwner returns the AppQuota ("namespace/name") other than a that
+	// claims a's appID, "" when none does.
+	AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (string, error)
+}
+
+// AdmitAppQuota is the AppQuota webhook's admission sequence, which the CLI
+// runs offline too: it looks up the profile a names and the AppQuota that
+// already claims its appID, and validates a (old is the object an update
+// replaces, nil for a create) against them at now. A failed lookup is err;
+// what is wrong with a is errs.
+func AdmitAppQuota(ctx context.Context, l Lookup, old, a *quotav1.AppQuota, now time.Time) (admission.Warnings, field.ErrorList, error) {
+	var ref validation.Reference
+	var err error
+	if ref.Profile, err = l.QuotaProfile(ctx, profileOf(a)); err != nil {
+		return nil, nil, err
+	}
+	if ref.AppIDOwner, err = l.AppIDOwner(ctx, a); err != nil {
+		return nil, nil, err
+	}
+	warnings, errs := validation.AppQuotaAdmission(old, a, ref, now)
+	return warnings, errs, nil
+}
+
+// clusterLookup answers the webhook's lookups from the manager's cache, and
+// from the API server for a profile the cache has not seen.
+type clusterLookup struct{ v *AppQuotaValidator }
+
+func (l clusterLookup) QuotaProfile(ctx context.Context, name string) (*quotav1.QuotaProfile, error) {
+	var p quotav1.QuotaProfile
+	// The cache answers almost always; a profile it has not seen yet (created a
+	// moment ago in the same `kubectl apply`) is looked up on the API server.
+	err := l.v.Reader.Get(ctx, client.ObjectKey{Name: name}, &p)
+	if apierrors.IsNotFound(err) {
+		err = l.v.ProfileReader.Get(ctx, client.ObjectKey{Name: name}, &p)
+	}
+	switch {
+	case err == nil:
+		return &p, nil
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	}
+	return nil, fmt.Errorf("read QuotaProfile %s: %w", name, err)
+}
+
+func (l clusterLookup) AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (string, error) {
+	var same quotav1.AppQuotaList
+	// The bucket's objects are only read here: no copies.
+	if err := l.v.Reader.List(ctx, &same, client.MatchingFields{IndexAppIDBucket: AppIDBucket(a.Spec.AppID)}, client.UnsafeDisableDeepCopy); err != nil {
+		return "", fmt.Errorf("list AppQuotas by appID: %w", err)
+	}
+	for _, o := range same.Items {
+		if o.Spec.AppID == a.Spec.AppID && (o.Namespace != a.Namespace || o.Name != a.Name) {
+			return o.Namespace + "/" + o.Name, nil
+		}
+	}
+	return "", nil
 }
 
 // +kubebuilder:webhook:path=/validate-quota-appquota-io-v1alpha1-quotaprofile,mutating=false,failurePolicy=fail,sideEffects=None,groups=quota.appquota.io,resources=quotaprofiles,verbs=create;update;delete,versions=v1alpha1,name=vquotaprofile.quota.appquota.io,admissionReviewVersions=v1,timeoutSeconds=5
@@ -159,12 +204,18 @@ var _ admission.Validator[*quotav1.QuotaProfile] = &QuotaProfileValidator{}
 
 // ValidateCreate implements admission.Validator.
 func (v *QuotaProfileValidator) ValidateCreate(_ context.Context, p *quotav1.QuotaProfile) (admission.Warnings, error) {
-	return nil, invalid(p, validation.QuotaProfile(p))
+	return nil, invalid(p, AdmitQuotaProfile(p))
 }
 
 // ValidateUpdate implements admission.Validator.
 func (v *QuotaProfileValidator) ValidateUpdate(_ context.Context, _, p *quotav1.QuotaProfile) (admission.Warnings, error) {
-	return nil, invalid(p, validation.QuotaProfile(p))
+	return nil, invalid(p, AdmitQuotaProfile(p))
+}
+
+// AdmitQuotaProfile is the QuotaProfile webhook's check of a create or an
+// update, which the CLI runs offline too.
+func AdmitQuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
+	return validation.QuotaProfile(p)
 }
 
 // usersShown is how many of a profile's AppQuotas a refused deletion names.

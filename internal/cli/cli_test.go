@@ -6,17 +6,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/manifest"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -108,16 +113,26 @@ func TestErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"version":"v0"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	badManifest := filepath.Join(t.TempDir(), "aq.yaml")
-	if err := os.WriteFile(badManifest, []byte(`apiVersion: quota.appquota.io/v1alpha1
+	appQuota := `apiVersion: quota.appquota.io/v1alpha1
 kind: AppQuota
 metadata: {name: x, namespace: team}
 spec:
   appID: "1"
   overrides: [{group: nope, limits: [{unit: Requests, window: Second, max: 1}]}]
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`
+	badManifest := writeFile(t, filepath.Join(t.TempDir(), "aq.yaml"), []byte(`apiVersion: quota.appquota.io/v1alpha1
+kind: QuotaProfile
+metadata: {name: default}
+spec: {fallback: {limits: [{unit: Requests, window: Second, max: 100}]}}
+---
+`+appQuota))
+	noProfile := writeFile(t, filepath.Join(t.TempDir(), "aq.yaml"), []byte(appQuota))
+	otherProfile := writeFile(t, filepath.Join(t.TempDir(), "gold.yaml"), []byte(`apiVersion: quota.appquota.io/v1alpha1
+kind: QuotaProfile
+metadata: {name: gold}
+spec: {fallback: {limits: [{unit: Requests, window: Second, max: 100}]}}
+`))
+	empty := writeFile(t, filepath.Join(t.TempDir(), "empty.yaml"), []byte("apiVersion: v1\nkind: List\nitems: []\n"))
 	cases := []struct {
 		args []string
 		want string
@@ -129,7 +144,11 @@ spec:
 		{[]string{"explain", "1", "GET", "/x", "--config", bad}, "error: " + bad + `: version: "v0" is not "quota.appquota.io/v1"`},
 		{[]string{"render"}, "error: render: -f DIR_OR_FILE is required"},
 		{[]string{"render", "-f", badManifest}, `error: invalid objects:
-  AppQuota team/x: spec.profile: Invalid value: "default": no QuotaProfile of that name exists`},
+  AppQuota team/x: spec.overrides[0].group: Invalid value: "nope": not a group of QuotaProfile "default"`},
+		// Never an empty configuration: apps without an AppQuota would have no limits.
+		{[]string{"render", "-f", noProfile}, `error: no QuotaProfile "default" in ` + noProfile + ` (it has no QuotaProfile and 1 AppQuotas): apps without an AppQuota use it; --default-profile names another`},
+		{[]string{"render", "-f", empty, "-f", otherProfile}, `error: no QuotaProfile "default" in ` + empty + ", " + otherProfile + ` (it has QuotaProfiles gold and 0 AppQuotas): apps without an AppQuota use it; --default-profile names another`},
+		{[]string{"validate", "-f", "../../config/samples/nope.yaml"}, "error: stat ../../config/samples/nope.yaml: no such file or directory"},
 	}
 	for _, tc := range cases {
 		_, stderr, code := run(tc.args...)
@@ -174,6 +193,16 @@ metadata: {name: two, namespace: team}
 spec: {appID: "1"}
 `), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// The same AppQuota twice (an edit applied after the original) does not
+	// claim its own appID: the webhook would take the second for an update.
+	again := writeFile(t, filepath.Join(t.TempDir(), "again.yaml"), []byte(`apiVersion: quota.appquota.io/v1alpha1
+kind: AppQuota
+metadata: {name: one, namespace: team}
+spec: {appID: "1"}
+`))
+	if out, stderr, code := run("validate", "-f", "../../config/samples/quota_v1alpha1_quotaprofile.yaml", "-f", again, "-f", again); code != 0 || !strings.Contains(out, "1 QuotaProfiles and 2 AppQuotas are valid") {
+		t.Errorf("the same AppQuota twice: exit %d, %s%s", code, out, stderr)
 	}
 	out, stderr, code = run("validate", "-f", dir)
 	want := `AppQuota team/one is invalid: spec.overrides[0].group: Invalid value: "b": not a group of QuotaProfile "default"
@@ -410,20 +439,131 @@ func TestReadsShardedForms(t *testing.T) {
 	}
 }
 
-// TestLiveSharded reads a sharded configuration from a real API server: the
-// index and each shard are ConfigMaps in the namespace given.
-func TestLiveSharded(t *testing.T) {
-	cluster, err := localcluster.Start(localcluster.Options{SkipWebhooks: true})
-	if cluster != nil {
-		t.Cleanup(func() {
-			if err := cluster.Stop(); err != nil {
-				t.Error(err)
-			}
-		})
+// live is the control plane of the tests that need one, started by the
+// first of them and stopped when all have run.
+var live struct {
+	once    sync.Once
+	cluster *localcluster.Cluster
+	err     error
+}
+
+func liveCluster(t *testing.T) *localcluster.Cluster {
+	t.Helper()
+	live.once.Do(func() {
+		live.cluster, live.err = localcluster.Start(localcluster.Options{SkipWebhooks: true})
+	})
+	if live.err != nil {
+		t.Fatal(live.err)
 	}
+	return live.cluster
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if live.cluster != nil {
+		if err := live.cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// TestRenderKubectlList renders what `kubectl get quotaprofiles,appquotas -A
+// -o yaml` wrote (testdata/kubectl-get-all.yaml, from a real API server):
+// a List, whose items are the objects, with the server's defaults and
+// metadata. The same List in JSON (-o json) renders the same.
+func TestRenderKubectlList(t *testing.T) {
+	data, err := os.ReadFile("testdata/kubectl-get-all.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	asJSON, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonList := writeFile(t, filepath.Join(t.TempDir(), "all.json"), asJSON)
+	doc, stderr, code := run("render", "-f", "testdata/kubectl-get-all.yaml", "--now", "2026-01-01T00:00:00Z")
+	if code != 0 {
+		t.Fatalf("render: exit %d, %s", code, stderr)
+	}
+	if fromJSON, stderr, code := run("render", "-f", jsonList, "--now", "2026-01-01T00:00:00Z"); code != 0 || fromJSON != doc {
+		t.Errorf("render of the List in JSON: exit %d, %s\n%s\nwant\n%s", code, stderr, fromJSON, doc)
+	}
+	config := writeFile(t, filepath.Join(t.TempDir(), "limits.json"), []byte(doc))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"1122334455", "GET", "/app-id/1122334455/users/bob"}, "500 Requests/Second per app  (override)"},
+		{[]string{"777", "DELETE", "/app-id/777/users/alice"}, "5 Requests/Minute per user  (profile)"},
+	} {
+		out, stderr, code := run(append(append([]string{"explain"}, tc.args...), "--config", config)...)
+		if code != 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("explain %v: exit %d, %s%s\nwant %q", tc.args, code, out, stderr, tc.want)
+		}
+	}
+	if out, stderr, code := run("list", "1122334455", "--config", config); code != 0 || strings.Count(out, "\n") != 3 {
+		t.Errorf("list: exit %d, %s%s; want a header and the profile's two groups", code, out, stderr)
+	}
+}
+
+// TestRenderFromCluster is the new user's path: apply the samples, save them
+// with kubectl get, and render the file. It renders what the samples
+// themselves render, and the objects read from either are the same: the
+// defaults applied to the samples are the API server's.
+func TestRenderFromCluster(t *testing.T) {
+	cluster := liveCluster(t)
+	kubectl := func(args ...string) []byte {
+		t.Helper()
+		out, err := exec.Command(cluster.Kubectl(), append([]string{"--kubeconfig", cluster.KubeconfigPath}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	kubectl("apply", "--server-side", "-k", "../../config/samples")
+	dir := t.TempDir()
+	saved := map[string]string{
+		"-o yaml": writeFile(t, filepath.Join(dir, "all.yaml"), kubectl("get", "quotaprofiles,appquotas", "-A", "-o", "yaml")),
+		"-o json": writeFile(t, filepath.Join(dir, "all.json"), kubectl("get", "quotaprofiles,appquotas", "-A", "-o", "json")),
+	}
+	want, stderr, code := run("render", "-f", "../../config/samples", "--now", "2026-01-01T00:00:00Z")
+	if code != 0 {
+		t.Fatalf("render -f config/samples: %s", stderr)
+	}
+	samples, err := manifest.ReadFiles("../../config/samples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for form, path := range saved {
+		got, stderr, code := run("render", "-f", path, "--now", "2026-01-01T00:00:00Z")
+		if code != 0 || got != want {
+			t.Errorf("kubectl get %s, rendered: exit %d, %s; the document differs from config/samples' (%d and %d bytes)", form, code, stderr, len(got), len(want))
+		}
+		fromServer, err := manifest.ReadFiles(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fromServer.QuotaProfiles) != 1 || !equality.Semantic.DeepEqual(fromServer.QuotaProfiles[0].Spec, samples.QuotaProfiles[0].Spec) {
+			t.Errorf("kubectl get %s: the QuotaProfile differs from the sample's as defaulted", form)
+		}
+		specs := map[string]quotav1.AppQuotaSpec{}
+		for _, a := range fromServer.AppQuotas {
+			specs[a.Name] = a.Spec
+		}
+		for _, a := range samples.AppQuotas {
+			if !equality.Semantic.DeepEqual(specs[a.Name], a.Spec) {
+				t.Errorf("kubectl get %s: AppQuota %s is %+v on the server, %+v as read and defaulted", form, a.Name, specs[a.Name], a.Spec)
+			}
+		}
+	}
+}
+
+// TestLiveSharded reads a sharded configuration from a real API server: the
+// index and each shard are ConfigMaps in the namespace given.
+func TestLiveSharded(t *testing.T) {
+	cluster := liveCluster(t)
 	ctx := context.Background()
 	if err := cluster.CreateNamespaces(ctx, "appquota-system"); err != nil {
 		t.Fatal(err)

@@ -36,13 +36,24 @@ func TestSmoke(t *testing.T) {
 	}
 	md := rep.Markdown()
 	for _, want := range []string{
-		"Bulk convergence", "Bulk write amplification", "Propagation p50", "Propagation p99", "Propagation, its last step: server-side apply", "Propagation baseline measured back to back", "Propagation, server side", "Propagation end to end, the user's own write included", "Propagation end to end, its first step", "Propagation end to end, its floor, computed", "For comparison only, the AppQuota webhook taken out",
-		"Admission: AppQuota create p99", "Admission: webhook handler", "Footprint: manager heap / RSS / goroutines with 100 AppQuotas",
-		"Footprint: manager heap / RSS / goroutines with 300 AppQuotas", "Document size, 100 apps", "Document size, 300 apps",
-		"/ compressed, 1 object(s)", "/ sharded, ",
+		"Bulk convergence, 100 apps [1]", "Bulk write amplification", "Bulk: every AppQuota Ready",
+		"Render, p50", "Render, p99", "Propagation, 100 apps, p50", "Propagation, 100 apps, p99", "Baseline back to back, p50", "Baseline back to back, p99",
+		"End to end, p50", "End to end, p99", "AppQuota patch, p50", "AppQuota patch, p99", "Floor, after the gap, p99", "Floor, back to back, p99",
+		"ConfigMap apply (", "API server: AppQuota patch, mean", "API server: of it, the webhook call, mean", "API server: the manager's ConfigMap apply, mean",
+		"Webhook off: propagation, p99", "Webhook off: end to end, p99", "Webhook off: AppQuota patch, p99",
+		"Admission, p50", "Admission, p99", "Webhook handler, p50", "Webhook handler, p99",
+		"Footprint, 100 apps: heap", "Footprint, 100 apps: RSS", "Footprint, 300 apps: RSS", "Footprint, 300 apps: GC cycles",
+		"Document, 100 apps: plain", "Document, 300 apps: largest object", ", compressed in 1 object |", ", sharded in ",
+		"\n[1] " + noteBulk + "\n",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	// One measurement per row: no cell holds two.
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(line, "| ") && strings.Contains(line, " / ") && !strings.Contains(line, "write amplification") {
+			t.Errorf("a row with more than one measurement: %s", line)
 		}
 	}
 	if strings.Contains(md, "n/a") {
@@ -153,10 +164,10 @@ func TestReportKeepsHandWrittenPart(t *testing.T) {
 	}
 }
 
-// TestResolveRow checks how the Resolve row reads go test's output: the median
-// of the runs, the largest allocation count, and a miss when either is over
-// its target.
-func TestResolveRow(t *testing.T) {
+// TestResolveRows checks how the Resolve rows read go test's output: the
+// median of the runs, the largest allocation count, and a miss when either is
+// over its target.
+func TestResolveRows(t *testing.T) {
 	out := func(resolveNs []string, allocs string) string {
 		var b strings.Builder
 		b.WriteString("goos: linux\ngoarch: amd64\npkg: github.com/appquota/appquota/pkg/quotaconfig\n")
@@ -170,30 +181,33 @@ func TestResolveRow(t *testing.T) {
 		return b.String() + "PASS\nok  \tgithub.com/appquota/appquota/pkg/quotaconfig\t9.302s\n"
 	}
 	for _, tc := range []struct {
-		name            string
-		resolveNs       []string
-		allocs          string
-		measured, ratio string
-		met             string
+		name      string
+		resolveNs []string
+		allocs    string
+		// The time row's measured, ratio and met, the allocations row's measured and met.
+		want [5]string
 	}{
-		{"median under target, one slow run", []string{"381.8", "190.1", "201.5"}, "0", "201.5 ns (190.1-381.8), 0 allocs", "2.0x", "yes"},
-		{"median over target", []string{"301.0", "190.1", "381.8"}, "0", "301.0 ns (190.1-381.8), 0 allocs", "3.0x", "**no**"},
-		{"allocates", []string{"190.1", "190.1", "190.1"}, "1", "190.1 ns (190.1-190.1), 1 allocs", "1.9x", "**no**"},
+		{"median under target, one slow run", []string{"381.8", "190.1", "201.5"}, "0", [5]string{"201.5 ns (190.1-381.8)", "2.0x", "yes", "0", "yes"}},
+		{"median over target", []string{"301.0", "190.1", "381.8"}, "0", [5]string{"301.0 ns (190.1-381.8)", "3.0x", "**no**", "0", "yes"}},
+		{"allocates", []string{"190.1", "190.1", "190.1"}, "1", [5]string{"190.1 ns (190.1-190.1)", "1.9x", "yes", "1", "**no**"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			row, err := resolveRow(out(tc.resolveNs, tc.allocs), 3)
+			rows, err := resolveRows(out(tc.resolveNs, tc.allocs), 3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if row.Measured != tc.measured || row.Ratio != tc.ratio || row.Met != tc.met {
-				t.Errorf("row = %q / %q / %q, want %q / %q / %q", row.Measured, row.Ratio, row.Met, tc.measured, tc.ratio, tc.met)
+			if len(rows) != 2 {
+				t.Fatalf("%d rows, want 2", len(rows))
 			}
-			if want := "99.6 ns (99.4-100.2), 0 allocs (x/time/rate Limiter.Allow)"; row.Baseline != want {
-				t.Errorf("baseline = %q, want %q", row.Baseline, want)
+			if got, want := [...]string{rows[0].Measured, rows[0].Ratio, rows[0].Met, rows[1].Measured, rows[1].Met}, tc.want; got != want {
+				t.Errorf("rows = %q, want %q", got, want)
+			}
+			if want := "99.6 ns (99.4-100.2)"; rows[0].Baseline != want {
+				t.Errorf("baseline = %q, want %q", rows[0].Baseline, want)
 			}
 		})
 	}
-	if _, err := resolveRow(out([]string{"190.1"}, "0"), 3); err == nil {
+	if _, err := resolveRows(out([]string{"190.1"}, "0"), 3); err == nil {
 		t.Error("one run of three: no error")
 	}
 }
@@ -245,7 +259,7 @@ func TestRatioInterval(t *testing.T) {
 	if hi < 5 || lo > 1 || 1-lo > 0.2 {
 		t.Errorf("one slow outlier: interval %.2f-%.2f, want from just under 1 to past 5", lo, hi)
 	}
-	if got := withInterval(over(quantile(ms(num...), 0.99), quantile(ms(den...), 0.99)), ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (95% bootstrap interval ") {
+	if got := withInterval(over(quantile(ms(num...), 0.99), quantile(ms(den...), 0.99)), ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (2.") {
 		t.Errorf("formatted: %q", got)
 	}
 }
@@ -280,19 +294,46 @@ func TestSumQuantile(t *testing.T) {
 }
 
 // TestStoredSizes checks the document-size row's account of what is written:
-// each object's size and the total.
+// the total, and each object's size.
 func TestStoredSizes(t *testing.T) {
 	one := &layout.Stored{Layout: layout.Compressed, Data: make([]byte, 150_000), StoredBytes: 150_000}
-	if got, want := storedSizes(one), "compressed, 1 object(s), 0.15 MB"; got != want {
+	if got, want := storedSizes(one), "0.15 MB, compressed in 1 object"; got != want {
 		t.Errorf("compressed: %q, want %q", got, want)
 	}
 	sharded := &layout.Stored{Layout: layout.Sharded, Data: make([]byte, 10_000), StoredBytes: 760_000,
 		Shards: []layout.StoredShard{{Data: make([]byte, 750_000)}, {Data: make([]byte, 760_000)}}}
-	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 10.0 KB, 2 shards of 0.75 MB to 0.76 MB each; 1.52 MB in total, largest 0.76 MB"; got != want {
+	if got, want := storedSizes(sharded), "1.52 MB, sharded in 3 objects: an index of 10.0 KB and 2 shards of 0.75 MB to 0.76 MB"; got != want {
 		t.Errorf("sharded: %q, want %q", got, want)
 	}
 	sharded.Shards[0].Data = make([]byte, 759_000)
-	if got, want := storedSizes(sharded), "sharded, 3 object(s): index 10.0 KB, 2 shards of 0.76 MB each; 1.53 MB in total, largest 0.76 MB"; got != want {
+	if got, want := storedSizes(sharded), "1.53 MB, sharded in 3 objects: an index of 10.0 KB and 2 shards of 0.76 MB"; got != want {
 		t.Errorf("shards of one size: %q, want %q", got, want)
+	}
+}
+
+// TestMarkdownNotes: each row's label carries the numbers of its notes, a
+// note cited again keeps its number, and the notes follow the table.
+func TestMarkdownNotes(t *testing.T) {
+	got := markdownTable([]Row{
+		{Name: "A", Measured: "1 ms", Notes: []string{"first", "second"}},
+		{Name: "B", Measured: "2 ms", Target: "≤ 3 ms", Met: "yes", Notes: []string{"second"}},
+		{Name: "C", Measured: "3", Notes: []string{"third"}},
+		{Name: "D", Measured: "4"},
+	})
+	want := `| measurement | measured | baseline (same run) | ratio | target | met |
+|---|---|---|---|---|---|
+| A [1, 2] | 1 ms |  |  |  |  |
+| B [2] | 2 ms |  |  | ≤ 3 ms | yes |
+| C [3] | 3 |  |  |  |  |
+| D | 4 |  |  |  |  |
+
+[1] first
+
+[2] second
+
+[3] third
+`
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }

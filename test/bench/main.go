@@ -1,6 +1,12 @@
 // Command bench measures appquota at scale on a local control plane: `make bench`.
 // Every row is measured next to a baseline taken in the same run, and the table
 // is printed and, with -out, written to docs/benchmarks.md.
+//
+// bench.go is the harness (a run's steps, the output watch, creating
+// AppQuotas); manager.go runs the manager as its own process and reads its
+// metrics, apiserver.go the API server's; stats.go holds the quantiles and
+// intervals and report.go the table. Each scenario has its own file: bulk,
+// propagation, admission, footprint, documentsize and resolve.
 package main
 
 import (

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/manifest"
+	"github.com/appquota/appquota/webhook"
+)
+
+// validateCmd runs the webhook's admission checks on the manifests given, as
+// if each object were created in the order read, into a cluster holding the
+// others read before it (and every QuotaProfile).
+func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	var m manifestFlags
+	m.flags(fs)
+	if _, err := parse(fs, args, 0); err != nil {
+		return fmt.Errorf("validate -f DIR_OR_FILE: %w", err)
+	}
+	objs, err := m.read("validate")
+	if err != nil {
+		return err
+	}
+	invalid := 0
+	for i := range objs.QuotaProfiles {
+		p := &objs.QuotaProfiles[i]
+		if errs := webhook.AdmitQuotaProfile(p); len(errs) > 0 {
+			invalid++
+			fmt.Fprintf(stdout, "QuotaProfile %s is invalid: %s\n", p.Name, errs.ToAggregate())
+		}
+	}
+	lookup := &filesLookup{objs: objs, owners: map[string]string{}}
+	now := time.Now()
+	for i := range objs.AppQuotas {
+		a := &objs.AppQuotas[i]
+		key := a.Namespace + "/" + a.Name
+		warnings, errs, err := webhook.AdmitAppQuota(ctx, lookup, nil, a, now)
+		if err != nil {
+			return err
+		}
+		// The first AppQuota read claims its appID, as the first created would.
+		if _, claimed := lookup.owners[a.Spec.AppID]; !claimed {
+			lookup.owners[a.Spec.AppID] = key
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stdout, "Warning: AppQuota %s: %s\n", key, w)
+		}
+		if len(errs) > 0 {
+			invalid++
+			fmt.Fprintf(stdout, "AppQuota %s is invalid: %s\n", key, errs.ToAggregate())
+		}
+	}
+	if invalid > 0 {
+		return fmt.Errorf("%d of %d objects are invalid", invalid, len(objs.QuotaProfiles)+len(objs.AppQuotas))
+	}
+	fmt.Fprintf(stdout, "%d QuotaProfiles and %d AppQuotas are valid\n", len(objs.QuotaProfiles), len(objs.AppQuotas))
+	return nil
+}
+
+// filesLookup answers the webhook's lookups from the manifests read: every
+// QuotaProfile (the last of a name, as applying them in order leaves it),
+// and the AppQuota that first claimed each appID.
+type filesLookup struct {
+	objs   *manifest.Objects
+	owners map[string]string // appID to "namespace/name"
+}
+
+func (l *filesLookup) QuotaProfile(_ context.Context, name string) (*quotav1.QuotaProfile, error) {
+	return l.objs.QuotaProfile(name), nil
+}
+
+func (l *filesLookup) AppIDOwner(_ context.Context, a *quotav1.AppQuota) (string, error) {
+	if owner := l.owners[a.Spec.AppID]; owner != a.Namespace+"/"+a.Name {
+		return owner, nil
+	}
+	return "", nil
+}
