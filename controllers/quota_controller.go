@@ -16,11 +16,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -107,9 +109,23 @@ type QuotaReconciler struct {
 	changedApps map[types.NamespacedName]struct{}
 }
 
-// SetupWithManager registers the reconciler. The manager's cache must limit
-// ConfigMaps to the ones it writes (see operator.CacheOptions), and AppQuotas
-// must be the store of its AppQuota informer (operator.Setup passes it).
+// CacheByObject is what the render loop needs of the manager's cache: of
+// all ConfigMaps, only those it writes (labelled ManagedByLabel=ManagedByValue
+// in namespace, the named one and its shards), so that a cluster with many
+// ConfigMaps costs no memory. The composition root merges it into the
+// manager's cache options.
+func CacheByObject(namespace string) map[client.Object]cache.ByObject {
+	return map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}: {
+			Namespaces: map[string]cache.Config{namespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue}),
+		},
+	}
+}
+
+// SetupWithManager registers the reconciler. The manager's cache must hold
+// what CacheByObject says, and AppQuotas must be the store of its AppQuota
+// informer.
 func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.AppQuotas == nil {
 		return errors.New("QuotaReconciler needs the cache's AppQuota store")

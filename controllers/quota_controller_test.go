@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -31,11 +33,11 @@ import (
 	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// These tests run the real operator (operator.Setup, as the manager binary does)
+// These tests run the real operator (wiring.Setup, as the manager binary does)
 // against a real kube-apiserver and assert what users and gateways see: the
 // ConfigMap's content, statuses and events.
 
@@ -44,7 +46,7 @@ var (
 	cluster *localcluster.Cluster
 	// No webhook: these tests create objects it would refuse, as happens when it
 	// is down or was installed after them, to prove the controller copes.
-	opts = func() operator.Options { o := operator.DefaultOptions(); o.DisableWebhook = true; return o }()
+	opts = func() wiring.Options { o := wiring.DefaultOptions(); o.DisableWebhook = true; return o }()
 	// stopOperator stops the operator TestMain started (tests may swap it).
 	stopOperator func()
 )
@@ -56,7 +58,7 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zap.Options{}.Level)))
 	var err error
-	cluster, err = localcluster.Start(localcluster.Options{SkipWebhooks: true})
+	cluster, err = operatortest.StartCluster(localcluster.Options{SkipWebhooks: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -69,7 +71,7 @@ func run(m *testing.M) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stopOperator, err = cluster.RunOperator(ctx, opts)
+	stopOperator, err = operatortest.Run(ctx, cluster, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -149,11 +151,11 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 
 // runWith replaces the operator TestMain started with one run with o, until
 // the returned restore is called or the test ends.
-func runWith(t *testing.T, o operator.Options) (restore func()) {
+func runWith(t *testing.T, o wiring.Options) (restore func()) {
 	t.Helper()
 	ctx := context.Background()
 	stopOperator()
-	stop, err := cluster.RunOperator(ctx, o)
+	stop, err := operatortest.Run(ctx, cluster, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,7 @@ func runWith(t *testing.T, o operator.Options) (restore func()) {
 		once.Do(func() {
 			stop()
 			var err error
-			if stopOperator, err = cluster.RunOperator(ctx, opts); err != nil {
+			if stopOperator, err = operatortest.Run(ctx, cluster, opts); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,7 +24,7 @@ var k8s client.Client
 
 func TestMain(m *testing.M) {
 	// The schema and CEL rules alone: no webhook (test/webhook covers it).
-	os.Exit(localcluster.RunTests(m, localcluster.Options{SkipWebhooks: true}, nil, func(c *localcluster.Cluster) error {
+	os.Exit(operatortest.RunTests(m, localcluster.Options{SkipWebhooks: true}, nil, func(c *localcluster.Cluster) error {
 		var err error
 		k8s, err = c.Client()
 		return err

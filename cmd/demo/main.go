@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/appquota/appquota/internal/localcluster"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -36,7 +38,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	fmt.Println("Starting a local control plane (etcd + kube-apiserver)...")
-	cluster, err := localcluster.Start(localcluster.Options{
+	cluster, err := operatortest.StartCluster(localcluster.Options{
 		RepoRoot:       root,
 		KubeconfigPath: filepath.Join(root, "bin", "demo", "kubeconfig"),
 	})
@@ -52,13 +54,13 @@ func run(ctx context.Context) error {
 		fmt.Println("Stopped.")
 	}()
 
-	opts := operator.DefaultOptions()
+	opts := wiring.DefaultOptions()
 	c, err := cluster.Client()
 	if err != nil {
 		return err
 	}
 
-	stopOperator, err := cluster.RunOperator(ctx, opts)
+	stopOperator, err := operatortest.Run(ctx, cluster, opts)
 	if err != nil {
 		return err
 	}

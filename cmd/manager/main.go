@@ -16,11 +16,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/appquota/appquota/internal/metricsauth"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 )
 
 func main() {
-	opts := operator.DefaultOptions()
+	opts := wiring.DefaultOptions()
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		opts.Namespace = ns
 	}
@@ -67,12 +67,12 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 
-	scheme, err := operator.Scheme()
+	scheme, err := wiring.Scheme()
 	if err != nil {
 		log.Error(err, "build scheme")
 		os.Exit(1)
 	}
-	tlsOpts := operator.ServerTLSOpts(enableHTTP2)
+	tlsOpts := wiring.ServerTLSOpts(enableHTTP2)
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(apiQPS), apiBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -86,7 +86,7 @@ func main() {
 		},
 		HealthProbeBindAddress: probeAddr,
 		PprofBindAddress:       pprofAddr,
-		Cache:                  operator.CacheOptions(opts),
+		Cache:                  wiring.CacheOptions(opts),
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "appquota-leader.quota.appquota.io",
 		WebhookServer:          webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
@@ -95,7 +95,7 @@ func main() {
 		log.Error(err, "create manager")
 		os.Exit(1)
 	}
-	if err := operator.Setup(mgr, opts); err != nil {
+	if err := wiring.Setup(mgr, opts); err != nil {
 		log.Error(err, "set up operator")
 		os.Exit(1)
 	}

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/supervise"
+
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"github.com/appquota/appquota/internal/localcluster"
 )
 
@@ -30,11 +34,11 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		if bin, err = localcluster.BuildManager(context.Background(), dir); err != nil {
+		if bin, err = operatortest.BuildManager(context.Background(), dir); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		return localcluster.RunTests(m, localcluster.Options{}, nil, func(c *localcluster.Cluster) error {
+		return operatortest.RunTests(m, localcluster.Options{}, nil, func(c *localcluster.Cluster) error {
 			cluster = c
 			return nil
 		})
@@ -76,12 +80,12 @@ func TestMetricsEndpoint(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body), err
 	}
-	mgr, _, err := localcluster.StartUntilReady(ctx, func() (*localcluster.Process, error) {
+	mgr, _, err := operatortest.StartUntilReady(ctx, func() (*operatortest.Process, error) {
 		var err error
-		if addr, err = localcluster.FreeAddr(); err != nil {
+		if addr, err = supervise.FreeAddr(); err != nil {
 			return nil, err
 		}
-		return cluster.StartManager(bin, nil, nil, "--metrics-bind-address", addr, "--health-probe-bind-address", "0")
+		return operatortest.StartManager(cluster, bin, nil, nil, "--metrics-bind-address", addr, "--health-probe-bind-address", "0")
 	}, "the metrics endpoint must answer", time.Minute, func(context.Context) (bool, error) {
 		_, _, err := scrape("")
 		return err == nil, err

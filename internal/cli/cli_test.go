@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -450,7 +452,7 @@ var live struct {
 func liveCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
 	live.once.Do(func() {
-		live.cluster, live.err = localcluster.Start(localcluster.Options{SkipWebhooks: true})
+		live.cluster, live.err = operatortest.StartCluster(localcluster.Options{SkipWebhooks: true})
 	})
 	if live.err != nil {
 		t.Fatal(live.err)

@@ -1,42 +1,30 @@
 // Package localcluster runs a throwaway Kubernetes control plane (etcd and
 // kube-apiserver, built by hack/setup-envtest.sh) for tests, the demo and the
 // benchmarks, with this repository's CRDs and webhook configuration installed.
+// It knows nothing of the operator: callers pass the scheme their types need,
+// so a controller's own tests can start one (operatortest runs the operator
+// against it).
 package localcluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/yaml"
-
-	"github.com/appquota/appquota/internal/operator"
 )
 
 // Options configures Start.
@@ -53,6 +41,9 @@ type Options struct {
 	// SkipWebhooks leaves config/webhook uninstalled, as in a cluster where
 	// objects were created while the webhook was not there.
 	SkipWebhooks bool
+	// Scheme holds the types the cluster's clients know: the built-in ones
+	// and the ones under test (operatortest.Scheme is the operator's).
+	Scheme *runtime.Scheme
 	// APIServerFlags are kube-apiserver flags set over envtest's, by name
 	// without the dashes: {"min-request-timeout": "1"} ends watches within two
 	// seconds, as a real API server does within an hour.
@@ -63,7 +54,7 @@ type Options struct {
 type Cluster struct {
 	// Config reaches the API server as a cluster admin.
 	Config *rest.Config
-	// Scheme knows the built-in types and quota.appquota.io/v1alpha1.
+	// Scheme is Options.Scheme.
 	Scheme *runtime.Scheme
 	// KubeconfigPath is the admin kubeconfig on disk, for kubectl.
 	KubeconfigPath string
@@ -129,9 +120,9 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	scheme, err := operator.Scheme()
-	if err != nil {
-		return nil, err
+	scheme := opts.Scheme
+	if scheme == nil {
+		return nil, errors.New("localcluster: Options.Scheme is nil: pass the scheme of the types the tests use")
 	}
 
 	c := &Cluster{Scheme: scheme, AssetsDir: assets}
@@ -199,17 +190,6 @@ func (c *Cluster) ManagerFlags() []string {
 	return []string{"--kubeconfig", c.KubeconfigPath,
 		"--webhook-host", wh.LocalServingHost, "--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir,
 		"--xds-bind-address", "0"}
-}
-
-// FreeAddr returns a loopback address with a port nothing listens on, for a
-// manager run as its own process to serve on.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // Kubectl is the path of the kubectl built with the control plane.
@@ -316,122 +296,4 @@ func (c *Cluster) CreateNamespaces(ctx context.Context, names ...string) error {
 		}
 	}
 	return nil
-}
-
-// RunOperator runs the operator in this process against the cluster, as the
-// manager binary would (operator.Setup), with the webhook server on envtest's
-// local address and certificates and the manager's default TLS settings
-// (operator.ServerTLSOpts), and metrics and probes off. It creates the
-// operator's namespace, and returns once the caches have synced; stop stops the
-// manager and waits for it.
-func (c *Cluster) RunOperator(ctx context.Context, opts operator.Options) (stop func(), err error) {
-	if err := c.CreateNamespaces(ctx, opts.Namespace); err != nil {
-		return nil, err
-	}
-	wh := c.Env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(c.Config, ctrl.Options{
-		Scheme:                 c.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  operator.CacheOptions(opts),
-		// Tests stop and start operators in one process; controller names only
-		// need to be unique among running managers.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host:    wh.LocalServingHost,
-			Port:    wh.LocalServingPort,
-			CertDir: wh.LocalServingCertDir,
-			TLSOpts: operator.ServerTLSOpts(false),
-		}),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("localcluster: create manager: %w", err)
-	}
-	if err := operator.Setup(mgr, opts); err != nil {
-		return nil, err
-	}
-	mgrCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mgrCtx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			<-done
-		})
-	}
-	if !mgr.GetCache().WaitForCacheSync(mgrCtx) {
-		stop()
-		return nil, errors.New("localcluster: manager caches did not sync")
-	}
-	return stop, nil
-}
-
-// RunTests is a TestMain body: it starts a cluster (and, when op is not nil, the
-// operator in-process), calls setup when given, runs the tests and stops
-// everything. Pass its result to os.Exit.
-func RunTests(m interface{ Run() int }, opts Options, op *operator.Options, setup func(*Cluster) error) int {
-	c, err := Start(opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = c.Stop() }()
-	if op != nil {
-		stop, err := c.RunOperator(context.Background(), *op)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer stop()
-	}
-	if setup != nil {
-		if err := setup(c); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
-	return m.Run()
-}
-
-// ManagerEnv returns the environment variables config/manager/manager.yaml
-// sets on the manager container with a literal value, so that a manager run
-// outside a cluster (the benchmarks) runs as deployed, and the memory limit
-// of that container.
-func ManagerEnv(repoRoot string) (env map[string]string, memoryLimit resource.Quantity, err error) {
-	f, err := os.Open(filepath.Join(repoRoot, "config", "manager", "manager.yaml"))
-	if err != nil {
-		return nil, memoryLimit, err
-	}
-	defer f.Close()
-	docs := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	for {
-		doc, err := docs.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, memoryLimit, fmt.Errorf("config/manager/manager.yaml: %w", err)
-		}
-		var d appsv1.Deployment
-		if err := yaml.Unmarshal(doc, &d); err != nil {
-			return nil, memoryLimit, fmt.Errorf("config/manager/manager.yaml: %w", err)
-		}
-		if d.Kind != "Deployment" {
-			continue
-		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name != "manager" {
-				continue
-			}
-			env = map[string]string{}
-			for _, e := range c.Env {
-				if e.ValueFrom == nil {
-					env[e.Name] = e.Value
-				}
-			}
-			return env, c.Resources.Limits[corev1.ResourceMemory], nil
-		}
-	}
-	return nil, memoryLimit, errors.New("config/manager/manager.yaml has no Deployment with a manager container")
 }

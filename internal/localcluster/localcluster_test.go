@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +24,7 @@ import (
 // an object, our CRDs are installed and established, the kubeconfig is written,
 // and Stop leaves no etcd or kube-apiserver behind.
 func TestStartCreateReadStop(t *testing.T) {
-	cluster, err := localcluster.Start(localcluster.Options{})
+	cluster, err := localcluster.Start(localcluster.Options{Scheme: testScheme(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,12 +119,32 @@ func TestMissingCRDDirectoryIsAnError(t *testing.T) {
 	if err := os.WriteFile(root+"/go.mod", []byte("module x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cluster, err := localcluster.Start(localcluster.Options{RepoRoot: root})
+	cluster, err := localcluster.Start(localcluster.Options{RepoRoot: root, Scheme: testScheme(t)})
 	if err == nil {
 		_ = cluster.Stop()
 		t.Fatal("Start succeeded without config/crd/bases; want an error")
 	}
 	if len(localcluster.ControlPlanePIDs()) != 0 {
 		t.Errorf("a failed Start left control plane processes behind: %v", localcluster.ControlPlanePIDs())
+	}
+}
+
+// testScheme is what a test of this package brings: the built-in types and
+// the API's, nothing of the operator.
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := quotav1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStartWithoutSchemeIsAnError(t *testing.T) {
+	if _, err := localcluster.Start(localcluster.Options{}); err == nil || !strings.Contains(err.Error(), "Scheme is nil") {
+		t.Fatalf("Start without a scheme: %v, want an error naming Options.Scheme", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 
@@ -19,7 +21,7 @@ import (
 var cluster *localcluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(localcluster.RunTests(m, localcluster.Options{SkipWebhooks: true}, nil, func(c *localcluster.Cluster) error {
+	os.Exit(operatortest.RunTests(m, localcluster.Options{SkipWebhooks: true}, nil, func(c *localcluster.Cluster) error {
 		cluster = c
 		return nil
 	}))

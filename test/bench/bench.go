@@ -12,6 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/appquota/appquota/internal/supervise"
+
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +29,7 @@ import (
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/localcluster"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -58,10 +62,10 @@ type bench struct {
 	cluster *localcluster.Cluster
 	c       client.Client
 	cs      *kubernetes.Clientset
-	opts    operator.Options
-	mgr     *localcluster.Process
+	opts    wiring.Options
+	mgr     *operatortest.Process
 	// freeAddr finds the manager a port to serve metrics and pprof on
-	// (localcluster.FreeAddr; a test hands out a taken one).
+	// (supervise.FreeAddr; a test hands out a taken one).
 	freeAddr func() (string, error)
 	metrics  string // the manager's metrics URL
 	pprof    string // the manager's /debug/pprof/ URL
@@ -84,7 +88,7 @@ type cmEvent struct {
 
 func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	ctrl.SetLogger(logr.Discard()) // the harness's own client logs nothing worth reading
-	b := &bench{cfg: cfg, log: log, opts: operator.DefaultOptions(), freeAddr: localcluster.FreeAddr}
+	b := &bench{cfg: cfg, log: log, opts: wiring.DefaultOptions(), freeAddr: supervise.FreeAddr}
 	if cfg.MaxConfigBytes > 0 {
 		b.opts.MaxConfigBytes = cfg.MaxConfigBytes
 	}
@@ -101,12 +105,12 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	}
 	defer os.RemoveAll(binDir)
 	fmt.Fprintln(log, "building the manager")
-	bin, err := localcluster.BuildManager(ctx, binDir)
+	bin, err := operatortest.BuildManager(ctx, binDir)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintln(log, "starting the control plane")
-	if b.cluster, err = localcluster.Start(localcluster.Options{}); err != nil {
+	if b.cluster, err = operatortest.StartCluster(localcluster.Options{}); err != nil {
 		return nil, err
 	}
 	// The output watch resumes whenever its connection ends, so it is ended

@@ -11,12 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/supervise"
+
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 )
 
 // TestSmoke runs the whole benchmark at 100 apps so that it cannot rot. It
@@ -78,11 +82,11 @@ func TestManagerStartsAgainOnATakenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	bin, err := localcluster.BuildManager(ctx, t.TempDir())
+	bin, err := operatortest.BuildManager(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cluster, err := localcluster.Start(localcluster.Options{})
+	cluster, err := operatortest.StartCluster(localcluster.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +95,7 @@ func TestManagerStartsAgainOnATakenPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := operator.DefaultOptions()
+	opts := wiring.DefaultOptions()
 	if err := cluster.CreateNamespaces(ctx, opts.Namespace); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +105,7 @@ func TestManagerStartsAgainOnATakenPort(t *testing.T) {
 		if calls == 1 {
 			return held.Addr().String(), nil
 		}
-		return localcluster.FreeAddr()
+		return supervise.FreeAddr()
 	}}
 	defer b.stopManager()
 	rep := &Report{}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -27,7 +29,7 @@ import (
 // startManager runs the manager binary as its own process, so its memory is
 // its own, with the webhook on envtest's address and certificates, and its
 // metrics and pprof on addresses just found free.
-func (b *bench) startManager(bin string) (*localcluster.Process, error) {
+func (b *bench) startManager(bin string) (*operatortest.Process, error) {
 	addr, err := b.freeAddr()
 	if err != nil {
 		return nil, err
@@ -38,7 +40,7 @@ func (b *bench) startManager(bin string) (*localcluster.Process, error) {
 		return nil, err
 	}
 	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
-	return b.cluster.StartManager(bin, b.managerEnv, b.log,
+	return operatortest.StartManager(b.cluster, bin, b.managerEnv, b.log,
 		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
 		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
@@ -66,7 +68,7 @@ func (b *bench) startWithCatalog(ctx context.Context, bin string, rep *Report) e
 		return err
 	}
 	// The manager runs with the environment it is deployed with (GOMEMLIMIT).
-	env, limit, err := localcluster.ManagerEnv(root)
+	env, limit, err := operatortest.ManagerEnv(root)
 	if err != nil {
 		return err
 	}
@@ -75,7 +77,7 @@ func (b *bench) startWithCatalog(ctx context.Context, bin string, rep *Report) e
 		b.managerEnv = append(b.managerEnv, k+"="+env[k])
 	}
 	b.memoryLimit = limit.String()
-	mgr, retried, err := localcluster.StartUntilReady(ctx, func() (*localcluster.Process, error) { return b.startManager(bin) },
+	mgr, retried, err := operatortest.StartUntilReady(ctx, func() (*operatortest.Process, error) { return b.startManager(bin) },
 		"create the catalog (the manager's webhook must answer)", 2*time.Minute, func(ctx context.Context) (bool, error) {
 			err := b.c.Create(ctx, catalog.DeepCopy())
 			return err == nil, err

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -18,7 +20,7 @@ import (
 // --min-request-timeout=1 the API server ends each watch within two seconds,
 // and every update made over five seconds must still arrive, in order.
 func TestWatchOutlivesRequestTimeout(t *testing.T) {
-	cluster, err := localcluster.Start(localcluster.Options{SkipWebhooks: true, APIServerFlags: map[string]string{"min-request-timeout": "1"}})
+	cluster, err := operatortest.StartCluster(localcluster.Options{SkipWebhooks: true, APIServerFlags: map[string]string{"min-request-timeout": "1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

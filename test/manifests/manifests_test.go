@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/localcluster"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 )
 
 var cluster *localcluster.Cluster
@@ -23,8 +25,8 @@ var cluster *localcluster.Cluster
 func TestMain(m *testing.M) {
 	// The operator runs in-process, as in `make demo`, so applied samples are
 	// rendered into the ConfigMap.
-	opts := operator.DefaultOptions()
-	os.Exit(localcluster.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
+	opts := wiring.DefaultOptions()
+	os.Exit(operatortest.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
 		cluster = c
 		return nil
 	}))
@@ -176,7 +178,7 @@ func TestCLIRenderMatchesTheController(t *testing.T) {
 // syntax, and leaves headroom under the container's memory limit, so that the
 // garbage collector holds the heap down before the kernel kills the Pod.
 func TestManagerMemoryLimit(t *testing.T) {
-	env, limit, err := localcluster.ManagerEnv("../..")
+	env, limit, err := operatortest.ManagerEnv("../..")
 	if err != nil {
 		t.Fatal(err)
 	}

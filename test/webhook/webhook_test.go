@@ -16,16 +16,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appquota/appquota/internal/operatortest"
+
 	"github.com/appquota/appquota/internal/localcluster"
-	"github.com/appquota/appquota/internal/operator"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/webhook"
 )
 
 var cluster *localcluster.Cluster
 
 func TestMain(m *testing.M) {
-	opts := operator.DefaultOptions()
-	os.Exit(localcluster.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
+	opts := wiring.DefaultOptions()
+	os.Exit(operatortest.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
 		cluster = c
 		return c.CreateNamespaces(context.Background(), "team-a", "team-b")
 	}))
@@ -256,7 +258,7 @@ func TestProfileDeletionWhileReferenced(t *testing.T) {
 }
 
 // TestWebhookServesHTTP1Only checks the webhook server's default TLS settings
-// (operator.ServerTLSOpts): a client offering HTTP/2 first, as the API server
+// (wiring.ServerTLSOpts): a client offering HTTP/2 first, as the API server
 // does, is answered in HTTP/1.1.
 func TestWebhookServesHTTP1Only(t *testing.T) {
 	wh := cluster.Env.WebhookInstallOptions

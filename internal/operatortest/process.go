@@ -1,4 +1,4 @@
-package localcluster
+package operatortest
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/supervise"
 )
 
@@ -17,7 +18,7 @@ import (
 // nothing holds the webhook port envtest picks at Start (it only keeps other
 // envtests off it) until the manager listens there.
 func BuildManager(ctx context.Context, dir string) (string, error) {
-	root, err := RepoRoot()
+	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -25,28 +26,28 @@ func BuildManager(ctx context.Context, dir string) (string, error) {
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("localcluster: build the manager: %w\n%s", err, out)
+		return "", fmt.Errorf("operatortest: build the manager: %w\n%s", err, out)
 	}
 	return bin, nil
 }
 
 // Process is the manager binary running as its own process against a
-// Cluster. It keeps the end of its log, and notices when it exits, so that a
+// local cluster. It keeps the end of its log, and notices when it exits, so that a
 // caller waiting for it to serve learns why it never will.
 type Process struct {
 	p *supervise.Process
 }
 
 // StartManager runs the manager binary bin with the flags that point it at
-// this cluster (ManagerFlags) followed by args. env is added to the caller's
+// the cluster c (its ManagerFlags) followed by args. env is added to the caller's
 // environment; the manager's log goes to log (which may be nil) and its last
 // lines are kept for errors. The process dies with the caller.
-func (c *Cluster) StartManager(bin string, env []string, log io.Writer, args ...string) (*Process, error) {
+func StartManager(c *localcluster.Cluster, bin string, env []string, log io.Writer, args ...string) (*Process, error) {
 	cmd := exec.Command(bin, append(c.ManagerFlags(), args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	p, err := supervise.Start(cmd, supervise.Options{Name: "the manager", Log: log})
 	if err != nil {
-		return nil, fmt.Errorf("localcluster: %w", err)
+		return nil, fmt.Errorf("operatortest: %w", err)
 	}
 	return &Process{p: p}, nil
 }
@@ -65,7 +66,7 @@ func (p *Process) Log() string { return p.p.Log() }
 // manager's log.
 func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout time.Duration, ready func(context.Context) (bool, error)) error {
 	if err := p.p.WaitUntil(ctx, what, interval, timeout, ready); err != nil {
-		return fmt.Errorf("localcluster: %w", err)
+		return fmt.Errorf("operatortest: %w", err)
 	}
 	return nil
 }
@@ -92,7 +93,7 @@ func StartUntilReady(ctx context.Context, start func() (*Process, error), what s
 		return nil, retried, startErr
 	}
 	if err != nil {
-		return nil, retried, fmt.Errorf("localcluster: %w", err)
+		return nil, retried, fmt.Errorf("operatortest: %w", err)
 	}
 	return &Process{p: p}, retried, nil
 }

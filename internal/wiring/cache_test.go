@@ -1,4 +1,4 @@
-package operator
+package wiring
 
 import (
 	"encoding/json"

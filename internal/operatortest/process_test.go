@@ -1,4 +1,4 @@
-package localcluster_test
+package operatortest_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/appquota/appquota/internal/localcluster"
+	"github.com/appquota/appquota/internal/operatortest"
 )
 
 // script writes a shell script that stands in for the manager binary; it
@@ -37,7 +38,7 @@ func TestWaitUntilReportsTheManagersExit(t *testing.T) {
 	bin := script(t, `for i in $(seq 1 2000); do echo "line $i of noise"; done
 echo 'setup "msg"="unable to start manager" "error"="listen tcp 127.0.0.1:9443: bind: address already in use"' >&2
 exit 1`)
-	p, err := noCluster().StartManager(bin, nil, nil)
+	p, err := operatortest.StartManager(noCluster(), bin, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ exit 1`)
 // TestWaitUntilAndStop: a manager that keeps running is waited for until
 // ready says so, and Stop ends it with SIGTERM without calling that an error.
 func TestWaitUntilAndStop(t *testing.T) {
-	p, err := noCluster().StartManager(script(t, "echo started; exec sleep 600"), []string{"X=1"}, nil)
+	p, err := operatortest.StartManager(noCluster(), script(t, "echo started; exec sleep 600"), []string{"X=1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,11 +113,11 @@ func TestStartUntilReady(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			starts, serving := 0, false
-			p, retried, err := localcluster.StartUntilReady(context.Background(), func() (*localcluster.Process, error) {
+			p, retried, err := operatortest.StartUntilReady(context.Background(), func() (*operatortest.Process, error) {
 				bin := tc.bins[starts]
 				starts++
 				serving = bin == serves
-				return noCluster().StartManager(bin, nil, nil)
+				return operatortest.StartManager(noCluster(), bin, nil, nil)
 			}, "ready", time.Minute, func(context.Context) (bool, error) { return serving, nil })
 			if starts != tc.starts || len(retried) != tc.retried {
 				t.Errorf("%d starts, %d retried (%q); want %d and %d", starts, len(retried), retried, tc.starts, tc.retried)

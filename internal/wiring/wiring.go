@@ -1,20 +1,22 @@
-// Package operator wires appquota's controllers, webhooks and health checks into
-// a controller-runtime manager. The manager binary, the demo and the benchmarks
-// all call Setup, so they run the same operator.
-package operator
+// Package wiring is appquota's composition root: it wires the reconcilers,
+// the webhook, the rate-limit engine's xDS server and the health checks into a
+// controller-runtime manager, with the cache each reconciler declares it
+// needs. The manager binary, the demo, the tests and the benchmarks all call
+// Setup, so they run the same operator.
+package wiring
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"time"
 	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -166,23 +168,17 @@ func Scheme() (*runtime.Scheme, error) {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 
-// CacheOptions limits the manager's cache to what the operator reads: of all
-// ConfigMaps, only those it writes (labelled app.kubernetes.io/managed-by=appquota
-// in its namespace: the named one and its shards), so a cluster with many
-// ConfigMaps costs no memory. It also strips managed fields and kubectl's
-// last-applied annotation from cached objects: nothing reads them, and with
-// 100,000 AppQuotas they would be most of the cache. Pass it as
+// CacheOptions limits the manager's cache to what the reconcilers declare
+// they read (controllers.CacheByObject), and strips managed fields and
+// kubectl's last-applied annotation from cached objects: nothing reads them,
+// and with many AppQuotas they would be most of the cache. Pass it as
 // ctrl.Options.Cache.
 func CacheOptions(o Options) cache.Options {
-	return cache.Options{
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.ConfigMap{}: {
-				Namespaces: map[string]cache.Config{o.Namespace: {}},
-				Label:      labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue}),
-			},
-		},
-		DefaultTransform: stripForCache,
+	byObject := map[client.Object]cache.ByObject{}
+	for _, needs := range []map[client.Object]cache.ByObject{controllers.CacheByObject(o.Namespace)} {
+		maps.Copy(byObject, needs)
 	}
+	return cache.Options{ByObject: byObject, DefaultTransform: stripForCache}
 }
 
 // stripForCache drops what no reader of the cache needs, and makes the strings
