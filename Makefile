@@ -5,9 +5,16 @@ IMG ?= appquota/manager:dev
 CONTROLLER_GEN := go run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 # The local control plane (kube-apiserver, etcd, kubectl) is built once per machine, then
 # cached: `assets=$$(hack/setup-envtest.sh) && ...` stops the recipe if that build fails.
+# golangci-lint is built once per version into the same cache (a few minutes, cold).
+TOOLS_CACHE ?= $(or $(APPQUOTA_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/appquota)
+GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 
 .PHONY: all
 all: build
+
+.PHONY: help
+help: ## List the targets and what they do.
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} /^[a-zA-Z_0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: manifests
 manifests: ## CRDs, RBAC and webhook configuration from the markers in api/, controllers/, webhook/.
@@ -17,8 +24,15 @@ manifests: ## CRDs, RBAC and webhook configuration from the markers in api/, con
 generate: ## DeepCopy methods for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml.
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	GOBIN=$(dir $@) GOFLAGS= go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
 .PHONY: verify
-verify: manifests generate ## Fails when generated files, go.mod or formatting are stale.
+verify: manifests generate lint ## Fails when generated files, go.mod or formatting are stale, or lint finds something.
 	go mod tidy
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "files need gofmt"; exit 1; }
 	go vet ./...
@@ -58,10 +72,10 @@ run: ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081
 
 .PHONY: build
-build:
+build: ## bin/manager and bin/kubectl-appquota.
 	go build -o bin/manager ./cmd/manager
 	go build -o bin/kubectl-appquota ./cmd/kubectl-appquota
 
 .PHONY: docker-build
-docker-build:
+docker-build: ## The manager's container image (IMG=...).
 	docker build -t $(IMG) .

@@ -31,11 +31,11 @@ import (
 const IndexAppIDBucket = "spec.appID.bucket"
 
 // appIDBuckets is how many index values AppQuotas are spread over by appID.
-// An index by the appID itself would cost a set per AppQuota (client-go maps
+// An index by the appID itself would cost two sets per AppQuota (client-go maps
 // each index value to a set of keys, and controller-runtime indexes each value
-// per namespace and across namespaces): two maps of about 200 bytes per
-// AppQuota, 40 MB at 100,000. Buckets hold the same keys in 8,192 sets; at
-// 100,000 AppQuotas a bucket has about 25, which the webhook filters by appID.
+// per namespace and across namespaces). Buckets hold the same keys in 8,192
+// sets; at 100,000 AppQuotas a bucket has about 25, which the webhook filters
+// by appID (docs/decisions/2026-11-26-webhook-lookups-without-per-object-indexes.md).
 const appIDBuckets = 4096
 
 // AppIDBucket is the IndexAppIDBucket value of an appID: its hash modulo
@@ -196,7 +196,7 @@ type QuotaProfileValidator struct {
 	// AppQuotas is the cache's AppQuota informer. A deletion walks its store,
 	// pointers and no copies: deleting a profile is rare, and an index by
 	// profile would hold an entry per AppQuota, twice (controller-runtime
-	// indexes per namespace and across them), about 5 MB at 100,000.
+	// indexes per namespace and across them), for as long as the manager runs.
 	AppQuotas toolscache.SharedIndexInformer
 }
 

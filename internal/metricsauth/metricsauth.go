@@ -4,12 +4,12 @@
 // controller-runtime's filters.WithAuthenticationAndAuthorization.
 //
 // That filter builds on k8s.io/apiserver's delegating authenticator and
-// authorizer, which link the API server's CEL libraries and feature gates:
-// they kept 15 to 22 MiB more of the manager's executable resident, most of it
-// touched by their package initialisation (docs/scale.md), against a 300 MiB
-// target at 100,000 apps. This package asks the same two questions through
-// client-go's typed clients and caches the answers as long, with
-// apimachinery's LRU cache.
+// authorizer, which link the API server's CEL libraries and feature gates and
+// keep much of the manager's executable resident, most of it touched by their
+// package initialisation, against the manager's memory target at 100,000 apps
+// (docs/decisions/2026-11-27-metrics-auth-without-apiserver-libraries.md).
+// This package asks the same two questions through client-go's typed clients
+// and caches the answers as long, with apimachinery's LRU cache.
 package metricsauth
 
 import (

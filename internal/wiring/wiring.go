@@ -52,7 +52,8 @@ type Options struct {
 	// ShardAboveBytes keeps what one change rewrites small: a configuration
 	// stored larger than this (compressed) is sharded, and the apps changed
 	// since their shards were written ride in the index, the one object a
-	// change rewrites, until CompactAfter without a write (docs/scale.md).
+	// change rewrites, until CompactAfter without a write (docs/scale.md,
+	// "Layouts"; the bounds: docs/decisions/2026-11-27-sharding-bounds.md).
 	// It also scales the plain layout's bound (layout.PlainFactor times it)
 	// and the index's (layout.RecentFactor times it). 0 turns this off:
 	// plain, then compressed, then sharded only over MaxConfigBytes, every
@@ -184,7 +185,7 @@ func CacheOptions(o Options) cache.Options {
 // stripForCache drops what no reader of the cache needs, and makes the strings
 // that 100,000 AppQuotas repeat (namespace, kind, condition, configuration
 // hash, group and unit names) share one copy each: the decoder allocates every
-// string of every object anew, about 200 bytes per AppQuota.
+// string of every object anew (docs/scale.md, "Memory at 100,000 apps (profiled)").
 func stripForCache(in any) (any, error) {
 	if o, ok := in.(metav1.Object); ok {
 		o.SetManagedFields(nil)
@@ -223,10 +224,9 @@ func internAppQuota(a *quotav1alpha1.AppQuota) {
 // ServerTLSOpts are the TLS settings of the manager's webhook and metrics
 // servers. Without enableHTTP2 they offer HTTP/1.1 only, as kubebuilder's
 // scaffold does against the HTTP/2 stream cancellation and rapid reset CVEs
-// (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8). It is also faster here: the
-// API server's call to the AppQuota webhook took 3.0 to 4.2 ms on average
-// over HTTP/1.1 against 4.6 and 4.7 ms over HTTP/2 (docs/scale.md), likely
-// because an HTTP/2 request passes between more goroutines on each side.
+// (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8). The API server's call to the
+// AppQuota webhook is also cheaper over HTTP/1.1 here
+// (docs/decisions/2026-11-26-webhook-and-metrics-serve-http1.md).
 func ServerTLSOpts(enableHTTP2 bool) []func(*tls.Config) {
 	if enableHTTP2 {
 		return nil
