@@ -30,6 +30,12 @@ type Engine struct {
 	// it served, and why.
 	refused    uint64
 	refusedMsg string
+	// served is the Seq of the last configuration sent, and same the latest
+	// Seq whose document translates to it: a merge that changed nothing the
+	// engine sees sends nothing (each version costs every instance a reload
+	// of the whole configuration), and an instance that runs served runs
+	// same too.
+	served, same uint64
 }
 
 // New returns an Engine that publishes to server in the rate-limit domain.
@@ -40,8 +46,18 @@ func New(server *xds.Server, domain string) *Engine {
 
 var _ controllers.Engine = (*Engine)(nil)
 
-// Publish translates the document of ch and serves it as version ch.Seq.
+// Publish translates the document of ch and serves it as version ch.Seq,
+// unless ch changed nothing since the version served.
 func (e *Engine) Publish(ch delta.Change) error {
+	e.mu.Lock()
+	unchanged := e.served != 0 && ch.Follows(e.same) && len(ch.Apps) == 0 && !ch.Profiles
+	if unchanged {
+		e.same = ch.Seq
+	}
+	e.mu.Unlock()
+	if unchanged {
+		return nil
+	}
 	err := e.publish(ch)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -50,6 +66,7 @@ func (e *Engine) Publish(ch delta.Change) error {
 		return err
 	}
 	e.refused, e.refusedMsg = 0, ""
+	e.served, e.same = ch.Seq, ch.Seq
 	return nil
 }
 
@@ -99,7 +116,19 @@ func (e *Engine) State() controllers.EngineState {
 	}
 	e.mu.Lock()
 	s.Refused, s.RefusedMessage = e.refused, e.refusedMsg
+	served, same := e.served, e.same
 	e.mu.Unlock()
+	// The versions merged since the one served are that one.
+	alias := func(v uint64) uint64 {
+		if served != 0 && v >= served {
+			return max(v, same)
+		}
+		return v
+	}
+	s.Published, s.Acked = alias(s.Published), alias(s.Acked)
+	for i := range s.Rejected {
+		s.Rejected[i].Version = alias(s.Rejected[i].Version)
+	}
 	return s
 }
 
