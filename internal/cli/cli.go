@@ -1,7 +1,7 @@
 // Package cli implements kubectl-appquota. It lives apart from its main so tests
 // can run it in-process.
 //
-// Each command has its file (explain, list, render, validate); config.go
+// Each command has its file (explain, list, render, validate, check); config.go
 // loads the configuration explain and list read, manifests.go the manifests
 // render and validate read, and output.go holds what several commands print.
 package cli
@@ -21,6 +21,7 @@ Usage:
   kubectl appquota list APP_ID [flags]                  effective limits of every group for an app
   kubectl appquota render -f DIR_OR_FILE [flags]        render the gateway document from manifests, offline
   kubectl appquota validate -f DIR_OR_FILE              check manifests as the webhook would, offline (for CI)
+  kubectl appquota check APP_ID METHOD PATH [flags]     ask the rate-limit engine about a call, as a gateway would
 
 explain and list read the live ConfigMap (and its shards, when the configuration
 is sharded) through the kubeconfig, or --config: a limits.json or limits.json.gz
@@ -33,6 +34,16 @@ Flags of explain and list:
   -n, --namespace NS   namespace of the ConfigMap (default appquota-system)
   --configmap NAME     name of the ConfigMap, or of the index when sharded (default appquota-limits)
   -o, --output FORMAT  text (default) or json
+check resolves the call in the configuration (read as explain reads it), builds
+the descriptors the rendered Envoy actions send for it, makes --hits calls to
+envoyproxy/ratelimit's ShouldRateLimit and prints each answer (-o json: each
+RateLimitResponse as protobuf JSON, one per line). Flags of check, besides
+explain's:
+  --user ID                  the user of User-scoped limits (default: the path's)
+  --cost N                   the call's number of targets, what Messages limits count (default 1)
+  --hits K                   how many calls to make (default 1)
+  --ratelimit-address ADDR   envoyproxy/ratelimit's gRPC address (default localhost:8081)
+  --domain NAME              the rate-limit domain (default appquota, as the manager's flag)
 render and validate read manifests as kubectl -f does: YAML or JSON, several
 documents to a file, Lists (kubectl get quotaprofiles,appquotas -A -o yaml), and
 the .yaml, .yml and .json files of a directory; QuotaProfiles and AppQuotas get
@@ -47,6 +58,9 @@ Flags of render:
   --default-profile NAME   profile of apps without an AppQuota (default "default", as the manager's flag);
                            the manifests must hold it
   --now RFC3339            evaluate expiresAt at this instant (default: now)
+  --ratelimit              print envoyproxy/ratelimit's configuration file (YAML) instead
+  --envoy                  print the Envoy route rate_limits for every route of the catalog instead
+  --domain NAME            the rate-limit domain of --ratelimit and --envoy (default appquota)
 `
 
 // Run runs the CLI and returns the exit code.
@@ -65,8 +79,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = renderCmd(args[1:], stdout, stderr)
 	case "validate":
 		err = validateCmd(ctx, args[1:], stdout)
+	case "check":
+		err = check(ctx, args[1:], stdout)
 	default:
-		err = fmt.Errorf("unknown command %q; want explain, list, render or validate", args[0])
+		err = fmt.Errorf("unknown command %q; want explain, list, render, validate or check", args[0])
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/ratelimit"
 	"github.com/appquota/appquota/internal/render"
 )
 
@@ -18,12 +19,19 @@ import (
 func renderCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	var m manifestFlags
-	var defaultProfile, nowFlag string
+	var defaultProfile, nowFlag, domain string
+	var rateLimitYAML, envoy bool
 	m.flags(fs)
+	fs.BoolVar(&rateLimitYAML, "ratelimit", false, "")
+	fs.BoolVar(&envoy, "envoy", false, "")
+	fs.StringVar(&domain, "domain", ratelimit.DefaultDomain, "")
 	fs.StringVar(&defaultProfile, "default-profile", quotav1.DefaultProfileName, "")
 	fs.StringVar(&nowFlag, "now", "", "")
 	if _, err := parse(fs, args, 0); err != nil {
 		return fmt.Errorf("render -f DIR_OR_FILE: %w", err)
+	}
+	if rateLimitYAML && envoy {
+		return fmt.Errorf("render: --ratelimit and --envoy print different files: choose one")
 	}
 	now := time.Now()
 	if nowFlag != "" {
@@ -68,7 +76,44 @@ func renderCmd(args []string, stdout, stderr io.Writer) error {
 		slices.Sort(invalid)
 		return fmt.Errorf("invalid objects:\n  %s", strings.Join(invalid, "\n  "))
 	}
+	switch {
+	case rateLimitYAML:
+		return printRateLimitConfig(stdout, res, domain, now)
+	case envoy:
+		return printEnvoyActions(stdout, res, domain, now)
+	}
 	fmt.Fprintln(stderr, "hash:", res.Hash)
 	_, err = stdout.Write(res.Data)
+	return err
+}
+
+// printRateLimitConfig prints the document as envoyproxy/ratelimit's
+// configuration file, what the manager serves it over xDS.
+func printRateLimitConfig(w io.Writer, res *render.Result, domain string, now time.Time) error {
+	cfg, err := ratelimit.Translate(res.Document, ratelimit.Options{Domain: domain, Now: now})
+	if err != nil {
+		return fmt.Errorf("render --ratelimit: %w", err)
+	}
+	b, err := ratelimit.YAML(cfg)
+	if err != nil {
+		return fmt.Errorf("render --ratelimit: %w", err)
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// printEnvoyActions prints the Envoy routes with their rate_limits, for the
+// gateway's route configuration.
+func printEnvoyActions(w io.Writer, res *render.Result, domain string, now time.Time) error {
+	opts := ratelimit.Options{Domain: domain, Now: now}
+	routes, err := ratelimit.EnvoyActions(res.Document, opts)
+	if err != nil {
+		return fmt.Errorf("render --envoy: %w", err)
+	}
+	b, err := ratelimit.EnvoyYAML(routes, opts)
+	if err != nil {
+		return fmt.Errorf("render --envoy: %w", err)
+	}
+	_, err = w.Write(b)
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/cli"
 	"github.com/appquota/appquota/internal/engine"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/manifest"
@@ -43,6 +47,8 @@ var (
 	opts    = wiring.DefaultOptions()
 	rl      *engine.Ratelimit
 	rlsConn rlsv3.RateLimitServiceClient
+	// redisAddr is the redis-server every ratelimit of the tests counts in.
+	redisAddr string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -94,6 +100,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer func() { _ = redis.Stop() }()
+	redisAddr = redis.Addr()
 	// Domain: StartRatelimit returns once ratelimit loaded the operator's
 	// configuration.
 	rl, err = engine.StartRatelimit(ctx, engine.RatelimitOptions{Bin: rlBin, RedisAddr: redis.Addr(), XDSAddr: xdsAddr,
@@ -347,4 +354,80 @@ func kubectl(t *testing.T, args ...string) string {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// TestCheckCommand: `kubectl appquota check` builds the descriptors from the
+// live configuration and prints the engine's answer to each call.
+func TestCheckCommand(t *testing.T) {
+	var out, errOut strings.Builder
+	args := []string{"check", "4000000010", "post", "/app-id/4000000010/messages/users/broadcast", "--hits", "3",
+		"--kubeconfig", cluster.KubeconfigPath, "-n", opts.Namespace, "--ratelimit-address", rl.GRPCAddr(), "-o", "json"}
+	withinWindow(time.Minute, 2*time.Second)
+	if code := cli.Run(context.Background(), args, &out, &errOut); code != 0 {
+		t.Fatalf("check exited %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var codes []string
+	for _, l := range lines {
+		var resp rlsv3.RateLimitResponse
+		if err := protojson.Unmarshal([]byte(l), &resp); err != nil {
+			t.Fatalf("line %q is not a RateLimitResponse: %v", l, err)
+		}
+		codes = append(codes, resp.GetOverallCode().String())
+	}
+	if want := []string{"OK", "OVER_LIMIT", "OVER_LIMIT"}; !slices.Equal(codes, want) {
+		t.Errorf("broadcast 1/min, 3 calls: %v, want %v", codes, want)
+	}
+}
+
+// TestRenderedFileLoads: the file `kubectl appquota render --ratelimit`
+// prints is one envoyproxy/ratelimit loads in file mode, and enforces as
+// the xDS configuration does.
+func TestRenderedFileLoads(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := cli.Run(context.Background(), []string{"render", "--ratelimit", "-f", "../../config/samples"}, &out, &errOut); code != 0 {
+		t.Fatalf("render --ratelimit exited %d: %s", code, errOut.String())
+	}
+	dir := filepath.Join(t.TempDir(), "config")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "appquota.yaml"), []byte(out.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := engine.RatelimitBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileRL, err := engine.StartRatelimit(context.Background(), engine.RatelimitOptions{Bin: bin, RedisAddr: redisAddr, FileConfigDir: dir, Domain: opts.RateLimitDomain})
+	if err != nil {
+		t.Fatalf("ratelimit does not load the rendered file: %v", err)
+	}
+	defer func() { _ = fileRL.Stop() }()
+	// acme-chat (config/samples) has messages-send-users raised to 500/s; the
+	// gateway's side reads the document rendered from the same manifests.
+	var doc strings.Builder
+	if code := cli.Run(context.Background(), []string{"render", "-f", "../../config/samples"}, &doc, &errOut); code != 0 {
+		t.Fatalf("render exited %d: %s", code, errOut.String())
+	}
+	limits := filepath.Join(t.TempDir(), "limits.json")
+	if err := os.WriteFile(limits, []byte(doc.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var answers strings.Builder
+	args := []string{"check", "1122334455", "POST", "/app-id/1122334455/messages/users", "--config", limits, "--ratelimit-address", fileRL.GRPCAddr(), "-o", "json"}
+	if code := cli.Run(context.Background(), args, &answers, &errOut); code != 0 {
+		t.Fatalf("check against the file-mode engine exited %d: %s", code, errOut.String())
+	}
+	var resp rlsv3.RateLimitResponse
+	if err := protojson.Unmarshal([]byte(strings.TrimSpace(answers.String())), &resp); err != nil {
+		t.Fatal(err)
+	}
+	var perUnit []uint32
+	for _, st := range resp.GetStatuses() {
+		perUnit = append(perUnit, st.GetCurrentLimit().GetRequestsPerUnit())
+	}
+	if resp.GetOverallCode() != rlsv3.RateLimitResponse_OK || !slices.Contains(perUnit, 500) {
+		t.Errorf("acme-chat's first call: %v with limits %v, want OK under the raised 500/s", resp.GetOverallCode(), perUnit)
+	}
 }
