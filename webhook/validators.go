@@ -64,13 +64,6 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscach
 	return nil
 }
 
-func profileOf(a *quotav1.AppQuota) string {
-	if a.Spec.Profile == "" {
-		return quotav1.DefaultProfileName
-	}
-	return a.Spec.Profile
-}
-
 // +kubebuilder:webhook:path=/validate-quota-appquota-io-v1alpha1-appquota,mutating=false,failurePolicy=fail,sideEffects=None,groups=quota.appquota.io,resources=appquotas,verbs=create;update,versions=v1alpha1,name=vappquota.quota.appquota.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // AppQuotaValidator validates AppQuotas against their profile and the other
@@ -115,15 +108,15 @@ func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuo
 	var p quotav1.QuotaProfile
 	// The cache answers almost always; a profile it has not seen yet (created a
 	// moment ago in the same `kubectl apply`) is looked up on the API server.
-	err := v.Reader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p)
+	err := v.Reader.Get(ctx, client.ObjectKey{Name: a.ProfileName()}, &p)
 	if apierrors.IsNotFound(err) {
-		err = v.ProfileReader.Get(ctx, client.ObjectKey{Name: profileOf(a)}, &p)
+		err = v.ProfileReader.Get(ctx, client.ObjectKey{Name: a.ProfileName()}, &p)
 	}
 	switch {
 	case err == nil:
 		ref.Profile = &p
 	case !apierrors.IsNotFound(err):
-		return nil, apierrors.NewInternalError(fmt.Errorf("read QuotaProfile %s: %w", profileOf(a), err))
+		return nil, apierrors.NewInternalError(fmt.Errorf("read QuotaProfile %s: %w", a.ProfileName(), err))
 	}
 	var same quotav1.AppQuotaList
 	// The bucket's objects are only read here: no copies.
@@ -132,7 +125,7 @@ func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuo
 	}
 	for _, o := range same.Items {
 		if o.Spec.AppID == a.Spec.AppID && (o.Namespace != a.Namespace || o.Name != a.Name) {
-			ref.AppIDOwner = o.Namespace + "/" + o.Name
+			ref.AppIDOwner = o.Key()
 			break
 		}
 	}
@@ -178,8 +171,8 @@ func (v *QuotaProfileValidator) ValidateDelete(ctx context.Context, p *quotav1.Q
 	}
 	var names []string
 	for _, o := range v.AppQuotas.GetStore().List() {
-		if a, ok := o.(*quotav1.AppQuota); ok && profileOf(a) == p.Name {
-			names = append(names, a.Namespace+"/"+a.Name)
+		if a, ok := o.(*quotav1.AppQuota); ok && a.ProfileName() == p.Name {
+			names = append(names, a.Key())
 		}
 	}
 	if len(names) == 0 {
