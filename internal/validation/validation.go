@@ -89,12 +89,11 @@ func QuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
 			}
 			if dup := quotaconfig.RepeatedParam(r.Path); dup != "" {
 				errs = append(errs, field.Invalid(rp.Child("path"), r.Path, fmt.Sprintf("parameter {%s} appears twice; each parameter needs its own name", dup)))
-				continue
 			}
 			if msg := quotaconfig.CheckUserParam(dr.Path, dr.UserParam); msg != "" {
 				errs = append(errs, field.Invalid(rp.Child("userParam"), dr.UserParam, msg))
 			}
-			if userScoped && dr.UserParam == "" { // quotaconfig.RouteWithoutUser's rule
+			if userScoped && dr.UserParam == "" { // as quotaconfig.RouteWithoutUser
 				errs = append(errs, field.Required(rp.Child("userParam"),
 					"the group has a limit with scope User: set userParam, or name the parameter {username}, {userName}, {userId}, {user_id}, {uid} or {owner_username}"))
 			}
@@ -201,6 +200,15 @@ func IndexProfile(p *quotav1.QuotaProfile) *ProfileIndex {
 	return idx
 }
 
+// index returns Index, or an index of Profile when Index is not Profile's.
+// Profile must not be nil.
+func (ref Reference) index() *ProfileIndex {
+	if ref.Index != nil && ref.Index.profile == ref.Profile {
+		return ref.Index
+	}
+	return IndexProfile(ref.Profile)
+}
+
 // AppQuota checks an AppQuota: against the rest of the cluster (its appID is
 // its own, its profile exists, and each override's group is one of the
 // profile's, with a user parameter in every route when the override counts
@@ -216,10 +224,7 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "profile"), profile, "no QuotaProfile of that name exists"))
 		return append(errs, AppQuotaSpec(&a.Spec)...)
 	}
-	idx := ref.Index
-	if idx == nil || idx.profile != ref.Profile {
-		idx = IndexProfile(ref.Profile)
-	}
+	idx := ref.index()
 	for i, o := range a.Spec.Overrides {
 		g, ok := idx.groups[o.Group]
 		if !ok {
@@ -269,7 +274,7 @@ func AppQuotaAdmission(old, a *quotav1.AppQuota, ref Reference, now time.Time) (
 		}
 	}
 	if ref.Profile != nil {
-		warnings = append(warnings, limitWarnings(a, ref.Profile)...)
+		warnings = append(warnings, limitWarnings(a, ref.index())...)
 	}
 	return warnings, errs
 }
@@ -289,14 +294,10 @@ func describe(k limitKey, max int64) string {
 }
 
 // limitWarnings compares each override with its profile group.
-func limitWarnings(a *quotav1.AppQuota, p *quotav1.QuotaProfile) []string {
+func limitWarnings(a *quotav1.AppQuota, idx *ProfileIndex) []string {
 	var warnings []string
-	groups := map[string]*quotav1.EndpointGroup{}
-	for i := range p.Spec.EndpointGroups {
-		groups[p.Spec.EndpointGroups[i].Name] = &p.Spec.EndpointGroups[i]
-	}
 	for i, o := range a.Spec.Overrides {
-		g, ok := groups[o.Group]
+		g, ok := idx.groups[o.Group]
 		if !ok {
 			continue
 		}
