@@ -43,7 +43,7 @@ type snapshot struct {
 type Board struct {
 	mu      sync.RWMutex
 	current *snapshot
-	// outcomes are the latest render's outcomes by render.Key: the Board's own
+	// outcomes are the latest render's outcomes by AppQuota.Key: the Board's own
 	// copy, since the Renderer updates its map in place in the next render.
 	outcomes map[string]*render.Outcome
 	// missed is set when a render was not published: an incremental result's
@@ -53,7 +53,7 @@ type Board struct {
 	changed chan event.GenericEvent
 
 	// engine is the rate-limit engine's configuration server, nil when the
-	// manager serves none. since holds, by render.Key, the seq of the render
+	// manager serves none. since holds, by quotav1.Key, the seq of the render
 	// that first carried each AppQuota's current outcome: the engine version
 	// that must be acknowledged for it to be Enforced. waiting are the
 	// AppQuotas not reported Enforced yet, queued again when the engine's
@@ -182,7 +182,7 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 	// those (one without an outcome is gone, or going: no status to write).
 	rest := make(map[string]struct{}, len(touched))
 	for _, name := range touched {
-		if key := name.String(); b.outcomes[key] != nil { // render.Key's namespace/name
+		if key := quotav1.Key(name.Namespace, name.Name); b.outcomes[key] != nil {
 			rest[key] = struct{}{}
 		}
 	}
@@ -201,10 +201,10 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 	}
 }
 
-// queue hands an AppQuota (by render.Key) to the status controller; false
+// queue hands an AppQuota (by AppQuota.Key) to the status controller; false
 // when ctx ended first.
 func (b *Board) queue(ctx context.Context, key string) bool {
-	ns, name, _ := strings.Cut(key, "/")
+	ns, name := quotav1.SplitKey(key)
 	select {
 	case b.changed <- event.GenericEvent{Object: &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}:
 		return true
@@ -242,7 +242,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Get(ctx, req.NamespacedName, &a); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	snap, out, since, ok := r.Board.read(render.Key(&a))
+	snap, out, since, ok := r.Board.read(a.Key())
 	if snap == nil || !ok {
 		// Not rendered yet: the render of it will publish again.
 		return ctrl.Result{}, nil
@@ -301,7 +301,7 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 		enforced = enforcedCondition(r.Board.engine, since, a.Generation)
 	}
 	meta.SetStatusCondition(&a.Status.Conditions, enforced)
-	r.Board.enforced(render.Key(a), enforced.Status == metav1.ConditionTrue || cond.Status != metav1.ConditionTrue)
+	r.Board.enforced(a.Key(), enforced.Status == metav1.ConditionTrue || cond.Status != metav1.ConditionTrue)
 
 	// Events for what changed since the previous document.
 	if out.Valid && !tooLarge {
@@ -331,7 +331,7 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 	patched := cached.DeepCopy()
 	patched.Status = a.Status
 	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("AppQuota %s: %w", render.Key(a), err)
+		return fmt.Errorf("AppQuota %s: %w", a.Key(), err)
 	}
 	return nil
 }

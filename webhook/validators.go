@@ -69,13 +69,6 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscach
 	return nil
 }
 
-func profileOf(a *quotav1.AppQuota) string {
-	if a.Spec.Profile == "" {
-		return quotav1.DefaultProfileName
-	}
-	return a.Spec.Profile
-}
-
 // +kubebuilder:webhook:path=/validate-quota-appquota-io-v1alpha1-appquota,mutating=false,failurePolicy=fail,sideEffects=None,groups=quota.appquota.io,resources=appquotas,verbs=create;update,versions=v1alpha1,name=vappquota.quota.appquota.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // AppQuotaValidator validates AppQuotas against their profile and the other
@@ -143,7 +136,7 @@ type Lookup interface {
 func AdmitAppQuota(ctx context.Context, l Lookup, old, a *quotav1.AppQuota, now time.Time) (admission.Warnings, field.ErrorList, error) {
 	var ref validation.Reference
 	var err error
-	if ref.Profile, err = l.QuotaProfile(ctx, profileOf(a)); err != nil {
+	if ref.Profile, err = l.QuotaProfile(ctx, a.ProfileName()); err != nil {
 		return nil, nil, err
 	}
 	if ref.AppIDOwner, err = l.AppIDOwner(ctx, a); err != nil {
@@ -182,7 +175,7 @@ func (l clusterLookup) AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (str
 	}
 	for _, o := range same.Items {
 		if o.Spec.AppID == a.Spec.AppID && (o.Namespace != a.Namespace || o.Name != a.Name) {
-			return o.Namespace + "/" + o.Name, nil
+			return o.Key(), nil
 		}
 	}
 	return "", nil
@@ -229,8 +222,8 @@ func (v *QuotaProfileValidator) ValidateDelete(ctx context.Context, p *quotav1.Q
 	}
 	var names []string
 	for _, o := range v.AppQuotas.GetStore().List() {
-		if a, ok := o.(*quotav1.AppQuota); ok && profileOf(a) == p.Name {
-			names = append(names, a.Namespace+"/"+a.Name)
+		if a, ok := o.(*quotav1.AppQuota); ok && a.ProfileName() == p.Name {
+			names = append(names, a.Key())
 		}
 	}
 	if len(names) == 0 {

@@ -38,7 +38,7 @@ func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	now := time.Now()
 	for i := range objs.AppQuotas {
 		a := &objs.AppQuotas[i]
-		key := a.Namespace + "/" + a.Name
+		key := a.Key()
 		warnings, errs, err := webhook.AdmitAppQuota(ctx, lookup, nil, a, now)
 		if err != nil {
 			return err

@@ -322,7 +322,7 @@ func TestMergeChangesClaimOnEntrylessOwner(t *testing.T) {
 	if fast := render.FastMerges(&r); fast != 1 {
 		t.Errorf("%d merges of changes, want 1", fast)
 	}
-	if o := res.Apps[render.Key(late)]; o.Valid || o.Reason != quotav1.ReasonDuplicateAppID {
+	if o := res.Apps[late.Key()]; o.Valid || o.Reason != quotav1.ReasonDuplicateAppID {
 		t.Errorf("the later claim: %+v, want DuplicateAppID", o)
 	}
 	if e, ok := res.Document.Apps["shared"]; ok {

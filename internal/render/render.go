@@ -11,10 +11,8 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -117,7 +115,7 @@ type Result struct {
 
 // Expiration is an override that left the document at its expiresAt.
 type Expiration struct {
-	// Key is the AppQuota's "namespace/name" (Key), Group the override's group.
+	// Key is the AppQuota's "namespace/name" (AppQuota.Key), Group the override's group.
 	Key, Group string
 }
 
@@ -137,9 +135,6 @@ func (o *Outcome) Equal(p *Outcome) bool {
 		o.Generation == p.Generation && o.ActiveOverrides == p.ActiveOverrides && slices.Equal(o.Expired, p.Expired) &&
 		(o.NextExpiry == nil) == (p.NextExpiry == nil) && (o.NextExpiry == nil || o.NextExpiry.Equal(*p.NextExpiry))
 }
-
-// Key is how Result.Apps names an AppQuota.
-func Key(a *quotav1.AppQuota) string { return a.Namespace + "/" + a.Name }
 
 // Render builds the document, Data and Hash included.
 func Render(in Input) (*Result, error) {
@@ -187,7 +182,7 @@ type Merger struct {
 // generation's validation against a profile generation, and what the last
 // merge made of it.
 type appCheck struct {
-	// key is Key(a), made once: every document and outcome map shares it,
+	// key is a.Key(), made once: every document and outcome map shares it,
 	// and the Merger's map of records its strings (name).
 	key string
 	// uid is uidHash of its UID, which tells it from a new AppQuota of the
@@ -271,7 +266,7 @@ func (r *Merger) record(a *quotav1.AppQuota) *appCheck {
 	}
 	c := r.apps[nameOf(a)]
 	if c == nil || c.uid != uidHash(a.UID) {
-		c = &appCheck{key: Key(a), uid: uidHash(a.UID), appID: a.Spec.AppID}
+		c = &appCheck{key: a.Key(), uid: uidHash(a.UID), appID: a.Spec.AppID}
 		r.apps[c.name()] = c
 	}
 	c.seen, c.merged = r.merges, a.Generation
@@ -318,7 +313,7 @@ func nameOf(a *quotav1.AppQuota) types.NamespacedName {
 
 // name is the record's AppQuota's namespace and name, sharing key's bytes.
 func (c *appCheck) name() types.NamespacedName {
-	ns, name, _ := strings.Cut(c.key, "/")
+	ns, name := quotav1.SplitKey(c.key)
 	return types.NamespacedName{Namespace: ns, Name: name}
 }
 
@@ -451,7 +446,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 			out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: p.Generation}
 			if last, ok := prev.profile(p.Name); ok {
 				res.Document.Profiles[p.Name] = last
-				apiProfiles[p.Name] = apiProfile(p.Name, last)
+				apiProfiles[p.Name] = docform.APIProfile(p.Name, last)
 				out.KeptLastGood = true
 			}
 			res.Profiles[p.Name] = out
@@ -475,7 +470,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 		}
 		if last, ok := prev.profile(name); ok {
 			res.Document.Profiles[name] = last
-			apiProfiles[name] = apiProfile(name, last)
+			apiProfiles[name] = docform.APIProfile(name, last)
 		}
 	}
 	keepDeleted(in.DefaultProfile)
@@ -496,7 +491,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 			apps = append(apps, entry{a: a, c: c, key: c.key})
 		} else {
 			incremental = false
-			apps = append(apps, entry{a: a, key: Key(a)})
+			apps = append(apps, entry{a: a, key: a.Key()})
 		}
 	}
 	slices.SortFunc(apps, func(x, y entry) int {
@@ -510,7 +505,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 	owners := make(map[string]string, len(apps))
 	for _, e := range apps {
 		a, key := e.a, e.key
-		profile := profileName(a)
+		profile := a.ProfileName()
 		keepDeleted(profile)
 		ref := validation.Reference{Profile: apiProfiles[profile], Index: index(apiProfiles[profile])}
 		if o, ok := owners[a.Spec.AppID]; ok {
@@ -565,7 +560,7 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 		return quotaconfig.App{}, false, r.shareOutcome(c, out)
 	}
 	// Expired overrides leave the document; the rest are shared as they are.
-	app = quotaconfig.App{Profile: profileName(a), Source: key, Overrides: all}
+	app = quotaconfig.App{Profile: a.ProfileName(), Source: key, Overrides: all}
 	for _, o := range a.Spec.Overrides {
 		if o.ExpiresAt == nil {
 			continue
@@ -692,11 +687,11 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 	for _, a := range changed {
 		c := r.record(a)
 		drop(c.key, c.appID)
-		profile := apiProfiles[profileName(a)]
-		ref := validation.Reference{Profile: profile, Index: indexes[profileName(a)]}
+		profile := apiProfiles[a.ProfileName()]
+		ref := validation.Reference{Profile: profile, Index: indexes[a.ProfileName()]}
 		// s.profiles holds the version strings of the full merge, one per
 		// profile for every app that has it (not one string per app changed).
-		app, inDoc, out := r.mergeApp(a, c, c.key, ref, s.profiles[profileName(a)], prev, in.Now, func(name string) {
+		app, inDoc, out := r.mergeApp(a, c, c.key, ref, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
 			if _, ok := res.Document.Profiles[name]; !ok {
 				keptOther = true
 			}
@@ -944,33 +939,9 @@ func (r *Merger) forget() {
 	}
 }
 
-func profileName(a *quotav1.AppQuota) string {
-	if a.Spec.Profile == "" {
-		return quotav1.DefaultProfileName
-	}
-	return a.Spec.Profile
-}
-
 func earliest(cur *time.Time, t time.Time) *time.Time {
 	if cur == nil || t.Before(*cur) {
 		return &t
 	}
 	return cur
-}
-
-// apiProfile turns a profile from a previous document back into the API form,
-// so an AppQuota can be validated against the last good version of its profile.
-func apiProfile(name string, p quotaconfig.Profile) *quotav1.QuotaProfile {
-	out := &quotav1.QuotaProfile{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	for _, g := range p.Groups {
-		ag := quotav1.EndpointGroup{Name: g.Name, RestOnly: g.RestOnly}
-		for _, r := range g.Routes {
-			ag.Routes = append(ag.Routes, quotav1.Route{Method: quotav1.HTTPMethod(r.Method), Path: r.Path, UserParam: r.UserParam})
-		}
-		for _, l := range g.Limits {
-			ag.Limits = append(ag.Limits, quotav1.Limit{Unit: quotav1.LimitUnit(l.Unit), Window: quotav1.LimitWindow(l.Window), Scope: quotav1.LimitScope(l.Scope), Max: l.Max})
-		}
-		out.Spec.EndpointGroups = append(out.Spec.EndpointGroups, ag)
-	}
-	return out
 }

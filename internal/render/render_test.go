@@ -223,7 +223,7 @@ func TestOutcomesShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k0, k1 := render.Key(&apps[0]), render.Key(&apps[1])
+	k0, k1 := apps[0].Key(), apps[1].Key()
 	if first.Apps[k0] != second.Apps[k0] {
 		t.Errorf("unchanged %s got a new outcome", k0)
 	}

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/docform"
 	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
@@ -29,22 +30,17 @@ func catalog(f *testing.F) *quotav1.QuotaProfile {
 
 var fuzzNow = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
+// The seed corpus is testdata/fuzz/<FuzzTarget>/, one JSON spec per file,
+// named for what it exercises; api/v1alpha1's TestCELAgreesWithGo sends the
+// same corpus to the API server.
+
 // FuzzAppQuota: whatever spec arrives (the schema may have been bypassed, or
-// changed since the object was stored), validation never panics, and what it
-// accepts renders into a document gateways accept, with the app in it.
-// `go test` runs the seeds; `make fuzz` explores.
+// changed since the object was stored), validation never panics; what the
+// document's rules refuse, it refuses; and what it accepts renders into a
+// document gateways accept, with the app in it. `go test` runs the seeds;
+// `make fuzz` explores.
 func FuzzAppQuota(f *testing.F) {
 	p := catalog(f)
-	for _, seed := range []string{
-		`{"appID":"1122334455","profile":"default","overrides":[{"group":"messages-send-users","limits":[{"unit":"Requests","window":"Second","max":500}],"perCall":{"maxTargets":1000}}]}`,
-		`{"appID":"1","overrides":[{"group":"messages-broadcast-users","limits":[{"unit":"Requests","window":"Day","max":0}],"expiresAt":"2027-01-31T00:00:00Z"}]}`,
-		`{"appID":"2","overrides":[{"group":"conversations-delete","limits":[{"unit":"Requests","window":"Minute","scope":"User","max":9}]}]}`,
-		`{"appID":"3","overrides":[{"group":"messages-send-users","limits":[{"unit":"Calls","window":"Week","scope":"Tenant","max":-5}]}]}`,
-		`{"appID":"","overrides":[{"group":"users-register"}]}`,
-		`{"appID":"4","overrides":[{"group":"users-register","perCall":{"maxTargets":-1}},{"group":"users-register","limits":[{"unit":"Requests","window":"Second","max":1},{"unit":"Requests","window":"Second","max":2}]}]}`,
-	} {
-		f.Add([]byte(seed))
-	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var spec quotav1.AppQuotaSpec
 		if err := json.Unmarshal(data, &spec); err != nil {
@@ -59,6 +55,20 @@ func FuzzAppQuota(f *testing.F) {
 			ref.Profile = p
 		}
 		_, errs := validation.AppQuotaAdmission(nil, a, ref, fuzzNow)
+		if ref.Profile != nil {
+			app := quotaconfig.App{Profile: a.ProfileName()}
+			for _, o := range spec.Overrides {
+				app.Overrides = append(app.Overrides, docform.Override(o))
+			}
+			doc := &quotaconfig.Document{
+				Version: quotaconfig.FormatVersion, DefaultProfile: p.Name,
+				Profiles: map[string]quotaconfig.Profile{p.Name: docform.Profile(p)},
+				Apps:     map[string]quotaconfig.App{spec.AppID: app},
+			}
+			if err := doc.Validate(); err != nil && len(errs) == 0 {
+				t.Fatalf("accepted %s, which the document's rules refuse: %v", data, err)
+			}
+		}
 		if len(errs) > 0 {
 			return
 		}
@@ -75,28 +85,25 @@ func FuzzAppQuota(f *testing.F) {
 	})
 }
 
-// FuzzQuotaProfile: the same for profiles.
+// FuzzQuotaProfile: the same for profiles; the catalog is a seed too.
 func FuzzQuotaProfile(f *testing.F) {
 	data, err := json.Marshal(catalog(f).Spec)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(data)
-	for _, seed := range []string{
-		`{"fallback":{"limits":[{"unit":"Requests","window":"Second","max":100}]}}`,
-		`{"fallback":{"limits":[{"unit":"Requests","window":"Second","scope":"User","max":0}]},"endpointGroups":[{"name":"","routes":[{"method":"get","path":"a//{x}{y}?q"}],"limits":[]}]}`,
-		`{"fallback":{"limits":[{"unit":"Requests","window":"Second","max":1}]},"endpointGroups":[{"name":"g","routes":[{"method":"GET","path":"/a/{u}","userParam":"v"}],"limits":[{"unit":"Requests","window":"Minute","scope":"User","max":1}]}]}`,
-		`{"fallback":{"limits":[{"unit":"Requests","window":"Second","max":1}]},"endpointGroups":[{"name":"g","routes":[{"method":"GET","path":"/a/{x}"}],"limits":[{"unit":"Requests","window":"Second","max":1}]},{"name":"g","routes":[{"method":"GET","path":"/a/{y}"}],"limits":[{"unit":"Requests","window":"Second","max":1}]}]}`,
-	} {
-		f.Add([]byte(seed))
-	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var spec quotav1.QuotaProfileSpec
 		if err := json.Unmarshal(data, &spec); err != nil {
 			return
 		}
 		p := &quotav1.QuotaProfile{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: spec}
-		if errs := validation.QuotaProfile(p); len(errs) > 0 {
+		errs := validation.QuotaProfile(p)
+		doc := &quotaconfig.Document{Version: quotaconfig.FormatVersion, DefaultProfile: p.Name, Profiles: map[string]quotaconfig.Profile{p.Name: docform.Profile(p)}}
+		if err := doc.Validate(); err != nil && len(errs) == 0 {
+			t.Fatalf("accepted %s, which the document's rules refuse: %v", data, err)
+		}
+		if len(errs) > 0 {
 			return
 		}
 		res, err := render.Render(render.Input{DefaultProfile: "default", Profiles: []quotav1.QuotaProfile{*p}, Now: fuzzNow})

@@ -1,15 +1,16 @@
-// Package validation holds appquota's cross-object rules: what the CRD schema
-// and its CEL rules cannot check because it needs other objects. The admission
-// webhook, the controller (for objects that got past a webhook that was down)
-// and the CLI run the same code, so a user reads the same message everywhere.
+// Package validation is what admission checks, as the webhook, the
+// controller (for objects that got past a webhook that was down) and the CLI
+// apply it, so a user reads the same message everywhere. An object's own
+// content is checked with the document's rules (pkg/quotaconfig, which the
+// CRD's CEL rules repeat for the API server), applied here to each field with
+// the API's field paths; the rules that live here are those that need other
+// objects, the API's own few (QuotaProfile), and the warnings.
 package validation
 
 import (
-	"errors"
 	"fmt"
-	"regexp"
+	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -19,41 +20,85 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-var segmentRE = regexp.MustCompile(`^(/([^/{}?#]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$`)
+// templateRule is how admission words quotaconfig.CheckTemplate's rule.
+const templateRule = "must start with '/', have no query string, and each segment must be a non-empty literal or exactly one parameter {name}"
 
-// RouteShape is what a gateway can tell about a route: its method and its
-// template with parameter names erased. Two routes with one shape are the same
-// route to a gateway.
-func RouteShape(method, path string) string {
-	return method + " " + docform.ParamRE.ReplaceAllString(path, "{}")
-}
-
-// QuotaProfile checks a profile's rules that the schema cannot: route templates
-// that a gateway cannot tell apart, within a group or across groups, and the
-// syntax CEL already checks (repeated for objects written before the CRD had
-// the rule).
+// QuotaProfile checks a profile on its own: each field with the document's
+// rules, which the CRD's CEL rules also state (checked again here for objects
+// stored before the CRD had them), and the rules only the API has: no two
+// routes, in one group or two, that a gateway cannot tell apart, and no
+// parameter named twice in a path.
 func QuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
 	var errs field.ErrorList
-	groups := field.NewPath("spec", "endpointGroups")
+	if p.Name == "" {
+		errs = append(errs, field.Required(field.NewPath("metadata", "name"), ""))
+	}
+	spec := field.NewPath("spec")
+	fallback := spec.Child("fallback", "limits")
+	if len(p.Spec.Fallback.Limits) == 0 {
+		errs = append(errs, field.Required(fallback, ""))
+	}
+	fl := profileLimits(p.Spec.Fallback.Limits)
+	errs = limitErrors(errs, func() *field.Path { return fallback }, fl, quotaconfig.MinProfileMax)
+	for i, l := range fl {
+		if msg := quotaconfig.CheckFallbackScope(l.Scope); msg != "" {
+			errs = append(errs, field.Invalid(fallback.Index(i).Child("scope"), l.Scope, msg))
+		}
+	}
+
 	type claim struct {
 		group string
 		path  *field.Path
 	}
-	seen := map[string]claim{}
+	shapes := map[string]claim{}
+	names := make(map[string]int, len(p.Spec.EndpointGroups))
+	groups := spec.Child("endpointGroups")
 	for gi, g := range p.Spec.EndpointGroups {
+		gp := groups.Index(gi)
+		switch prev, dup := names[g.Name]; {
+		case g.Name == "":
+			errs = append(errs, field.Required(gp.Child("name"), ""))
+		case dup:
+			errs = append(errs, field.Invalid(gp.Child("name"), g.Name, fmt.Sprintf("duplicates %s", groups.Index(prev))))
+		default:
+			names[g.Name] = gi
+		}
+		if len(g.Routes) == 0 {
+			errs = append(errs, field.Required(gp.Child("routes"), ""))
+		}
+		if len(g.Limits) == 0 {
+			errs = append(errs, field.Required(gp.Child("limits"), ""))
+		}
+		gl := profileLimits(g.Limits)
+		errs = limitErrors(errs, func() *field.Path { return gp.Child("limits") }, gl, quotaconfig.MinProfileMax)
+		if g.PerCall != nil {
+			if msg := quotaconfig.CheckMaxTargets(g.PerCall.MaxTargets); msg != "" {
+				errs = append(errs, field.Invalid(gp.Child("perCall", "maxTargets"), g.PerCall.MaxTargets, msg))
+			}
+		}
+		userScoped := quotaconfig.UserScoped(gl)
 		for ri, r := range g.Routes {
-			rp := groups.Index(gi).Child("routes").Index(ri)
-			if !segmentRE.MatchString(r.Path) {
-				errs = append(errs, field.Invalid(rp.Child("path"), r.Path,
-					"must start with '/', have no query string, and each segment must be a non-empty literal or exactly one parameter {name}"))
+			rp := gp.Child("routes").Index(ri)
+			dr := docform.Route(r)
+			if msg := quotaconfig.CheckMethod(dr.Method); msg != "" {
+				errs = append(errs, field.Invalid(rp.Child("method"), dr.Method, msg))
+			}
+			if quotaconfig.CheckTemplate(r.Path) != "" {
+				errs = append(errs, field.Invalid(rp.Child("path"), r.Path, templateRule))
 				continue
 			}
-			if dup := repeatedParam(r.Path); dup != "" {
+			if dup := quotaconfig.RepeatedParam(r.Path); dup != "" {
 				errs = append(errs, field.Invalid(rp.Child("path"), r.Path, fmt.Sprintf("parameter {%s} appears twice; each parameter needs its own name", dup)))
-				continue
 			}
-			shape := RouteShape(string(r.Method), r.Path)
-			if prev, ok := seen[shape]; ok {
+			if msg := quotaconfig.CheckUserParam(dr.Path, dr.UserParam); msg != "" {
+				errs = append(errs, field.Invalid(rp.Child("userParam"), dr.UserParam, msg))
+			}
+			if userScoped && dr.UserParam == "" { // as quotaconfig.RouteWithoutUser
+				errs = append(errs, field.Required(rp.Child("userParam"),
+					"the group has a limit with scope User: set userParam, or name the parameter {username}, {userName}, {userId}, {user_id}, {uid} or {owner_username}"))
+			}
+			shape := quotaconfig.RouteShape(dr.Method, dr.Path)
+			if prev, ok := shapes[shape]; ok {
 				where := fmt.Sprintf("group %q", prev.group)
 				if prev.group == g.Name {
 					where = "the same group"
@@ -63,59 +108,65 @@ func QuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
 					r.Method, r.Path, prev.path.String(), where)))
 				continue
 			}
-			seen[shape] = claim{group: g.Name, path: rp}
+			shapes[shape] = claim{group: g.Name, path: rp}
 		}
-	}
-	if len(errs) == 0 {
-		// Defence in depth for objects stored before the CRD had today's rules:
-		// what a gateway would refuse is refused here too.
-		doc := &quotaconfig.Document{
-			Version:        quotaconfig.FormatVersion,
-			DefaultProfile: p.Name,
-			Profiles:       map[string]quotaconfig.Profile{p.Name: docform.Profile(p)},
-		}
-		errs = append(errs, documentErrors(doc.Validate(), field.NewPath("spec"), p.Name, "profiles[")...)
 	}
 	return errs
 }
 
-// documentErrors turns a document's validation errors about the part starting
-// with prefix into one field error on path.
-func documentErrors(err error, path *field.Path, value any, prefix string) field.ErrorList {
-	if err == nil {
-		return nil
+// AppQuotaSpec checks an AppQuota's spec on its own, each field with the
+// document's rules (which the CRD's CEL rules also state).
+func AppQuotaSpec(spec *quotav1.AppQuotaSpec) field.ErrorList {
+	// Paths are made only for an error: a render runs this for every AppQuota
+	// that changed, 100,000 on the first.
+	var errs field.ErrorList
+	if spec.AppID == "" {
+		errs = append(errs, field.Required(field.NewPath("spec", "appID"), ""))
 	}
-	var msgs []string
-	for _, e := range unjoin(err) {
-		var fe *quotaconfig.FieldError
-		if errors.As(e, &fe) && !strings.HasPrefix(fe.Field, prefix) {
-			continue
+	for i, o := range spec.Overrides {
+		if len(o.Limits) > 0 {
+			var buf [8]quotaconfig.Limit
+			ls := buf[:0]
+			for _, l := range o.Limits {
+				ls = append(ls, docform.OverrideLimit(l))
+			}
+			errs = limitErrors(errs, func() *field.Path { return overridePath(i).Child("limits") }, ls, quotaconfig.MinOverrideMax)
 		}
-		msgs = append(msgs, e.Error())
+		if o.PerCall != nil {
+			if msg := quotaconfig.CheckMaxTargets(o.PerCall.MaxTargets); msg != "" {
+				errs = append(errs, field.Invalid(overridePath(i).Child("perCall", "maxTargets"), o.PerCall.MaxTargets, msg))
+			}
+		}
+		if o.Group == "" {
+			errs = append(errs, field.Required(overridePath(i).Child("group"), ""))
+		} else if prev := slices.IndexFunc(spec.Overrides[:i], func(p quotav1.Override) bool { return p.Group == o.Group }); prev >= 0 {
+			errs = append(errs, field.Invalid(overridePath(i).Child("group"), o.Group, fmt.Sprintf("duplicates %s", overridePath(prev))))
+		}
 	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return field.ErrorList{field.Invalid(path, value, "does not render to a document gateways accept: "+strings.Join(msgs, "; "))}
+	return errs
 }
 
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+func overridePath(i int) *field.Path { return field.NewPath("spec", "overrides").Index(i) }
+
+func profileLimits(in []quotav1.Limit) []quotaconfig.Limit {
+	out := make([]quotaconfig.Limit, len(in))
+	for i, l := range in {
+		out[i] = docform.Limit(l)
 	}
-	return []error{err}
+	return out
 }
 
-// repeatedParam returns a parameter name that appears twice in path, or "".
-func repeatedParam(path string) string {
-	seen := map[string]bool{}
-	for _, m := range docform.ParamRE.FindAllString(path, -1) {
-		if seen[m] {
-			return strings.Trim(m, "{}")
+// limitErrors appends to errs what quotaconfig.CheckLimits finds in ls, the
+// converted API list at path() (called only for an error).
+func limitErrors(errs field.ErrorList, path func() *field.Path, ls []quotaconfig.Limit, minMax int64) field.ErrorList {
+	quotaconfig.CheckLimits("limits", ls, minMax, func(i int, name string, value any, detail string) {
+		if name == "" {
+			errs = append(errs, field.Invalid(path().Index(i), field.OmitValueType{}, detail))
+			return
 		}
-		seen[m] = true
-	}
-	return ""
+		errs = append(errs, field.Invalid(path().Index(i).Child(name), value, detail))
+	})
+	return errs
 }
 
 // Reference is what AppQuota needs to know about the rest of the cluster.
@@ -149,75 +200,59 @@ func IndexProfile(p *quotav1.QuotaProfile) *ProfileIndex {
 	return idx
 }
 
-// AppQuota checks an AppQuota against the rest of the cluster.
+// index returns Index, or an index of Profile when Index is not Profile's.
+// Profile must not be nil.
+func (ref Reference) index() *ProfileIndex {
+	if ref.Index != nil && ref.Index.profile == ref.Profile {
+		return ref.Index
+	}
+	return IndexProfile(ref.Profile)
+}
+
+// AppQuota checks an AppQuota: against the rest of the cluster (its appID is
+// its own, its profile exists, and each override's group is one of the
+// profile's, with a user parameter in every route when the override counts
+// per user), and on its own (AppQuotaSpec).
 func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 	var errs field.ErrorList
-	spec := field.NewPath("spec")
 	if ref.AppIDOwner != "" {
-		errs = append(errs, field.Invalid(spec.Child("appID"), a.Spec.AppID, fmt.Sprintf(
+		errs = append(errs, field.Invalid(field.NewPath("spec", "appID"), a.Spec.AppID, fmt.Sprintf(
 			"already claimed by AppQuota %s; an app may have only one AppQuota", ref.AppIDOwner)))
 	}
-	profile := a.Spec.Profile
-	if profile == "" {
-		profile = quotav1.DefaultProfileName
-	}
+	profile := a.ProfileName()
 	if ref.Profile == nil {
-		errs = append(errs, field.Invalid(spec.Child("profile"), profile, "no QuotaProfile of that name exists"))
-		return errs
+		errs = append(errs, field.Invalid(field.NewPath("spec", "profile"), profile, "no QuotaProfile of that name exists"))
+		return append(errs, AppQuotaSpec(&a.Spec)...)
 	}
-	idx := ref.Index
-	if idx == nil || idx.profile != ref.Profile {
-		idx = IndexProfile(ref.Profile)
-	}
-	groups, names := idx.groups, idx.names
+	idx := ref.index()
 	for i, o := range a.Spec.Overrides {
-		op := spec.Child("overrides").Index(i)
-		g, ok := groups[o.Group]
+		g, ok := idx.groups[o.Group]
 		if !ok {
 			msg := fmt.Sprintf("not a group of QuotaProfile %q", profile)
-			if near := closest(o.Group, names); near != "" {
+			if near := closest(o.Group, idx.names); near != "" {
 				msg += fmt.Sprintf("; did you mean %q?", near)
 			}
-			errs = append(errs, field.Invalid(op.Child("group"), o.Group, msg))
+			errs = append(errs, field.Invalid(overridePath(i).Child("group"), o.Group, msg))
 			continue
 		}
+		var routes []quotaconfig.Route // the group's, converted when needed
 		for li, l := range o.Limits {
-			if l.Scope != quotav1.ScopeUser {
+			if l.ScopeOrDefault() != quotav1.ScopeUser {
 				continue
 			}
-			for _, r := range g.Routes {
-				if docform.UserParam(r) == "" {
-					errs = append(errs, field.Invalid(op.Child("limits").Index(li).Child("scope"), l.Scope, fmt.Sprintf(
-						"group %q has a route without a user parameter (%s %s); use scope App", g.Name, r.Method, r.Path)))
-					break
+			if routes == nil {
+				for _, r := range g.Routes {
+					routes = append(routes, docform.Route(r))
 				}
 			}
-		}
-	}
-	if len(errs) == 0 {
-		app := quotaconfig.App{Profile: profile}
-		for _, o := range a.Spec.Overrides {
-			app.Overrides = append(app.Overrides, docform.Override(o))
-		}
-		// Only the groups the app overrides matter here; converting the whole
-		// catalog on every admission would cost more than the rest of the check.
-		slim := &quotav1.QuotaProfile{Spec: quotav1.QuotaProfileSpec{Fallback: ref.Profile.Spec.Fallback}}
-		seen := map[string]bool{}
-		for _, o := range a.Spec.Overrides {
-			if g, ok := groups[o.Group]; ok && !seen[o.Group] {
-				slim.Spec.EndpointGroups = append(slim.Spec.EndpointGroups, *g)
-				seen[o.Group] = true // once, even if (invalidly) overridden twice
+			if ri := quotaconfig.RouteWithoutUser(routes); ri >= 0 {
+				r := g.Routes[ri]
+				errs = append(errs, field.Invalid(overridePath(i).Child("limits").Index(li).Child("scope"), l.Scope, fmt.Sprintf(
+					"group %q has a route without a user parameter (%s %s); use scope App", g.Name, r.Method, r.Path)))
 			}
 		}
-		doc := &quotaconfig.Document{
-			Version:        quotaconfig.FormatVersion,
-			DefaultProfile: profile,
-			Profiles:       map[string]quotaconfig.Profile{profile: docform.Profile(slim)},
-			Apps:           map[string]quotaconfig.App{a.Spec.AppID: app},
-		}
-		errs = append(errs, documentErrors(doc.Validate(), spec, a.Spec.AppID, "apps[")...)
 	}
-	return errs
+	return append(errs, AppQuotaSpec(&a.Spec)...)
 }
 
 // AppQuotaAdmission is what the webhook checks on create (old nil) and update:
@@ -239,13 +274,9 @@ func AppQuotaAdmission(old, a *quotav1.AppQuota, ref Reference, now time.Time) (
 		}
 	}
 	if ref.Profile != nil {
-		warnings = append(warnings, limitWarnings(a, ref.Profile)...)
+		warnings = append(warnings, limitWarnings(a, ref.index())...)
 	}
 	return warnings, errs
-}
-
-var windowSeconds = map[quotav1.LimitWindow]int64{
-	quotav1.WindowSecond: 1, quotav1.WindowMinute: 60, quotav1.WindowHour: 3600, quotav1.WindowDay: 86400,
 }
 
 // raiseWarnFactor is how far above the profile a raise has to go to be worth a
@@ -258,26 +289,15 @@ type limitKey struct {
 	scope  quotav1.LimitScope
 }
 
-func scopeOf(s quotav1.LimitScope) quotav1.LimitScope {
-	if s == "" {
-		return quotav1.ScopeApp
-	}
-	return s
-}
-
 func describe(k limitKey, max int64) string {
 	return fmt.Sprintf("%d %s/%s (scope %s)", max, k.unit, k.window, k.scope)
 }
 
 // limitWarnings compares each override with its profile group.
-func limitWarnings(a *quotav1.AppQuota, p *quotav1.QuotaProfile) []string {
+func limitWarnings(a *quotav1.AppQuota, idx *ProfileIndex) []string {
 	var warnings []string
-	groups := map[string]*quotav1.EndpointGroup{}
-	for i := range p.Spec.EndpointGroups {
-		groups[p.Spec.EndpointGroups[i].Name] = &p.Spec.EndpointGroups[i]
-	}
 	for i, o := range a.Spec.Overrides {
-		g, ok := groups[o.Group]
+		g, ok := idx.groups[o.Group]
 		if !ok {
 			continue
 		}
@@ -290,12 +310,12 @@ func limitWarnings(a *quotav1.AppQuota, p *quotav1.QuotaProfile) []string {
 		effective := map[limitKey]eff{}
 		var order []limitKey
 		for _, l := range g.Limits {
-			k := limitKey{l.Unit, l.Window, scopeOf(l.Scope)}
+			k := limitKey{l.Unit, l.Window, l.ScopeOrDefault()}
 			effective[k] = eff{max: l.Max}
 			order = append(order, k)
 		}
 		for li, l := range o.Limits {
-			k := limitKey{l.Unit, l.Window, scopeOf(l.Scope)}
+			k := limitKey{l.Unit, l.Window, l.ScopeOrDefault()}
 			lp := op.Child("limits").Index(li)
 			prof, inProfile := effective[k]
 			switch {
@@ -317,7 +337,7 @@ func limitWarnings(a *quotav1.AppQuota, p *quotav1.QuotaProfile) []string {
 		for _, long := range order {
 			for _, short := range order {
 				le, se := effective[long], effective[short]
-				ls, ss := windowSeconds[long.window], windowSeconds[short.window]
+				ls, ss := quotaconfig.WindowSeconds(string(long.window)), quotaconfig.WindowSeconds(string(short.window))
 				if ss == 0 || ls == 0 { // not a window: an error reported elsewhere
 					continue
 				}

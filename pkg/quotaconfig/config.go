@@ -477,7 +477,7 @@ func overrideEffect(base *effect, o *Override) effect {
 		merged := make([]Limit, len(base.limits), len(base.limits)+len(o.Limits))
 		copy(merged, base.limits)
 		for _, ol := range o.Limits {
-			if i := slices.IndexFunc(merged, func(l Limit) bool { return sameKey(l, ol) }); i >= 0 {
+			if i := slices.IndexFunc(merged, func(l Limit) bool { return SameKey(l, ol) }); i >= 0 {
 				merged[i].Max = ol.Max
 			} else {
 				merged = append(merged, ol)
