@@ -1,17 +1,22 @@
 // Command demo runs appquota with no cluster: it starts a local kube-apiserver and
-// etcd, installs the CRDs and webhooks, runs the operator in-process, applies
+// etcd, installs the CRDs and webhooks, runs the operator in-process with its
+// xDS server, starts redis-server and envoyproxy/ratelimit fed by it, applies
 // config/samples and prints what to try. Ctrl-C stops everything.
 package main
 
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"time"
 
+	"github.com/appquota/appquota/internal/engine"
 	"github.com/appquota/appquota/internal/operatortest"
+	"github.com/appquota/appquota/internal/supervise"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -55,6 +60,9 @@ func run(ctx context.Context) error {
 	}()
 
 	opts := wiring.DefaultOptions()
+	if opts.XDSBindAddress, err = supervise.FreeAddr(); err != nil {
+		return err
+	}
 	c, err := cluster.Client()
 	if err != nil {
 		return err
@@ -74,6 +82,20 @@ func run(ctx context.Context) error {
 	fmt.Println("Applying config/samples ...")
 	if err := kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "samples")).Run(); err != nil {
 		return fmt.Errorf("kubectl apply -k config/samples: %w", err)
+	}
+
+	fmt.Println("Starting redis-server and envoyproxy/ratelimit, fed over xDS by the operator...")
+	rl, stopEngine, err := startEngine(ctx, root, opts)
+	if err != nil {
+		return err
+	}
+	defer stopEngine()
+	// The CLI's --ratelimit-address defaults to ratelimit's own port on
+	// localhost: the flag is printed only when the demo's ratelimit could not
+	// take that port.
+	addressFlag := ""
+	if _, port, _ := net.SplitHostPort(rl.GRPCAddr()); port != defaultRatelimitPort {
+		addressFlag = " --ratelimit-address " + rl.GRPCAddr()
 	}
 
 	// Wait for the controller to write the samples into the ConfigMap (plain,
@@ -126,11 +148,67 @@ In another shell:
   kubectl appquota explain 1122334455 POST /app-id/1122334455/messages/users   # a raised app
   kubectl appquota explain 9988776655 POST /app-id/9988776655/messages/chatrooms/broadcast   # a blocked one
   kubectl appquota list 5566778899
+
+The rate-limit engine (envoyproxy/ratelimit, counters in redis-server) enforces
+the same limits; check asks it as a gateway would, one line per call:
+  kubectl get appquotas -A                                  # Ready and Enforced
+  kubectl appquota check 4000000001 POST /app-id/4000000001/messages/users/broadcast --hits 3%[8]s   # 1/min: OK, then OVER_LIMIT
+  kubectl appquota check 4000000002 POST /app-id/4000000002/messages/users --cost 600 --hits 11%[8]s   # 6000 messages/min
+  kubectl appquota check 4000000003 DELETE /app-id/4000000003/users/alice/user_channel --hits 6%[8]s   # 5/min per user
+  kubectl appquota check 9988776655 POST /app-id/9988776655/messages/chatrooms/broadcast%[8]s   # blocked: OVER_LIMIT at once
+Raise a limit and see it enforced:
   kubectl -n tenants patch appquota acme-chat --type=json -p '[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":900}]'
+  kubectl -n tenants wait --for=condition=Enforced appquota/acme-chat
+  kubectl appquota check 1122334455 POST /app-id/1122334455/messages/users%[8]s   # 900/s now
 
 Press Ctrl-C to stop.
 `, cluster.KubeconfigPath, filepath.Dir(cluster.Kubectl()), opts.Namespace, opts.ConfigMapName,
-		layout, cm.Data[quotaconfig.HashKey], filepath.Join(root, "bin"))
+		layout, cm.Data[quotaconfig.HashKey], filepath.Join(root, "bin"), addressFlag)
 	<-ctx.Done()
 	return nil
+}
+
+// defaultRatelimitPort is envoyproxy/ratelimit's own default gRPC port, which
+// kubectl appquota check assumes.
+const defaultRatelimitPort = "8081"
+
+// startEngine starts redis-server and envoyproxy/ratelimit taking its
+// configuration over xDS from the operator, on ratelimit's default gRPC port
+// when it is free, and returns once ratelimit has loaded the configuration.
+func startEngine(ctx context.Context, root string, opts wiring.Options) (*engine.Ratelimit, func(), error) {
+	redisBin, err := engine.RedisBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	rlBin, err := engine.RatelimitBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	logs, err := os.Create(filepath.Join(root, "bin", "demo", "engine.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	redis, err := engine.StartRedis(ctx, engine.RedisOptions{Bin: redisBin, Log: logs})
+	if err != nil {
+		logs.Close()
+		return nil, nil, err
+	}
+	port := 0
+	if l, err := net.Listen("tcp", "127.0.0.1:"+defaultRatelimitPort); err == nil {
+		l.Close()
+		port, _ = strconv.Atoi(defaultRatelimitPort)
+	}
+	rl, err := engine.StartRatelimit(ctx, engine.RatelimitOptions{Bin: rlBin, RedisAddr: redis.Addr(), XDSAddr: opts.XDSBindAddress,
+		NodeID: "demo", Domain: opts.RateLimitDomain, GRPCPort: port, MaxMsgBytes: opts.XDSMaxMessageBytes, Log: logs})
+	if err != nil {
+		_ = redis.Stop()
+		logs.Close()
+		return nil, nil, fmt.Errorf("%w (its log: %s)", err, logs.Name())
+	}
+	fmt.Printf("ratelimit serves gRPC on %s (log: %s)\n", rl.GRPCAddr(), logs.Name())
+	return rl, func() {
+		_ = rl.Stop()
+		_ = redis.Stop()
+		logs.Close()
+	}, nil
 }

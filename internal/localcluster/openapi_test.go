@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 )
 
@@ -13,7 +15,7 @@ import (
 // the API server never publishes it gives up with an error naming that kind and
 // the group-version document it looked in.
 func TestWaitForOpenAPI(t *testing.T) {
-	cluster, err := Start(Options{SkipWebhooks: true})
+	cluster, err := Start(Options{SkipWebhooks: true, Scheme: clientgoscheme.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
