@@ -69,11 +69,11 @@ func TestSamplesApply(t *testing.T) {
 		t.Errorf("kubectl get qp -o name: %q, want the default profile", out)
 	}
 	header := strings.SplitN(kubectl(t, "get", "aq", "-n", "tenants"), "\n", 2)[0]
-	if fields := strings.Join(strings.Fields(header), " "); fields != "NAME APP ID PROFILE OVERRIDES READY AGE" {
+	if fields := strings.Join(strings.Fields(header), " "); fields != "NAME APP ID PROFILE OVERRIDES READY ENFORCED AGE" {
 		t.Errorf("kubectl get aq columns: %q", fields)
 	}
 	header = strings.SplitN(kubectl(t, "get", "qp"), "\n", 2)[0]
-	if fields := strings.Join(strings.Fields(header), " "); fields != "NAME GROUPS READY AGE" {
+	if fields := strings.Join(strings.Fields(header), " "); fields != "NAME GROUPS READY ENGINES IN SYNC AGE" {
 		t.Errorf("kubectl get qp columns: %q", fields)
 	}
 }
