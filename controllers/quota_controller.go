@@ -53,6 +53,10 @@ const (
 	EventOverrideExpired  = "OverrideExpired"
 	EventRejected         = "Rejected"
 	EventConfigTooLarge   = "ConfigTooLarge"
+	// EventEngineRejected: the rate-limit engine's configuration was not
+	// served (too large) or an instance refused it; the instances keep the
+	// last one. Recorded on the QuotaProfiles, which are few.
+	EventEngineRejected = "EngineRejected"
 )
 
 // statusWriters bounds the concurrent status writes of one reconcile.
@@ -235,7 +239,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	if err := r.writeConfigMaps(ctx, st, ours); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.serveEngine(ctx, res, st)
+	r.serveEngine(ctx, res, st, profiles.Items)
 	if err := r.reportProfiles(ctx, profiles.Items, res, st); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -253,12 +257,16 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 // ahead of what `kubectl appquota explain` reads, and never one that was not
 // written. A configuration the engine cannot take is reported on the
 // AppQuotas (Enforced) and in an event; the instances keep the last one.
-func (r *QuotaReconciler) serveEngine(ctx context.Context, res *render.Result, st *layout.Stored) {
+func (r *QuotaReconciler) serveEngine(ctx context.Context, res *render.Result, st *layout.Stored, profiles []quotav1.QuotaProfile) {
 	if r.Engine == nil || st.TooLarge {
 		return
 	}
 	if err := r.Engine.Publish(res.Change); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "the rate-limit engine's configuration was not served; its instances keep the last one", "version", res.Change.Seq)
+		for i := range profiles {
+			r.Recorder.Eventf(&profiles[i], nil, corev1.EventTypeWarning, EventEngineRejected, "Serve",
+				"configuration version %d was not served to the rate-limit engine, whose instances keep the last one: %v", res.Change.Seq, err)
+		}
 	}
 }
 

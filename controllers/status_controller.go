@@ -225,7 +225,7 @@ type StatusReconciler struct {
 // watch that queues AppQuotas again as engine instances acknowledge.
 func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Board.engine != nil {
-		if err := mgr.Add(engineWatch{board: r.Board, client: r.Client}); err != nil {
+		if err := mgr.Add(engineWatch{board: r.Board, client: r.Client, recorder: r.Recorder}); err != nil {
 			return fmt.Errorf("add engine watch: %w", err)
 		}
 	}
@@ -340,8 +340,25 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 // the engine's state changes in a way that can change their condition. It
 // runs on the leader only, with the status controller.
 type engineWatch struct {
-	board  *Board
-	client client.Client
+	board    *Board
+	client   client.Client
+	recorder events.EventRecorder
+}
+
+// reportRejections records, on each QuotaProfile, the instances that refused
+// a configuration.
+func (w engineWatch) reportRejections(ctx context.Context, rejected []Rejection) {
+	var profiles quotav1.QuotaProfileList
+	if err := w.client.List(ctx, &profiles); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list QuotaProfiles to report an engine rejection")
+		return
+	}
+	for i := range profiles.Items {
+		for _, r := range rejected {
+			w.recorder.Eventf(&profiles.Items[i], nil, corev1.EventTypeWarning, EventEngineRejected, "Enforce",
+				"rate-limit engine instance %s rejected configuration version %d, and keeps its last one: %s", r.Instance, r.Version, r.Message)
+		}
+	}
 }
 
 // NeedLeaderElection: only the leader writes statuses.
@@ -361,6 +378,9 @@ func (w engineWatch) Start(ctx context.Context) error {
 		// condition; a new acknowledgement only theirs whose version it covers.
 		shape := fmt.Sprintf("%t/%d/%v", s.Connected > 0, s.Refused, s.Rejected)
 		keys := w.board.waitingKeys(s, shape != last)
+		if shape != last && len(s.Rejected) > 0 {
+			w.reportRejections(ctx, s.Rejected)
+		}
 		last = shape
 		for _, key := range keys {
 			if !w.board.queue(ctx, key) {
