@@ -181,7 +181,7 @@ func corpus(t *testing.T, target string) []corpusEntry {
 		out = append(out, corpusEntry{filepath.Base(f), v})
 	}
 	kind := map[string]string{"FuzzQuotaProfile": "QuotaProfile", "FuzzAppQuota": "AppQuota"}[target]
-	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_*.yaml")
+	samples, _ := globSamples()
 	for _, f := range samples {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -221,4 +221,14 @@ func corpusValue(data []byte) ([]byte, error) {
 	}
 	s, err := strconv.Unquote(lit.Value)
 	return []byte(s), err
+}
+
+// globSamples lists the manifests of config/samples and the catalog they
+// include (config/catalog).
+func globSamples() ([]string, error) {
+	samples, err := filepath.Glob("../../config/samples/quota_v1alpha1_*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{"../../config/catalog/default.yaml"}, samples...), nil
 }

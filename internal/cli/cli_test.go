@@ -37,7 +37,7 @@ func run(args ...string) (stdout, stderr string, code int) {
 // laid out like a mounted ConfigMap and returns the directory.
 func rendered(t *testing.T) string {
 	t.Helper()
-	doc, stderr, code := run("render", "-f", "../../config/samples")
+	doc, stderr, code := run("render", "-f", "../../config/catalog", "-f", "../../config/samples")
 	if code != 0 {
 		t.Fatalf("render: %s", stderr)
 	}
@@ -139,7 +139,7 @@ spec: {fallback: {limits: [{unit: Requests, window: Second, max: 100}]}}
 		args []string
 		want string
 	}{
-		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list, render or validate`},
+		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list, render, validate or check`},
 		{[]string{"explain", "1", "GET", "--config", dir}, "error: explain APP_ID METHOD PATH: want 3 arguments, got 2 (1 GET); see --help"},
 		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
 		{[]string{"explain", "1", "GET", "/x", "--config", "/does/not/exist"}, "error: stat /does/not/exist: no such file or directory"},
@@ -161,7 +161,7 @@ spec: {fallback: {limits: [{unit: Requests, window: Second, max: 100}]}}
 }
 
 func TestValidate(t *testing.T) {
-	out, stderr, code := run("validate", "-f", "../../config/samples")
+	out, stderr, code := run("validate", "-f", "../../config/catalog", "-f", "../../config/samples")
 	if code != 0 {
 		t.Fatalf("the samples do not validate: %s%s", out, stderr)
 	}
@@ -203,7 +203,7 @@ kind: AppQuota
 metadata: {name: one, namespace: team}
 spec: {appID: "1"}
 `))
-	if out, stderr, code := run("validate", "-f", "../../config/samples/quota_v1alpha1_quotaprofile.yaml", "-f", again, "-f", again); code != 0 || !strings.Contains(out, "1 QuotaProfiles and 2 AppQuotas are valid") {
+	if out, stderr, code := run("validate", "-f", "../../config/catalog/default.yaml", "-f", again, "-f", again); code != 0 || !strings.Contains(out, "1 QuotaProfiles and 2 AppQuotas are valid") {
 		t.Errorf("the same AppQuota twice: exit %d, %s%s", code, out, stderr)
 	}
 	out, stderr, code = run("validate", "-f", dir)
@@ -218,7 +218,7 @@ AppQuota team/two is invalid: spec.appID: Invalid value: "1": already claimed by
 // TestReadsEveryForm: the CLI reads the document plain, compressed, from a
 // mounted directory either way, and from a ConfigMap manifest either way.
 func TestReadsEveryForm(t *testing.T) {
-	plain, _, code := run("render", "-f", "../../config/samples")
+	plain, _, code := run("render", "-f", "../../config/catalog", "-f", "../../config/samples")
 	if code != 0 {
 		t.Fatal("render failed")
 	}
@@ -281,7 +281,7 @@ func TestReadsEveryForm(t *testing.T) {
 // named as the controller names them.
 func sharded(t *testing.T, n int) []*corev1.ConfigMap {
 	t.Helper()
-	plain, stderr, code := run("render", "-f", "../../config/samples")
+	plain, stderr, code := run("render", "-f", "../../config/catalog", "-f", "../../config/samples")
 	if code != 0 {
 		t.Fatalf("render: %s", stderr)
 	}
@@ -530,11 +530,11 @@ func TestRenderFromCluster(t *testing.T) {
 		"-o yaml": writeFile(t, filepath.Join(dir, "all.yaml"), kubectl("get", "quotaprofiles,appquotas", "-A", "-o", "yaml")),
 		"-o json": writeFile(t, filepath.Join(dir, "all.json"), kubectl("get", "quotaprofiles,appquotas", "-A", "-o", "json")),
 	}
-	want, stderr, code := run("render", "-f", "../../config/samples", "--now", "2026-01-01T00:00:00Z")
+	want, stderr, code := run("render", "-f", "../../config/catalog", "-f", "../../config/samples", "--now", "2026-01-01T00:00:00Z")
 	if code != 0 {
 		t.Fatalf("render -f config/samples: %s", stderr)
 	}
-	samples, err := manifest.ReadFiles("../../config/samples")
+	samples, err := manifest.ReadFiles("../../config/catalog", "../../config/samples")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func TestUserParam(t *testing.T) {
 // not hold (descriptions) and in the document's order; and converted again it
 // is the same document.
 func TestRoundTripSamples(t *testing.T) {
-	data, err := os.ReadFile("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
+	data, err := os.ReadFile("../../config/catalog/default.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

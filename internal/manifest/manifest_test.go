@@ -118,10 +118,10 @@ spec: {appID: "2", profile: "", overrides: [{group: a, limits: [{unit: Requests,
 	}
 }
 
-// TestSamples reads config/samples as kubectl -f would: the kustomization
+// TestSamples reads config/catalog and config/samples as kubectl -f would: the kustomization
 // and the Namespace are not QuotaProfiles or AppQuotas.
 func TestSamples(t *testing.T) {
-	objs, err := manifest.ReadFiles("../../config/samples")
+	objs, err := manifest.ReadFiles("../../config/catalog", "../../config/samples")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 var goldenNow = time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
 
 // loadDoc reads a testdata document. samples.document.json is
-// `go run ./cmd/kubectl-appquota render -f config/samples` byte for byte, so
+// `go run ./cmd/kubectl-appquota render -f config/catalog -f config/samples` byte for byte, so
 // these tests do not depend on the render package, and comparing the two
 // shows when it is stale.
 func loadDoc(tb testing.TB, name string) *qc.Document {

@@ -17,7 +17,7 @@ import (
 // benchObjects is the default catalog and n apps with one override each, as
 // the API server would return them (UIDs and generations set).
 func benchObjects(b testing.TB, n int) ([]quotav1.QuotaProfile, []quotav1.AppQuota) {
-	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
+	samples, _ := filepath.Glob("../../config/catalog/default.yaml")
 	profiles, _ := loadObjects(b, samples...)
 	for i := range profiles {
 		profiles[i].UID, profiles[i].Generation = types.UID(fmt.Sprint("profile-", i)), 1

@@ -72,7 +72,7 @@ func TestGolden(t *testing.T) {
 	if err != nil || len(dirs) == 0 {
 		t.Fatalf("no golden cases: %v", err)
 	}
-	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_*.yaml")
+	samples, _ := globSamples()
 	for _, dir := range dirs {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			var c caseFile
@@ -180,7 +180,7 @@ func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 
 // TestDeterministic: the same objects in any order give byte-identical output.
 func TestDeterministic(t *testing.T) {
-	samples, _ := filepath.Glob("../../config/samples/quota_v1alpha1_*.yaml")
+	samples, _ := globSamples()
 	profiles, apps := loadObjects(t, samples...)
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	first, err := render.Render(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: render.Pointers(apps), Now: now})
@@ -230,4 +230,14 @@ func TestOutcomesShared(t *testing.T) {
 	if first.Apps[k1] == second.Apps[k1] || second.Apps[k1].Valid || !first.Apps[k1].Valid {
 		t.Errorf("changed %s: outcomes %+v then %+v, want a new, invalid one (and the first untouched)", k1, first.Apps[k1], second.Apps[k1])
 	}
+}
+
+// globSamples lists the manifests of config/samples and the catalog they
+// include (config/catalog).
+func globSamples() ([]string, error) {
+	samples, err := filepath.Glob("../../config/samples/quota_v1alpha1_*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{"../../config/catalog/default.yaml"}, samples...), nil
 }

@@ -17,7 +17,7 @@ import (
 )
 
 func catalog(f *testing.F) *quotav1.QuotaProfile {
-	data, err := os.ReadFile("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
+	data, err := os.ReadFile("../../config/catalog/default.yaml")
 	if err != nil {
 		f.Fatal(err)
 	}

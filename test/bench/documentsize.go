@@ -24,7 +24,7 @@ const (
 // the run's app counts with one override each.
 func (b *bench) documentSize(_ context.Context, rep *Report) error {
 	root, _ := localcluster.RepoRoot()
-	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "catalog", "default.yaml"))
 	if err != nil {
 		return err
 	}

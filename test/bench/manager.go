@@ -95,7 +95,7 @@ func (b *bench) readCatalog() (*quotav1.QuotaProfile, error) {
 	if err != nil {
 		return nil, err
 	}
-	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "catalog", "default.yaml"))
 	if err != nil {
 		return nil, fmt.Errorf("read the catalog: %w", err)
 	}

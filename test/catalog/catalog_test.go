@@ -20,7 +20,7 @@ import (
 )
 
 const (
-	catalogPath = "../../config/samples/quota_v1alpha1_quotaprofile.yaml"
+	catalogPath = "../../config/catalog/default.yaml"
 	fixturePath = "testdata/rate-limit-table.yaml"
 	tablePath   = "testdata/rest-api-rate-limits.md"
 )

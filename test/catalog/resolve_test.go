@@ -23,7 +23,7 @@ func TestEveryRowResolvesThroughTheCLI(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	var doc, stderr bytes.Buffer
-	if code := cli.Run(ctx, []string{"render", "-f", "../../config/samples"}, &doc, &stderr); code != 0 {
+	if code := cli.Run(ctx, []string{"render", "-f", "../../config/catalog", "-f", "../../config/samples"}, &doc, &stderr); code != 0 {
 		t.Fatalf("render: %s", stderr.String())
 	}
 	config := filepath.Join(dir, "limits.json")

@@ -124,7 +124,7 @@ func applyCatalog(ctx context.Context) error {
 	if err := cluster.CreateNamespaces(ctx, namespace); err != nil {
 		return err
 	}
-	objs, err := manifest.ReadFiles("../../config/samples/quota_v1alpha1_quotaprofile.yaml")
+	objs, err := manifest.ReadFiles("../../config/catalog/default.yaml")
 	if err != nil {
 		return err
 	}
@@ -385,7 +385,7 @@ func TestCheckCommand(t *testing.T) {
 // the xDS configuration does.
 func TestRenderedFileLoads(t *testing.T) {
 	var out, errOut strings.Builder
-	if code := cli.Run(context.Background(), []string{"render", "--ratelimit", "-f", "../../config/samples"}, &out, &errOut); code != 0 {
+	if code := cli.Run(context.Background(), []string{"render", "--ratelimit", "-f", "../../config/catalog", "-f", "../../config/samples"}, &out, &errOut); code != 0 {
 		t.Fatalf("render --ratelimit exited %d: %s", code, errOut.String())
 	}
 	dir := filepath.Join(t.TempDir(), "config")
@@ -407,7 +407,7 @@ func TestRenderedFileLoads(t *testing.T) {
 	// acme-chat (config/samples) has messages-send-users raised to 500/s; the
 	// gateway's side reads the document rendered from the same manifests.
 	var doc strings.Builder
-	if code := cli.Run(context.Background(), []string{"render", "-f", "../../config/samples"}, &doc, &errOut); code != 0 {
+	if code := cli.Run(context.Background(), []string{"render", "-f", "../../config/catalog", "-f", "../../config/samples"}, &doc, &errOut); code != 0 {
 		t.Fatalf("render exited %d: %s", code, errOut.String())
 	}
 	limits := filepath.Join(t.TempDir(), "limits.json")

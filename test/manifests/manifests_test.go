@@ -134,7 +134,7 @@ func TestCLIRenderMatchesTheController(t *testing.T) {
 	kubectl(t, "apply", "--server-side", "-k", "config/samples")
 	ctx := context.Background()
 	var offline, stderr bytes.Buffer
-	if code := cli.Run(ctx, []string{"render", "-f", "../../config/samples"}, &offline, &stderr); code != 0 {
+	if code := cli.Run(ctx, []string{"render", "-f", "../../config/catalog", "-f", "../../config/samples"}, &offline, &stderr); code != 0 {
 		t.Fatalf("render: %s", stderr.String())
 	}
 	var live string
