@@ -64,6 +64,7 @@ type Limit struct {
 // OverrideLimit is one counting rule in an AppQuota override. It replaces the
 // profile's limit with the same (unit, window, scope), or adds a limit when the
 // profile has none with that key.
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !self.unlimited || self.max == 0",message="max must be 0 when unlimited is true: unlimited lifts the limit, so no max applies",fieldPath=".max"
 type OverrideLimit struct {
 	// unit is what a call consumes: Requests counts each call once; Messages counts
 	// each target of the call once.
@@ -79,11 +80,17 @@ type OverrideLimit struct {
 	// +kubebuilder:default=App
 	Scope LimitScope `json:"scope,omitempty"`
 
-	// max is the most the window allows for this app. 0 blocks the group for the app.
+	// max is the most the window allows for this app. 0 blocks the group for the
+	// app, unless unlimited is true.
 	// +required
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=1000000000
 	Max int64 `json:"max"`
+
+	// unlimited, when true, lifts this limit for the app: nothing is counted
+	// against it (envoyproxy/ratelimit's unlimited). max must then be 0.
+	// +optional
+	Unlimited bool `json:"unlimited,omitempty"`
 }
 
 // PerCall bounds a single call, independent of any window.

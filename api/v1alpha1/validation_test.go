@@ -301,3 +301,21 @@ func TestValidEdgeCasesAccepted(t *testing.T) {
 		t.Errorf("limit scope defaulted to %q, want App", s)
 	}
 }
+
+// TestUnlimitedNeedsMaxZero: unlimited lifts a limit, so a max beside it is
+// refused with the field named; unlimited with max 0 is accepted.
+func TestUnlimitedNeedsMaxZero(t *testing.T) {
+	ctx := context.Background()
+	a := validAppQuota("unlimited-max")
+	a.Spec.Overrides = []quotav1.Override{{Group: "conversations-delete",
+		Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 5, Unlimited: true}}}}
+	err := k8s.Create(ctx, a, client.DryRunAll)
+	want := `spec.overrides[0].limits[0].max: Invalid value: max must be 0 when unlimited is true: unlimited lifts the limit, so no max applies`
+	if got := userMessage(err, "AppQuota", a.Name); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	a.Spec.Overrides[0].Limits[0].Max = 0
+	if err := k8s.Create(ctx, a, client.DryRunAll); err != nil {
+		t.Errorf("unlimited with max 0 refused: %v", err)
+	}
+}

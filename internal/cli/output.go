@@ -14,6 +14,9 @@ func describeLimit(l quotaconfig.Limit) string {
 	if l.Scope == quotaconfig.ScopeUser {
 		per = "per user"
 	}
+	if l.Unlimited {
+		return fmt.Sprintf("unlimited %s/%s %s", l.Unit, l.Window, per)
+	}
 	return fmt.Sprintf("%d %s/%s %s", l.Max, l.Unit, l.Window, per)
 }
 

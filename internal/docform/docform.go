@@ -37,7 +37,7 @@ func Limit(l quotav1.Limit) quotaconfig.Limit {
 
 // OverrideLimit converts an override's limit, its scope defaulted.
 func OverrideLimit(l quotav1.OverrideLimit) quotaconfig.Limit {
-	return quotaconfig.Limit{Unit: string(l.Unit), Window: string(l.Window), Scope: string(l.ScopeOrDefault()), Max: l.Max}
+	return quotaconfig.Limit{Unit: string(l.Unit), Window: string(l.Window), Scope: string(l.ScopeOrDefault()), Max: l.Max, Unlimited: l.Unlimited}
 }
 
 // Profile converts a QuotaProfile to its document form, in canonical order.

@@ -139,8 +139,9 @@ type chain struct {
 }
 
 type appLimit struct {
-	app string
-	max int64
+	app       string
+	max       int64
+	unlimited bool
 }
 
 func newModel(doc *qc.Document, opts Options) (*model, error) {
@@ -208,13 +209,13 @@ func newModel(doc *qc.Document, opts Options) (*model, error) {
 					g.chains = append(g.chains, c)
 					slices.SortFunc(g.chains, func(a, b *chain) int { return limitOrder(a.limit, b.limit) })
 				}
-				if c.hasDefault && c.limit.Max == l.Max {
+				if c.hasDefault && c.limit.Max == l.Max && !l.Unlimited {
 					// The key-only entry already says so, and the Redis key is
 					// made of the request's entries, not the matched entry's,
 					// so the counter is the same either way.
 					continue
 				}
-				c.apps = append(c.apps, appLimit{app: id, max: l.Max})
+				c.apps = append(c.apps, appLimit{app: id, max: l.Max, unlimited: l.Unlimited})
 			}
 		}
 	}
@@ -247,8 +248,8 @@ func (g *group) chain(l qc.Limit) *chain {
 // key-only user entry, which holds the rate limit, under each app entry.
 func (m *model) chainDescriptor(c *chain) (*rlsconfv3.RateLimitDescriptor, error) {
 	cd := &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorLimit, Value: qc.LimitValue(c.limit)}
-	leaf := func(app string, max int64) (*rlsconfv3.RateLimitDescriptor, error) {
-		pol, err := policy(c.limit, max)
+	leaf := func(app string, max int64, unlimited bool) (*rlsconfv3.RateLimitDescriptor, error) {
+		pol, err := policy(c.limit, max, unlimited)
 		if err != nil {
 			if app != "" {
 				return nil, fmt.Errorf("render limit %s of app %q: %w", qc.LimitValue(c.limit), app, err)
@@ -266,14 +267,14 @@ func (m *model) chainDescriptor(c *chain) (*rlsconfv3.RateLimitDescriptor, error
 		return d, nil
 	}
 	if c.hasDefault {
-		d, err := leaf("", c.limit.Max)
+		d, err := leaf("", c.limit.Max, false)
 		if err != nil {
 			return nil, err
 		}
 		cd.Descriptors = append(cd.Descriptors, d)
 	}
 	for _, a := range c.apps {
-		d, err := leaf(a.app, a.max)
+		d, err := leaf(a.app, a.max, a.unlimited)
 		if err != nil {
 			return nil, err
 		}
@@ -283,15 +284,19 @@ func (m *model) chainDescriptor(c *chain) (*rlsconfv3.RateLimitDescriptor, error
 }
 
 // policy is the one place a limit's value becomes a ratelimit policy. Max 0,
-// a block, is requests_per_unit 0, which refuses every call. The document has
-// no "unlimited" yet; when an override can say so, it becomes Unlimited here.
-func policy(l qc.Limit, max int64) (*rlsconfv3.RateLimitPolicy, error) {
+// a block, is requests_per_unit 0, which refuses every call; an override's
+// unlimited is ratelimit's unlimited, which counts nothing.
+func policy(l qc.Limit, max int64, unlimited bool) (*rlsconfv3.RateLimitPolicy, error) {
 	if max < 0 || max > math.MaxUint32 {
 		return nil, fmt.Errorf("max %d does not fit ratelimit's requests_per_unit (0 to %d)", max, uint32(math.MaxUint32))
 	}
 	unit, ok := units[l.Window]
 	if !ok {
 		return nil, fmt.Errorf("window %q has no ratelimit unit", l.Window)
+	}
+	if unlimited {
+		// ratelimit refuses a unit beside unlimited, from a file or over xDS.
+		return &rlsconfv3.RateLimitPolicy{Unlimited: true}, nil
 	}
 	return &rlsconfv3.RateLimitPolicy{Unit: unit, RequestsPerUnit: uint32(max)}, nil
 }

@@ -9,6 +9,7 @@ package validation
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -314,11 +315,20 @@ func limitWarnings(a *quotav1.AppQuota, idx *ProfileIndex) []string {
 			effective[k] = eff{max: l.Max}
 			order = append(order, k)
 		}
+		// An unlimited limit caps nothing: as large as a max can be.
+		maxOf := func(l quotav1.OverrideLimit) int64 {
+			if l.Unlimited {
+				return math.MaxInt64 / quotaconfig.WindowSeconds(quotaconfig.WindowDay)
+			}
+			return l.Max
+		}
 		for li, l := range o.Limits {
 			k := limitKey{l.Unit, l.Window, l.ScopeOrDefault()}
 			lp := op.Child("limits").Index(li)
 			prof, inProfile := effective[k]
 			switch {
+			case l.Unlimited:
+				warnings = append(warnings, fmt.Sprintf("%s: lifts %s/%s for group %s for app %s: nothing counts against it", lp, k.unit, k.window, o.Group, a.Spec.AppID))
 			case l.Max == 0:
 				warnings = append(warnings, fmt.Sprintf("%s: max 0 blocks group %s for app %s", lp, o.Group, a.Spec.AppID))
 			case inProfile && l.Max < prof.max:
@@ -329,7 +339,7 @@ func limitWarnings(a *quotav1.AppQuota, idx *ProfileIndex) []string {
 			if !inProfile {
 				order = append(order, k)
 			}
-			effective[k] = eff{max: l.Max, override: true, path: lp}
+			effective[k] = eff{max: maxOf(l), override: true, path: lp}
 		}
 		// A limit is unreachable when a shorter window of the same unit and scope
 		// caps the longer window below it (10/Second allows at most 600/Minute, so

@@ -478,7 +478,7 @@ func overrideEffect(base *effect, o *Override) effect {
 		copy(merged, base.limits)
 		for _, ol := range o.Limits {
 			if i := slices.IndexFunc(merged, func(l Limit) bool { return SameKey(l, ol) }); i >= 0 {
-				merged[i].Max = ol.Max
+				merged[i].Max, merged[i].Unlimited = ol.Max, ol.Unlimited
 			} else {
 				merged = append(merged, ol)
 			}
@@ -486,7 +486,7 @@ func overrideEffect(base *effect, o *Override) effect {
 		e.limits = clip(merged)
 		e.blocked = false
 		for _, l := range merged {
-			if l.Max == 0 {
+			if l.Max == 0 && !l.Unlimited {
 				e.blocked = true
 			}
 		}

@@ -82,6 +82,12 @@ func CheckLimits(list string, ls []Limit, minMax int64, bad func(i int, field st
 		if l.Max < minMax {
 			bad(i, "max", l.Max, fmt.Sprintf("is below %d", minMax))
 		}
+		switch {
+		case l.Unlimited && minMax > MinOverrideMax:
+			bad(i, "unlimited", l.Unlimited, "is only for an app's override: a profile's limit cannot be lifted")
+		case l.Unlimited && l.Max != 0:
+			bad(i, "max", l.Max, "must be 0 when unlimited is true")
+		}
 		if !ok {
 			continue
 		}

@@ -89,6 +89,9 @@ type Limit struct {
 	Window string `json:"window"`
 	Scope  string `json:"scope"`
 	Max    int64  `json:"max"`
+	// Unlimited, only in an app's override, lifts the limit: nothing counts
+	// against it, and Max is 0.
+	Unlimited bool `json:"unlimited,omitempty"`
 }
 
 // App is one app's entry: the profile it uses and its active overrides.

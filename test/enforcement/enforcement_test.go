@@ -288,8 +288,8 @@ func TestCatalogRows(t *testing.T) {
 	})
 }
 
-// TestOverrides: an AppQuota's raise, block and day limit behind a raised
-// minute limit.
+// TestOverrides: an AppQuota's unlimited, raise, block, and day limit behind
+// a raised minute limit.
 func TestOverrides(t *testing.T) {
 	createAppQuota(t, "e2e-raise", "5000000001", quotav1.Override{Group: "messages-broadcast-users",
 		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowMinute, 3)}, Reason: "raise"})
@@ -297,7 +297,16 @@ func TestOverrides(t *testing.T) {
 		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowSecond, 0)}, Reason: "block"})
 	createAppQuota(t, "e2e-day", "5000000003", quotav1.Override{Group: "messages-broadcast-users",
 		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowMinute, 1000)}, Reason: "the day limit bites first"})
+	createAppQuota(t, "e2e-unlimited", "5000000006", quotav1.Override{Group: "messages-recall",
+		Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Unlimited: true}}, Reason: "internal load test"})
 	cfg := liveConfig(t)
+	t.Run("unlimited: 150 calls in one second, past the profile's 100/s", func(t *testing.T) {
+		withinWindow(time.Second, 700*time.Millisecond)
+		c := call{app: "5000000006", method: "POST", path: "/app-id/5000000006/messages/recall"}
+		if got := firstRefused(t, cfg, c, 150); got != 0 {
+			t.Errorf("unlimited: call %d refused, want none of 150", got)
+		}
+	})
 	t.Run("raise: broadcast 1/min to 3/min", func(t *testing.T) {
 		expectRefused(t, cfg, time.Minute, call{app: "5000000001", method: "POST", path: "/app-id/5000000001/messages/users/broadcast"}, 4)
 	})
