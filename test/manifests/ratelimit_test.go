@@ -32,248 +32,270 @@ import (
 // restricted namespace, and the engine has the settings the design depends
 // on, the same on both sides of the xDS connection.
 func TestRatelimitOverlay(t *testing.T) {
-	built := kubectl(t, "kustomize", "config/ratelimit")
-	objs := parseObjects(t, built)
+	o := loadOverlay(t)
+	t.Run("the API server accepts it", o.accepted)
+	t.Run("engine settings", o.engineSettings)
+	t.Run("max message size equal on both sides", o.maxMessageSize)
+	t.Run("xDS wiring and TLS", o.xdsWiring)
+	t.Run("Redis and the Services", o.redisAndServices)
+	t.Run("restricted Pod Security", o.podSecurity)
+}
 
-	var certManager, rest []object
-	for _, o := range objs {
-		if strings.HasPrefix(o.APIVersion, "cert-manager.io/") {
-			certManager = append(certManager, o)
+// overlay is the output of `kubectl kustomize config/ratelimit`.
+type overlay struct {
+	objs, certManager, rest []object // all; cert-manager's kinds; the others
+	manager, engine, redis  *appsv1.Deployment
+	mgr, rl                 *corev1.Container // the manager's and ratelimit's
+	env                     map[string]string // ratelimit's literal environment
+}
+
+func loadOverlay(t *testing.T) *overlay {
+	t.Helper()
+	o := &overlay{objs: parseObjects(t, kubectl(t, "kustomize", "config/ratelimit"))}
+	for _, obj := range o.objs {
+		if strings.HasPrefix(obj.APIVersion, "cert-manager.io/") {
+			o.certManager = append(o.certManager, obj)
 		} else {
-			rest = append(rest, o)
+			o.rest = append(o.rest, obj)
 		}
 	}
+	o.manager = deployment(t, o.objs, "appquota-controller-manager")
+	o.engine = deployment(t, o.objs, "appquota-ratelimit")
+	o.redis = deployment(t, o.objs, "appquota-redis")
+	o.mgr = container(t, o.manager, "manager")
+	o.rl = container(t, o.engine, "ratelimit")
+	o.env = literalEnv(t, o.rl)
+	return o
+}
 
-	t.Run("the API server accepts it", func(t *testing.T) {
-		// The namespace must exist, with its Pod Security label, for the
-		// dry run of what goes in it to be admitted and checked.
-		ns := find(t, rest, "Namespace", "")
-		if got := ns.Labels["pod-security.kubernetes.io/enforce"]; got != "restricted" {
-			t.Errorf("namespace %s enforces Pod Security %q, want restricted", ns.Name, got)
-		}
-		kubectlIn(t, ns.raw, "apply", "--server-side", "--field-manager=test-manifests", "-f", "-")
+func (o *overlay) accepted(t *testing.T) {
+	certManager, rest := o.certManager, o.rest
+	// The namespace must exist, with its Pod Security label, for the
+	// dry run of what goes in it to be admitted and checked.
+	ns := find(t, rest, "Namespace", "")
+	if got := ns.Labels["pod-security.kubernetes.io/enforce"]; got != "restricted" {
+		t.Errorf("namespace %s enforces Pod Security %q, want restricted", ns.Name, got)
+	}
+	kubectlIn(t, ns.raw, "apply", "--server-side", "--field-manager=test-manifests", "-f", "-")
 
-		var stream bytes.Buffer
-		for _, o := range rest {
-			stream.WriteString("---\n")
-			stream.Write(o.raw)
+	var stream bytes.Buffer
+	for _, obj := range rest {
+		stream.WriteString("---\n")
+		stream.Write(obj.raw)
+	}
+	// --force-conflicts: the CRDs are already there, installed by the
+	// test harness under another field manager.
+	out, stderr := kubectlIn(t, stream.Bytes(), "apply", "--server-side", "--dry-run=server", "--force-conflicts",
+		"--field-manager=test-manifests", "-f", "-")
+	for _, obj := range rest {
+		// "deployment.apps/appquota-ratelimit serverside-applied (server dry run)"
+		resource := strings.ToLower(obj.Kind)
+		if gv, err := schema.ParseGroupVersion(obj.APIVersion); err == nil && gv.Group != "" {
+			resource += "." + gv.Group
 		}
-		// --force-conflicts: the CRDs are already there, installed by the
-		// test harness under another field manager.
-		out, stderr := kubectlIn(t, stream.Bytes(), "apply", "--server-side", "--dry-run=server", "--force-conflicts",
-			"--field-manager=test-manifests", "-f", "-")
-		for _, o := range rest {
-			// "deployment.apps/appquota-ratelimit serverside-applied (server dry run)"
-			resource := strings.ToLower(o.Kind)
-			if gv, err := schema.ParseGroupVersion(o.APIVersion); err == nil && gv.Group != "" {
-				resource += "." + gv.Group
-			}
-			if want := resource + "/" + o.Name + " serverside-applied (server dry run)"; !strings.Contains(out, want) {
-				t.Errorf("kubectl apply output lacks %q:\n%s", want, out)
-			}
+		if want := resource + "/" + obj.Name + " serverside-applied (server dry run)"; !strings.Contains(out, want) {
+			t.Errorf("kubectl apply output lacks %q:\n%s", want, out)
 		}
-		// The PodSecurity admission plugin checks a Deployment's pod template
-		// against the namespace's level and warns; the Pods would be refused.
-		if strings.Contains(stderr, "PodSecurity") || strings.Contains(stderr, "Warning") {
-			t.Errorf("the API server warned:\n%s", stderr)
+	}
+	// The PodSecurity admission plugin checks a Deployment's pod template
+	// against the namespace's level and warns; the Pods would be refused.
+	if strings.Contains(stderr, "PodSecurity") || strings.Contains(stderr, "Warning") {
+		t.Errorf("the API server warned:\n%s", stderr)
+	}
+	if len(certManager) == 0 {
+		t.Error("the overlay has no cert-manager objects: where does the xDS server's certificate come from?")
+	}
+	for _, obj := range certManager {
+		if obj.Kind != "Certificate" && obj.Kind != "Issuer" {
+			t.Errorf("cert-manager %s %s is not checked here", obj.Kind, obj.Name)
 		}
-		if len(certManager) == 0 {
-			t.Error("the overlay has no cert-manager objects: where does the xDS server's certificate come from?")
-		}
-		for _, o := range certManager {
-			if o.Kind != "Certificate" && o.Kind != "Issuer" {
-				t.Errorf("cert-manager %s %s is not checked here", o.Kind, o.Name)
-			}
-		}
-	})
+	}
+}
 
-	manager := deployment(t, objs, "appquota-controller-manager")
-	engine := deployment(t, objs, "appquota-ratelimit")
-	redis := deployment(t, objs, "appquota-redis")
-	mgr := container(t, manager, "manager")
-	rl := container(t, engine, "ratelimit")
-	env := literalEnv(t, rl)
+func (o *overlay) engineSettings(t *testing.T) {
+	engine, rl, env := o.engine, o.rl, o.env
+	for name, want := range map[string]string{
+		// A cached over-limit answer would outlive a raise or an unblock
+		// for the rest of its window (up to a day).
+		"LOCAL_CACHE_SIZE_IN_BYTES":               "0",
+		"CONFIG_TYPE":                             "GRPC_XDS_SOTW",
+		"CONFIG_GRPC_XDS_SERVER_USE_TLS":          "true",
+		"BACKEND_TYPE":                            "redis",
+		"REDIS_SOCKET_TYPE":                       "tcp",
+		"USE_STATSD":                              "false",
+		"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "true",
+	} {
+		if got, ok := env[name]; !ok || got != want {
+			t.Errorf("ratelimit's %s = %q (set: %t), want %q", name, got, ok, want)
+		}
+	}
+	if env["LOG_LEVEL"] == "" {
+		t.Error("ratelimit's LOG_LEVEL is not set")
+	}
+	if e := envVar(rl, "CONFIG_GRPC_XDS_NODE_ID"); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		t.Errorf("ratelimit's CONFIG_GRPC_XDS_NODE_ID is %+v, want the pod's name (fieldRef metadata.name)", e)
+	}
+	if *engine.Spec.Replicas < 2 {
+		t.Errorf("ratelimit has %d replicas, want at least 2", *engine.Spec.Replicas)
+	}
+	if len(engine.Spec.Template.Spec.TopologySpreadConstraints) == 0 && engine.Spec.Template.Spec.Affinity == nil {
+		t.Error("ratelimit's replicas are not spread over nodes (no topology spread, no anti-affinity)")
+	}
+	// Failover to a new leader waits at most the backoff's maximum.
+	for name, most := range map[string]time.Duration{"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL": 2 * time.Second, "XDS_CLIENT_BACKOFF_MAX_INTERVAL": 15 * time.Second} {
+		if d, err := time.ParseDuration(env[name]); err != nil || d > most {
+			t.Errorf("ratelimit's %s = %q, want a duration of at most %s", name, env[name], most)
+		}
+	}
+	// The image is the commit the tests run (hack/versions.env), tagged
+	// as envoyproxy/ratelimit tags its images: the commit's first 8 hex digits.
+	if want := "docker.io/envoyproxy/ratelimit:" + pinnedRatelimitCommit(t)[:8]; rl.Image != want {
+		t.Errorf("ratelimit's image is %q, want %q (hack/versions.env's RATELIMIT_VERSION)", rl.Image, want)
+	}
+	for _, p := range []*corev1.Probe{rl.ReadinessProbe, rl.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthcheck" || portNumber(t, rl, p.HTTPGet.Port.String()) != mustAtoi(t, env["PORT"]) {
+			t.Errorf("ratelimit's readiness and liveness probes must GET /healthcheck on PORT (%s): %+v", env["PORT"], p)
+		}
+	}
+}
 
-	t.Run("engine settings", func(t *testing.T) {
-		for name, want := range map[string]string{
-			// A cached over-limit answer would outlive a raise or an unblock
-			// for the rest of its window (up to a day).
-			"LOCAL_CACHE_SIZE_IN_BYTES":               "0",
-			"CONFIG_TYPE":                             "GRPC_XDS_SOTW",
-			"CONFIG_GRPC_XDS_SERVER_USE_TLS":          "true",
-			"BACKEND_TYPE":                            "redis",
-			"REDIS_SOCKET_TYPE":                       "tcp",
-			"USE_STATSD":                              "false",
-			"STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT": "true",
-		} {
-			if got, ok := env[name]; !ok || got != want {
-				t.Errorf("ratelimit's %s = %q (set: %t), want %q", name, got, ok, want)
+func (o *overlay) maxMessageSize(t *testing.T) {
+	mgr, env := o.mgr, o.env
+	managerMax := mustAtoi(t, flagValue(t, mgr, "--xds-max-message-bytes"))
+	engineMax := mustAtoi(t, env["XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES"])
+	if managerMax != engineMax {
+		t.Errorf("the manager sends up to %d bytes and ratelimit accepts %d: set both to the same value", managerMax, engineMax)
+	}
+	// 100,000 apps with 3 overridden limits each: 8.3 MB (docs/enforcement.md).
+	if engineMax < 9_000_000 {
+		t.Errorf("ratelimit accepts %d bytes: less than the 8.3 MB of 100,000 apps with 3 overridden limits each", engineMax)
+	}
+}
+
+func (o *overlay) xdsWiring(t *testing.T) {
+	objs, certManager, manager, engine, mgr, rl, env := o.objs, o.certManager, o.manager, o.engine, o.mgr, o.rl, o.env
+	// ratelimit dials the xds Service, which sends it to the manager's
+	// xds port, where the manager listens.
+	host, port := splitHostPort(t, env["CONFIG_GRPC_XDS_SERVER_URL"])
+	svc := serviceByDNS(t, objs, host)
+	if !selects(svc, manager) {
+		t.Errorf("Service %s does not select the manager's pods", svc.Name)
+	}
+	target := portNumber(t, mgr, targetPort(t, svc, port))
+	_, listen := splitHostPort(t, flagValue(t, mgr, "--xds-bind-address"))
+	if target != listen {
+		t.Errorf("Service %s sends port %d to the manager's %d, where it does not listen (--xds-bind-address %d)", svc.Name, port, target, listen)
+	}
+
+	// The manager serves the certificate the webhook uses, which names
+	// the Service ratelimit verifies.
+	certDir := flagValue(t, mgr, "--xds-cert-dir")
+	mgrSecret := secretMountedAt(t, manager, mgr, certDir)
+	cert := find(t, certManager, "Certificate", "appquota-serving-cert")
+	if got, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); got != mgrSecret {
+		t.Errorf("the manager's --xds-cert-dir %s holds Secret %s, not the Certificate's %s", certDir, mgrSecret, got)
+	}
+	dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+	if san := env["CONFIG_GRPC_XDS_SERVER_TLS_SAN"]; !slices.Contains(dnsNames, san) || !slices.Contains(dnsNames, host) {
+		t.Errorf("the serving certificate names %v: it lacks ratelimit's CONFIG_GRPC_XDS_SERVER_TLS_SAN %q or the host it dials, %q", dnsNames, san, host)
+	}
+
+	// ratelimit trusts that Secret's ca.crt, mounted without the key.
+	caFile := env["CONFIG_GRPC_XDS_SERVER_TLS_CACERT"]
+	vol := volumeMountedAt(t, engine, rl, path.Dir(caFile))
+	if vol.Secret == nil || vol.Secret.SecretName != mgrSecret {
+		t.Fatalf("ratelimit's CONFIG_GRPC_XDS_SERVER_TLS_CACERT %s is not from Secret %s: %+v", caFile, mgrSecret, vol)
+	}
+	if items := vol.Secret.Items; len(items) != 1 || items[0].Key != "ca.crt" || items[0].Path != path.Base(caFile) {
+		t.Errorf("ratelimit mounts %+v of Secret %s; want its ca.crt alone, as %s", items, mgrSecret, path.Base(caFile))
+	}
+	// And that ca.crt is a CA's, which outlives the serving
+	// certificate's renewals (ratelimit reads it once).
+	issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+	issuer := find(t, certManager, "Issuer", issuerName)
+	caSecret, _, _ := unstructured.NestedString(issuer.Object, "spec", "ca", "secretName")
+	var ca *object
+	for i, o := range certManager {
+		if s, _, _ := unstructured.NestedString(o.Object, "spec", "secretName"); o.Kind == "Certificate" && s == caSecret {
+			ca = &certManager[i]
+		}
+	}
+	if ca == nil {
+		t.Fatalf("the serving certificate's Issuer %s is not a CA Issuer backed by a Certificate of the overlay (spec.ca.secretName %q)", issuerName, caSecret)
+	}
+	if isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA"); !isCA {
+		t.Errorf("Certificate %s, behind Issuer %s, is not a CA", ca.Name, issuerName)
+	}
+	caIssuer, _, _ := unstructured.NestedString(ca.Object, "spec", "issuerRef", "name")
+	find(t, certManager, "Issuer", caIssuer)
+}
+
+func (o *overlay) redisAndServices(t *testing.T) {
+	objs, engine, redis, rl, env := o.objs, o.engine, o.redis, o.rl, o.env
+	host, port := splitHostPort(t, env["REDIS_URL"])
+	svc := serviceByDNS(t, objs, host)
+	if !selects(svc, redis) {
+		t.Errorf("Service %s does not select Redis's pods", svc.Name)
+	}
+	rc := container(t, redis, "redis")
+	portNumber(t, rc, targetPort(t, svc, port))
+	if *redis.Spec.Replicas != 1 {
+		t.Errorf("Redis has %d replicas; the overlay's is a single instance", *redis.Spec.Replicas)
+	}
+	args := strings.Join(append(slices.Clone(rc.Command), rc.Args...), " ")
+	if !strings.Contains(args, `--save `) || !slices.Contains(rc.Args, "") || !strings.Contains(args, "--appendonly no") {
+		t.Errorf("Redis persists its data (want --save \"\" and --appendonly no): %s", args)
+	}
+	if vol := volumeMountedAt(t, redis, rc, "/data"); vol.EmptyDir == nil {
+		t.Errorf("Redis's /data is not an emptyDir: %+v", vol)
+	}
+
+	// Gateways call ratelimit's gRPC port, 8081; its HTTP port answers
+	// /healthcheck.
+	gw := service(t, objs, "appquota-ratelimit")
+	if !selects(gw, engine) {
+		t.Errorf("Service %s does not select ratelimit's pods", gw.Name)
+	}
+	if n := portNumber(t, rl, targetPort(t, gw, 8081)); n != mustAtoi(t, env["GRPC_PORT"]) {
+		t.Errorf("Service %s sends 8081 to ratelimit's %d, not its GRPC_PORT %s", gw.Name, n, env["GRPC_PORT"])
+	}
+	if n := portNumber(t, rl, targetPort(t, gw, 8080)); n != mustAtoi(t, env["PORT"]) {
+		t.Errorf("Service %s sends 8080 to ratelimit's %d, not its PORT %s", gw.Name, n, env["PORT"])
+	}
+}
+
+func (o *overlay) podSecurity(t *testing.T) {
+	manager, engine, redis := o.manager, o.engine, o.redis
+	for _, d := range []*appsv1.Deployment{manager, engine, redis} {
+		pod := d.Spec.Template.Spec
+		sc := pod.SecurityContext
+		if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+			t.Errorf("%s: the pod does not set runAsNonRoot", d.Name)
+		}
+		if sc == nil || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: the pod's seccomp profile is not RuntimeDefault", d.Name)
+		}
+		// An image's USER may be a name, which the kubelet cannot check
+		// against runAsNonRoot: the engine's pods say which number.
+		if d != manager && (sc == nil || sc.RunAsUser == nil || *sc.RunAsUser == 0) {
+			t.Errorf("%s: the pod sets no non-zero runAsUser", d.Name)
+		}
+		for _, c := range pod.Containers {
+			csc := c.SecurityContext
+			if csc == nil || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation {
+				t.Errorf("%s/%s: allowPrivilegeEscalation is not false", d.Name, c.Name)
+			}
+			if csc == nil || csc.Capabilities == nil || !slices.Equal(csc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(csc.Capabilities.Add) > 0 {
+				t.Errorf("%s/%s: capabilities are not drop [ALL]: %+v", d.Name, c.Name, csc)
+			}
+			if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem {
+				t.Errorf("%s/%s: the root filesystem is not read-only", d.Name, c.Name)
+			}
+			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("%s/%s: resources lack a CPU or memory request or a memory limit: %+v", d.Name, c.Name, c.Resources)
 			}
 		}
-		if env["LOG_LEVEL"] == "" {
-			t.Error("ratelimit's LOG_LEVEL is not set")
-		}
-		if e := envVar(rl, "CONFIG_GRPC_XDS_NODE_ID"); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
-			t.Errorf("ratelimit's CONFIG_GRPC_XDS_NODE_ID is %+v, want the pod's name (fieldRef metadata.name)", e)
-		}
-		if *engine.Spec.Replicas < 2 {
-			t.Errorf("ratelimit has %d replicas, want at least 2", *engine.Spec.Replicas)
-		}
-		if len(engine.Spec.Template.Spec.TopologySpreadConstraints) == 0 && engine.Spec.Template.Spec.Affinity == nil {
-			t.Error("ratelimit's replicas are not spread over nodes (no topology spread, no anti-affinity)")
-		}
-		// Failover to a new leader waits at most the backoff's maximum.
-		for name, most := range map[string]time.Duration{"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL": 2 * time.Second, "XDS_CLIENT_BACKOFF_MAX_INTERVAL": 15 * time.Second} {
-			if d, err := time.ParseDuration(env[name]); err != nil || d > most {
-				t.Errorf("ratelimit's %s = %q, want a duration of at most %s", name, env[name], most)
-			}
-		}
-		// The image is the commit the tests run (hack/versions.env), tagged
-		// as envoyproxy/ratelimit tags its images: the commit's first 8 hex digits.
-		if want := "docker.io/envoyproxy/ratelimit:" + pinnedRatelimitCommit(t)[:8]; rl.Image != want {
-			t.Errorf("ratelimit's image is %q, want %q (hack/versions.env's RATELIMIT_VERSION)", rl.Image, want)
-		}
-		for _, p := range []*corev1.Probe{rl.ReadinessProbe, rl.LivenessProbe} {
-			if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthcheck" || portNumber(t, rl, p.HTTPGet.Port.String()) != mustAtoi(t, env["PORT"]) {
-				t.Errorf("ratelimit's readiness and liveness probes must GET /healthcheck on PORT (%s): %+v", env["PORT"], p)
-			}
-		}
-	})
-
-	t.Run("max message size equal on both sides", func(t *testing.T) {
-		managerMax := mustAtoi(t, flagValue(t, mgr, "--xds-max-message-bytes"))
-		engineMax := mustAtoi(t, env["XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES"])
-		if managerMax != engineMax {
-			t.Errorf("the manager sends up to %d bytes and ratelimit accepts %d: set both to the same value", managerMax, engineMax)
-		}
-		// 100,000 apps with 3 overridden limits each: 8.3 MB (docs/enforcement.md).
-		if engineMax < 9_000_000 {
-			t.Errorf("ratelimit accepts %d bytes: less than the 8.3 MB of 100,000 apps with 3 overridden limits each", engineMax)
-		}
-	})
-
-	t.Run("xDS wiring and TLS", func(t *testing.T) {
-		// ratelimit dials the xds Service, which sends it to the manager's
-		// xds port, where the manager listens.
-		host, port := splitHostPort(t, env["CONFIG_GRPC_XDS_SERVER_URL"])
-		svc := serviceByDNS(t, objs, host)
-		if !selects(svc, manager) {
-			t.Errorf("Service %s does not select the manager's pods", svc.Name)
-		}
-		target := portNumber(t, mgr, targetPort(t, svc, port))
-		_, listen := splitHostPort(t, flagValue(t, mgr, "--xds-bind-address"))
-		if target != listen {
-			t.Errorf("Service %s sends port %d to the manager's %d, where it does not listen (--xds-bind-address %d)", svc.Name, port, target, listen)
-		}
-
-		// The manager serves the certificate the webhook uses, which names
-		// the Service ratelimit verifies.
-		certDir := flagValue(t, mgr, "--xds-cert-dir")
-		mgrSecret := secretMountedAt(t, manager, mgr, certDir)
-		cert := find(t, certManager, "Certificate", "appquota-serving-cert")
-		if got, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); got != mgrSecret {
-			t.Errorf("the manager's --xds-cert-dir %s holds Secret %s, not the Certificate's %s", certDir, mgrSecret, got)
-		}
-		dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
-		if san := env["CONFIG_GRPC_XDS_SERVER_TLS_SAN"]; !slices.Contains(dnsNames, san) || !slices.Contains(dnsNames, host) {
-			t.Errorf("the serving certificate names %v: it lacks ratelimit's CONFIG_GRPC_XDS_SERVER_TLS_SAN %q or the host it dials, %q", dnsNames, san, host)
-		}
-
-		// ratelimit trusts that Secret's ca.crt, mounted without the key.
-		caFile := env["CONFIG_GRPC_XDS_SERVER_TLS_CACERT"]
-		vol := volumeMountedAt(t, engine, rl, path.Dir(caFile))
-		if vol.Secret == nil || vol.Secret.SecretName != mgrSecret {
-			t.Fatalf("ratelimit's CONFIG_GRPC_XDS_SERVER_TLS_CACERT %s is not from Secret %s: %+v", caFile, mgrSecret, vol)
-		}
-		if items := vol.Secret.Items; len(items) != 1 || items[0].Key != "ca.crt" || items[0].Path != path.Base(caFile) {
-			t.Errorf("ratelimit mounts %+v of Secret %s; want its ca.crt alone, as %s", items, mgrSecret, path.Base(caFile))
-		}
-		// And that ca.crt is a CA's, which outlives the serving
-		// certificate's renewals (ratelimit reads it once).
-		issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
-		issuer := find(t, certManager, "Issuer", issuerName)
-		caSecret, _, _ := unstructured.NestedString(issuer.Object, "spec", "ca", "secretName")
-		var ca *object
-		for i, o := range certManager {
-			if s, _, _ := unstructured.NestedString(o.Object, "spec", "secretName"); o.Kind == "Certificate" && s == caSecret {
-				ca = &certManager[i]
-			}
-		}
-		if ca == nil {
-			t.Fatalf("the serving certificate's Issuer %s is not a CA Issuer backed by a Certificate of the overlay (spec.ca.secretName %q)", issuerName, caSecret)
-		}
-		if isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA"); !isCA {
-			t.Errorf("Certificate %s, behind Issuer %s, is not a CA", ca.Name, issuerName)
-		}
-		caIssuer, _, _ := unstructured.NestedString(ca.Object, "spec", "issuerRef", "name")
-		find(t, certManager, "Issuer", caIssuer)
-	})
-
-	t.Run("Redis and the Services", func(t *testing.T) {
-		host, port := splitHostPort(t, env["REDIS_URL"])
-		svc := serviceByDNS(t, objs, host)
-		if !selects(svc, redis) {
-			t.Errorf("Service %s does not select Redis's pods", svc.Name)
-		}
-		rc := container(t, redis, "redis")
-		portNumber(t, rc, targetPort(t, svc, port))
-		if *redis.Spec.Replicas != 1 {
-			t.Errorf("Redis has %d replicas; the overlay's is a single instance", *redis.Spec.Replicas)
-		}
-		args := strings.Join(append(slices.Clone(rc.Command), rc.Args...), " ")
-		if !strings.Contains(args, `--save `) || !slices.Contains(rc.Args, "") || !strings.Contains(args, "--appendonly no") {
-			t.Errorf("Redis persists its data (want --save \"\" and --appendonly no): %s", args)
-		}
-		if vol := volumeMountedAt(t, redis, rc, "/data"); vol.EmptyDir == nil {
-			t.Errorf("Redis's /data is not an emptyDir: %+v", vol)
-		}
-
-		// Gateways call ratelimit's gRPC port, 8081; its HTTP port answers
-		// /healthcheck.
-		gw := service(t, objs, "appquota-ratelimit")
-		if !selects(gw, engine) {
-			t.Errorf("Service %s does not select ratelimit's pods", gw.Name)
-		}
-		if n := portNumber(t, rl, targetPort(t, gw, 8081)); n != mustAtoi(t, env["GRPC_PORT"]) {
-			t.Errorf("Service %s sends 8081 to ratelimit's %d, not its GRPC_PORT %s", gw.Name, n, env["GRPC_PORT"])
-		}
-		if n := portNumber(t, rl, targetPort(t, gw, 8080)); n != mustAtoi(t, env["PORT"]) {
-			t.Errorf("Service %s sends 8080 to ratelimit's %d, not its PORT %s", gw.Name, n, env["PORT"])
-		}
-	})
-
-	t.Run("restricted Pod Security", func(t *testing.T) {
-		for _, d := range []*appsv1.Deployment{manager, engine, redis} {
-			pod := d.Spec.Template.Spec
-			sc := pod.SecurityContext
-			if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
-				t.Errorf("%s: the pod does not set runAsNonRoot", d.Name)
-			}
-			if sc == nil || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-				t.Errorf("%s: the pod's seccomp profile is not RuntimeDefault", d.Name)
-			}
-			// An image's USER may be a name, which the kubelet cannot check
-			// against runAsNonRoot: the engine's pods say which number.
-			if d != manager && (sc == nil || sc.RunAsUser == nil || *sc.RunAsUser == 0) {
-				t.Errorf("%s: the pod sets no non-zero runAsUser", d.Name)
-			}
-			for _, c := range pod.Containers {
-				csc := c.SecurityContext
-				if csc == nil || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation {
-					t.Errorf("%s/%s: allowPrivilegeEscalation is not false", d.Name, c.Name)
-				}
-				if csc == nil || csc.Capabilities == nil || !slices.Equal(csc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(csc.Capabilities.Add) > 0 {
-					t.Errorf("%s/%s: capabilities are not drop [ALL]: %+v", d.Name, c.Name, csc)
-				}
-				if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem {
-					t.Errorf("%s/%s: the root filesystem is not read-only", d.Name, c.Name)
-				}
-				if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
-					t.Errorf("%s/%s: resources lack a CPU or memory request or a memory limit: %+v", d.Name, c.Name, c.Resources)
-				}
-			}
-		}
-	})
+	}
 }
 
 // object is one document of a kustomize build.
