@@ -49,6 +49,8 @@ var (
 	rlsConn rlsv3.RateLimitServiceClient
 	// redisAddr is the redis-server every ratelimit of the tests counts in.
 	redisAddr string
+	// stopOperator stops the operator running now (TestFailover replaces it).
+	stopOperator func()
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -78,11 +80,10 @@ func run(m *testing.M) int {
 	opts.XDSBindAddress = xdsAddr
 	// Single changes go out at once; the tests make one at a time.
 	opts.MinWriteInterval = 100 * time.Millisecond
-	stop, err := operatortest.Run(ctx, c, opts)
-	if err != nil {
+	if stopOperator, err = operatortest.Run(ctx, c, opts); err != nil {
 		return fail(err)
 	}
-	defer stop()
+	defer func() { stopOperator() }()
 	if err := applyCatalog(ctx); err != nil {
 		return fail(err)
 	}
@@ -199,7 +200,8 @@ func firstRefused(t *testing.T, cfg *quotaconfig.Config, c call, n int) int {
 
 // withinWindow waits, when less than need is left of the current window of
 // length d (aligned to the Unix epoch, as ratelimit's are), for the next one
-// to begin: the calls that follow then count in one window.
+// to begin: the calls that follow then count in one window. need = d always
+// waits for the next window.
 func withinWindow(d, need time.Duration) {
 	now := time.Now()
 	if left := now.Truncate(d).Add(d).Sub(now); left < need {
@@ -208,10 +210,17 @@ func withinWindow(d, need time.Duration) {
 }
 
 // expectRefused asserts that, in one window of length d, calls 1..want-1 of c
-// pass and call want is refused (want 1: the first already is).
+// pass and call want is refused (want 1: the first already is). A window of a
+// second is a fresh one, since tests count an app's calls again after a
+// change; longer windows are only counted once per app, from a fresh
+// counter, and only need room for the calls.
 func expectRefused(t *testing.T, cfg *quotaconfig.Config, d time.Duration, c call, want int) {
 	t.Helper()
-	withinWindow(d, 700*time.Millisecond)
+	if d <= time.Second {
+		withinWindow(d, d) // waits for the next window to begin
+	} else {
+		withinWindow(d, 700*time.Millisecond)
+	}
 	if got := firstRefused(t, cfg, c, want+5); got != want {
 		t.Errorf("%s %s for app %s (cost %d): first refused call %d, want %d", c.method, c.path, c.app, c.cost, got, want)
 	}
@@ -439,4 +448,30 @@ func TestRenderedFileLoads(t *testing.T) {
 	if resp.GetOverallCode() != rlsv3.RateLimitResponse_OK || !slices.Contains(perUnit, 500) {
 		t.Errorf("acme-chat's first call: %v with limits %v, want OK under the raised 500/s", resp.GetOverallCode(), perUnit)
 	}
+}
+
+// TestFailover: when the manager serving xDS goes away, ratelimit keeps
+// enforcing its last configuration; a new manager on the service's address
+// hands it the current one, and the AppQuotas report Enforced again.
+func TestFailover(t *testing.T) {
+	createAppQuota(t, "e2e-failover", "5000000007", quotav1.Override{Group: "messages-recall",
+		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowSecond, 3)}, Reason: "failover"})
+	c := call{app: "5000000007", method: "POST", path: "/app-id/5000000007/messages/recall"}
+	cfg := liveConfig(t)
+	expectRefused(t, cfg, time.Second, c, 4)
+
+	stopOperator()
+	expectRefused(t, cfg, time.Second, c, 4) // the last configuration, with no manager
+	var err error
+	if stopOperator, err = operatortest.Run(context.Background(), cluster, opts); err != nil {
+		t.Fatalf("start the new manager: %v", err)
+	}
+	kubectl(t, "-n", namespace, "patch", "appquota", "e2e-failover", "--type=json",
+		`-p=[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":6}]`)
+	var a quotav1.AppQuota
+	if err := cl.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: "e2e-failover"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	waitEnforced(t, "e2e-failover", func(got *quotav1.AppQuota) bool { return got.Status.ObservedGeneration == a.Generation })
+	expectRefused(t, liveConfig(t), time.Second, c, 7)
 }
