@@ -242,11 +242,12 @@ func ready(key client.ObjectKey, status metav1.ConditionStatus, reason string) f
 
 const wait = 20 * time.Second
 
-// applied waits for appID's Requests/Second override of group to be max in
-// the configuration and for a to report it applied (Ready=True, Applied).
-func applied(t *testing.T, a *quotav1.AppQuota, appID, group string, max int64) {
+// applied waits for appID's Requests/Second override of messages-send-users,
+// the group these tests raise, to be max in the configuration and for a to
+// report it applied (Ready=True, Applied).
+func applied(t *testing.T, a *quotav1.AppQuota, appID string, max int64) {
 	t.Helper()
-	eventually(t, wait, wantLimit(appID, group, max))
+	eventually(t, wait, wantLimit(appID, "messages-send-users", max))
 	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
 }
 
@@ -257,7 +258,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, a, "crud-1", "messages-send-users", 500)
+	applied(t, a, "crud-1", 500)
 
 	// The status names the document the generation went into.
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
@@ -275,7 +276,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Update(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, a, "crud-1", "messages-send-users", 800)
+	applied(t, a, "crud-1", 800)
 
 	if err := k8s.Delete(ctx, a); err != nil {
 		t.Fatal(err)
@@ -297,7 +298,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Create(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, again, "crud-2", "messages-send-users", 900)
+	applied(t, again, "crud-2", 900)
 	// And again at once, so that the deletion and the creation likely reach
 	// one render.
 	if err := k8s.Delete(ctx, again); err != nil {
@@ -307,7 +308,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Create(ctx, third); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, third, "crud-3", "messages-send-users", 700)
+	applied(t, third, "crud-3", 700)
 	doc, _, err := document()
 	if err != nil {
 		t.Fatal(err)
@@ -430,7 +431,7 @@ func TestInvalidAppQuotaKeepsLastGood(t *testing.T) {
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, a, "lastgood-1", "messages-send-users", 400)
+	applied(t, a, "lastgood-1", 400)
 
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
 		t.Fatal(err)
@@ -619,7 +620,7 @@ func TestCompressedOverBudget(t *testing.T) {
 }
 
 func keys(m map[string]string) []string {
-	var out []string
+	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
 	}

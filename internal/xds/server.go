@@ -216,7 +216,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		gs.Stop()
 		<-stopped
 	}
-	<-served
+	// Serve returns nil once stopped; anything else failed the listener
+	// while the server was stopping, and stopping goes on.
+	if err := <-served; err != nil {
+		s.log.Error(err, "xDS server failed while stopping")
+	}
 	s.log.Info("stopped serving rate limit configuration over xDS")
 	return nil
 }
@@ -396,5 +400,5 @@ func (l cpLogger) Infof(format string, args ...any) {
 
 func (l cpLogger) Warnf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }
 func (l cpLogger) Errorf(format string, args ...any) {
-	l.log.Error(errors.New(fmt.Sprintf(format, args...)), "go-control-plane")
+	l.log.Error(fmt.Errorf(format, args...), "go-control-plane")
 }

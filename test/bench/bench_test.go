@@ -30,7 +30,7 @@ import (
 // compressed), as 10,000 and 100,000 do at the default budget.
 func TestSmoke(t *testing.T) {
 	cfg := Config{Apps: 100, BigApps: 300, Samples: 5, AdmissionSamples: 5, Workers: 4, Grow: true, MaxConfigBytes: 5000, ProfileDir: t.TempDir()}
-	var log io.Writer = io.Discard
+	log := io.Discard
 	if testing.Verbose() {
 		log = os.Stderr
 	}
@@ -60,7 +60,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("a row with more than one measurement: %s", line)
 		}
 	}
-	if strings.Contains(md, "n/a") {
+	if strings.Contains(md, notMeasured) {
 		t.Errorf("a row was not measured:\n%s", md)
 	}
 	for _, name := range []string{"heap-100.pprof", "goroutine-300.pprof"} {
@@ -221,7 +221,7 @@ func TestResolveRows(t *testing.T) {
 // the side of a slow outlier, and the same for the same samples.
 func TestRatioInterval(t *testing.T) {
 	ms := func(vs ...float64) []time.Duration {
-		var d []time.Duration
+		d := make([]time.Duration, 0, len(vs))
 		for _, v := range vs {
 			d = append(d, time.Duration(v*float64(time.Millisecond)))
 		}
@@ -263,7 +263,7 @@ func TestRatioInterval(t *testing.T) {
 	if hi < 5 || lo > 1 || 1-lo > 0.2 {
 		t.Errorf("one slow outlier: interval %.2f-%.2f, want from just under 1 to past 5", lo, hi)
 	}
-	if got := withInterval(over(quantile(ms(num...), 0.99), quantile(ms(den...), 0.99)), ms(num...), ms(den...), 0.99); !strings.HasPrefix(got, "3.0x (2.") {
+	if got := withInterval(over(quantile(ms(num...), 0.99), quantile(ms(den...), 0.99)), ms(num...), ms(den...)); !strings.HasPrefix(got, "3.0x (2.") {
 		t.Errorf("formatted: %q", got)
 	}
 }
@@ -272,7 +272,7 @@ func TestRatioInterval(t *testing.T) {
 // every pair, not of the sum of the quantiles.
 func TestSumQuantile(t *testing.T) {
 	ms := func(vs ...int) []time.Duration {
-		var d []time.Duration
+		d := make([]time.Duration, 0, len(vs))
 		for _, v := range vs {
 			d = append(d, time.Duration(v)*time.Millisecond)
 		}

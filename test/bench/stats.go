@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// notMeasured is a cell for which the run has no measurement.
+const notMeasured = "n/a"
+
 func quantile(d []time.Duration, q float64) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -58,10 +61,11 @@ func ratioInterval(num, den []time.Duration, q float64) (lo, hi float64) {
 	return ratios[resamples*25/1000], ratios[resamples*975/1000-1]
 }
 
-// withInterval formats ratio, the ratio of the q-quantiles of num and den
-// that the row judges against its target, with its bootstrap interval.
-func withInterval(ratio float64, num, den []time.Duration, q float64) string {
-	lo, hi := ratioInterval(num, den, q)
+// withInterval formats ratio, the ratio of the p99s of num and den that the
+// row judges against its target, with its bootstrap interval. The targets are
+// set on p99s (noteInterval).
+func withInterval(ratio float64, num, den []time.Duration) string {
+	lo, hi := ratioInterval(num, den, 0.99)
 	return fmt.Sprintf("%.1fx (%.1f-%.1fx)", ratio, lo, hi)
 }
 
@@ -75,7 +79,7 @@ func histQuantile(before, after map[float64]uint64, q float64) string {
 	}
 	slices.Sort(bounds)
 	if len(bounds) == 0 {
-		return "n/a"
+		return notMeasured
 	}
 	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
 	for _, ub := range bounds {
@@ -83,5 +87,5 @@ func histQuantile(before, after map[float64]uint64, q float64) string {
 			return ms(time.Duration(ub * float64(time.Second)))
 		}
 	}
-	return "n/a"
+	return notMeasured
 }
