@@ -273,7 +273,8 @@ func (s *Server) Publish(version string, configs []*rlsconfv3.RateLimitConfig) e
 		anys = append(anys, &anypb.Any{TypeUrl: TypeURL, Value: b})
 	}
 	if size := responseSize(version, anys); size > s.maxBytes {
-		return fmt.Errorf("publish version %q: its xDS response is %d bytes, over the %d-byte limit (MaxMessageBytes, ratelimit's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES); still serving %q",
+		return fmt.Errorf("publish version %q: its xDS response is %d bytes, over the %d-byte limit "+
+			"(MaxMessageBytes, ratelimit's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES); still serving %q",
 			version, size, s.maxBytes, s.servedVersion())
 	}
 	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]cachetypes.Resource{TypeURL: resources})

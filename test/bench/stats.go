@@ -35,12 +35,12 @@ func sumQuantile(as, bs []time.Duration, q float64) time.Duration {
 }
 
 // ratioInterval is a 95% bootstrap percentile interval for the ratio of the
-// q-quantiles of num and den: the ratio over 2,000 resamples, each drawing as
-// many samples as each side has, with replacement. A p99 of 200 samples is
-// their second largest, so one slow sample more or less moves it, and this
-// says how far. The generator is seeded: the same samples give the same
-// interval.
-func ratioInterval(num, den []time.Duration, q float64) (lo, hi float64) {
+// p99s of num and den (the quantile the targets are set on): the ratio over
+// 2,000 resamples, each drawing as many samples as each side has, with
+// replacement. A p99 of 200 samples is their second largest, so one slow
+// sample more or less moves it, and this says how far. The generator is
+// seeded: the same samples give the same interval.
+func ratioInterval(num, den []time.Duration) (lo, hi float64) {
 	if len(num) == 0 || len(den) == 0 {
 		return 0, 0
 	}
@@ -55,17 +55,16 @@ func ratioInterval(num, den []time.Duration, q float64) (lo, hi float64) {
 	n, d := make([]time.Duration, len(num)), make([]time.Duration, len(den))
 	ratios := make([]float64, resamples)
 	for i := range ratios {
-		ratios[i] = over(quantile(draw(num, n), q), quantile(draw(den, d), q))
+		ratios[i] = over(quantile(draw(num, n), 0.99), quantile(draw(den, d), 0.99))
 	}
 	slices.Sort(ratios)
 	return ratios[resamples*25/1000], ratios[resamples*975/1000-1]
 }
 
 // withInterval formats ratio, the ratio of the p99s of num and den that the
-// row judges against its target, with its bootstrap interval. The targets are
-// set on p99s (noteInterval).
+// row judges against its target, with its bootstrap interval.
 func withInterval(ratio float64, num, den []time.Duration) string {
-	lo, hi := ratioInterval(num, den, 0.99)
+	lo, hi := ratioInterval(num, den)
 	return fmt.Sprintf("%.1fx (%.1f-%.1fx)", ratio, lo, hi)
 }
 
