@@ -21,7 +21,8 @@ import (
 // modifies them.
 func (r *QuotaReconciler) ourConfigMaps(ctx context.Context) (map[string]*corev1.ConfigMap, error) {
 	var cms corev1.ConfigMapList
-	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.List(ctx, &cms, client.InNamespace(r.ConfigMap.Namespace), client.MatchingLabels{ManagedByLabel: ManagedByValue},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list ConfigMaps: %w", err)
 	}
 	ours := map[string]*corev1.ConfigMap{}
@@ -62,7 +63,8 @@ func (r *QuotaReconciler) previousDocument(ctx context.Context, ours map[string]
 // writeConfigMaps writes st unless it is too large, and tells the publisher.
 func (r *QuotaReconciler) writeConfigMaps(ctx context.Context, st *layout.Stored, ours map[string]*corev1.ConfigMap) error {
 	if st.TooLarge {
-		ctrl.LoggerFrom(ctx).Info("rendered configuration exceeds its size budget even compressed and sharded; keeping the last good one", "bytes", st.PlainBytes, "budget", r.MaxConfigBytes, "maxShards", layout.MaxShards)
+		ctrl.LoggerFrom(ctx).Info("rendered configuration exceeds its size budget even compressed and sharded; keeping the last good one",
+			"bytes", st.PlainBytes, "budget", r.MaxConfigBytes, "maxShards", layout.MaxShards)
 		return nil
 	}
 	// The interval counts from the start of a write, which is before anyone
@@ -110,7 +112,8 @@ func (r *QuotaReconciler) write(ctx context.Context, st *layout.Stored, existing
 		if err := r.Apply(ctx, apply, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			return wrote, fmt.Errorf("apply ConfigMap %s: %w", r.ConfigMap, err)
 		}
-		log.Info("wrote configuration", "hash", st.Hash, "layout", st.Layout.String(), "shards", len(st.Shards), "bytes", st.PlainBytes, "largestObjectBytes", st.StoredBytes)
+		log.Info("wrote configuration", "hash", st.Hash, "layout", st.Layout.String(), "shards", len(st.Shards),
+			"bytes", st.PlainBytes, "largestObjectBytes", st.StoredBytes)
 	}
 	for name, cm := range existing {
 		if keep[name] {
@@ -127,7 +130,8 @@ func (r *QuotaReconciler) write(ctx context.Context, st *layout.Stored, existing
 
 // tooLargeMessage says why a configuration was not written.
 func tooLargeMessage(st *layout.Stored, budget int) string {
-	return fmt.Sprintf("the configuration would be %d bytes, more than %d ConfigMaps of %d bytes hold even compressed; gateways keep the last good version",
+	return fmt.Sprintf("the configuration would be %d bytes, more than %d ConfigMaps of %d bytes hold even compressed; "+
+		"gateways keep the last good version",
 		st.PlainBytes, layout.MaxShards, budget)
 }
 

@@ -65,7 +65,8 @@ func enforcedCondition(engine Engine, since uint64, generation int64) metav1.Con
 	for _, r := range s.Rejected {
 		if r.Version >= since {
 			c.Status, c.Reason = metav1.ConditionFalse, quotav1.ReasonEngineRejected
-			c.Message = fmt.Sprintf("engine instance %s rejected configuration version %d: %s; it keeps its last good configuration", r.Instance, r.Version, r.Message)
+			c.Message = fmt.Sprintf("engine instance %s rejected configuration version %d: %s; it keeps its last good configuration",
+				r.Instance, r.Version, r.Message)
 			return c
 		}
 	}
@@ -81,7 +82,8 @@ func enforcedCondition(engine Engine, since uint64, generation int64) metav1.Con
 		c.Message = fmt.Sprintf("all %d connected engine instances run configuration version %d or later", s.Connected, since)
 	default:
 		c.Status, c.Reason = metav1.ConditionFalse, quotav1.ReasonPropagating
-		c.Message = fmt.Sprintf("waiting for the %d connected engine instances to acknowledge configuration version %d (%d run the latest, version %d)", s.Connected, since, s.InSync, s.Published)
+		c.Message = fmt.Sprintf("waiting for the %d connected engine instances to acknowledge configuration version %d (%d run the latest, version %d)",
+			s.Connected, since, s.InSync, s.Published)
 	}
 	return c
 }

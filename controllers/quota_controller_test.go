@@ -84,13 +84,17 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
+// sendGroup is the group of testProfile whose limits the tests' AppQuotas
+// override.
+const sendGroup = "messages-send-users"
+
 func testProfile(name string) *quotav1.QuotaProfile {
 	return &quotav1.QuotaProfile{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: quotav1.QuotaProfileSpec{
 			Fallback: quotav1.Fallback{Limits: []quotav1.Limit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 100}}},
 			EndpointGroups: []quotav1.EndpointGroup{{
-				Name:   "messages-send-users",
+				Name:   sendGroup,
 				Routes: []quotav1.Route{{Method: "POST", Path: "/app-id/{app_id}/messages/users"}},
 				Limits: []quotav1.Limit{
 					{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 100},
@@ -191,8 +195,8 @@ func document() (*quotaconfig.Document, *corev1.ConfigMap, error) {
 	return doc, &cm, err
 }
 
-// appLimit returns the Requests/Second override max of group for appID, or an error.
-func appLimit(appID, group string) (int64, error) {
+// appLimit returns the Requests/Second override max of sendGroup for appID, or an error.
+func appLimit(appID string) (int64, error) {
 	doc, _, err := document()
 	if err != nil {
 		return 0, err
@@ -202,7 +206,7 @@ func appLimit(appID, group string) (int64, error) {
 		return 0, fmt.Errorf("app %s not in the document", appID)
 	}
 	for _, o := range app.Overrides {
-		if o.Group == group {
+		if o.Group == sendGroup {
 			for _, l := range o.Limits {
 				if l.Unit == quotaconfig.UnitRequests && l.Window == quotaconfig.WindowSecond {
 					return l.Max, nil
@@ -210,17 +214,19 @@ func appLimit(appID, group string) (int64, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("app %s has no Requests/Second override for %s: %+v", appID, group, app.Overrides)
+	return 0, fmt.Errorf("app %s has no Requests/Second override for %s: %+v", appID, sendGroup, app.Overrides)
 }
 
-func wantLimit(appID, group string, want int64) func() error {
+// wantLimit waits for appID's Requests/Second override of sendGroup to be
+// want.
+func wantLimit(appID string, want int64) func() error {
 	return func() error {
-		got, err := appLimit(appID, group)
+		got, err := appLimit(appID)
 		if err != nil {
 			return err
 		}
 		if got != want {
-			return fmt.Errorf("app %s group %s: max %d, want %d", appID, group, got, want)
+			return fmt.Errorf("app %s group %s: max %d, want %d", appID, sendGroup, got, want)
 		}
 		return nil
 	}
@@ -242,22 +248,22 @@ func ready(key client.ObjectKey, status metav1.ConditionStatus, reason string) f
 
 const wait = 20 * time.Second
 
-// applied waits for appID's Requests/Second override of group to be max in
-// the configuration and for a to report it applied (Ready=True, Applied).
-func applied(t *testing.T, a *quotav1.AppQuota, appID, group string, max int64) {
+// applied waits for appID's Requests/Second override of sendGroup to be max
+// in the configuration and for a to report it applied (Ready=True, Applied).
+func applied(t *testing.T, a *quotav1.AppQuota, appID string, max int64) {
 	t.Helper()
-	eventually(t, wait, wantLimit(appID, group, max))
+	eventually(t, wait, wantLimit(appID, max))
 	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionTrue, quotav1.ReasonApplied))
 }
 
 func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	a := appQuota(ns, "acme", "crud-1", raise("messages-send-users", 500))
+	a := appQuota(ns, "acme", "crud-1", raise(sendGroup, 500))
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, a, "crud-1", "messages-send-users", 500)
+	applied(t, a, "crud-1", 500)
 
 	// The status names the document the generation went into.
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
@@ -275,7 +281,7 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 	if err := k8s.Update(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, a, "crud-1", "messages-send-users", 800)
+	applied(t, a, "crud-1", 800)
 
 	if err := k8s.Delete(ctx, a); err != nil {
 		t.Fatal(err)
@@ -293,21 +299,21 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 
 	// Created again under the same name, for another app: a new object, which
 	// the controller must not take for the deleted one.
-	again := appQuota(ns, "acme", "crud-2", raise("messages-send-users", 900))
+	again := appQuota(ns, "acme", "crud-2", raise(sendGroup, 900))
 	if err := k8s.Create(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, again, "crud-2", "messages-send-users", 900)
+	applied(t, again, "crud-2", 900)
 	// And again at once, so that the deletion and the creation likely reach
 	// one render.
 	if err := k8s.Delete(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	third := appQuota(ns, "acme", "crud-3", raise("messages-send-users", 700))
+	third := appQuota(ns, "acme", "crud-3", raise(sendGroup, 700))
 	if err := k8s.Create(ctx, third); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, third, "crud-3", "messages-send-users", 700)
+	applied(t, third, "crud-3", 700)
 	doc, _, err := document()
 	if err != nil {
 		t.Fatal(err)
@@ -322,10 +328,10 @@ func TestCreateUpdateDeleteAppQuota(t *testing.T) {
 func TestManualEditAndDeletionAreRepaired(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	if err := k8s.Create(ctx, appQuota(ns, "acme", "repair-1", raise("messages-send-users", 300))); err != nil {
+	if err := k8s.Create(ctx, appQuota(ns, "acme", "repair-1", raise(sendGroup, 300))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("repair-1", "messages-send-users", 300))
+	eventually(t, wait, wantLimit("repair-1", 300))
 
 	_, cm, err := document()
 	if err != nil {
@@ -335,12 +341,12 @@ func TestManualEditAndDeletionAreRepaired(t *testing.T) {
 	if err := k8s.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("repair-1", "messages-send-users", 300))
+	eventually(t, wait, wantLimit("repair-1", 300))
 
 	if err := k8s.Delete(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("repair-1", "messages-send-users", 300))
+	eventually(t, wait, wantLimit("repair-1", 300))
 }
 
 func TestOverrideExpiresOnTime(t *testing.T) {
@@ -352,7 +358,7 @@ func TestOverrideExpiresOnTime(t *testing.T) {
 	o := raise("messages-broadcast-users", 10)
 	o.Limits[0].Window = quotav1.WindowMinute
 	o.ExpiresAt = &expires
-	a := appQuota(ns, "campaign", "expiry-1", o, raise("messages-send-users", 200))
+	a := appQuota(ns, "campaign", "expiry-1", o, raise(sendGroup, 200))
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
@@ -426,11 +432,11 @@ func hasEvent(ns, name, reason string) func() error {
 func TestInvalidAppQuotaKeepsLastGood(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	a := appQuota(ns, "acme", "lastgood-1", raise("messages-send-users", 400))
+	a := appQuota(ns, "acme", "lastgood-1", raise(sendGroup, 400))
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	applied(t, a, "lastgood-1", "messages-send-users", 400)
+	applied(t, a, "lastgood-1", 400)
 
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
 		t.Fatal(err)
@@ -449,7 +455,7 @@ func TestInvalidAppQuotaKeepsLastGood(t *testing.T) {
 	if msg != want {
 		t.Errorf("Ready message:\n got  %s\n want %s", msg, want)
 	}
-	if err := wantLimit("lastgood-1", "messages-send-users", 400)(); err != nil {
+	if err := wantLimit("lastgood-1", 400)(); err != nil {
 		t.Errorf("last good limits lost: %v", err)
 	}
 	eventually(t, wait, hasEvent(ns, "acme", "Rejected"))
@@ -458,14 +464,14 @@ func TestInvalidAppQuotaKeepsLastGood(t *testing.T) {
 func TestDuplicateAppIDReportedOnNewer(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	older := appQuota(ns, "older", "dup-1", raise("messages-send-users", 250))
+	older := appQuota(ns, "older", "dup-1", raise(sendGroup, 250))
 	if err := k8s.Create(ctx, older); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, wait, ready(client.ObjectKeyFromObject(older), metav1.ConditionTrue, quotav1.ReasonApplied))
 	// creationTimestamp has one-second resolution: make sure the newer is newer.
 	time.Sleep(time.Until(older.CreationTimestamp.Add(1100 * time.Millisecond)))
-	newer := appQuota(ns, "newer", "dup-1", raise("messages-send-users", 1))
+	newer := appQuota(ns, "newer", "dup-1", raise(sendGroup, 1))
 	if err := k8s.Create(ctx, newer); err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +484,7 @@ func TestDuplicateAppIDReportedOnNewer(t *testing.T) {
 	if want := fmt.Sprintf(`spec.appID: Invalid value: "dup-1": already claimed by AppQuota %s/older; an app may have only one AppQuota`, ns); msg != want {
 		t.Errorf("Ready message:\n got  %s\n want %s", msg, want)
 	}
-	if err := wantLimit("dup-1", "messages-send-users", 250)(); err != nil {
+	if err := wantLimit("dup-1", 250)(); err != nil {
 		t.Errorf("the older AppQuota's limits: %v", err)
 	}
 	if err := ready(client.ObjectKeyFromObject(older), metav1.ConditionTrue, quotav1.ReasonApplied)(); err != nil {
@@ -514,10 +520,10 @@ func TestMissingProfileAndDeletedProfile(t *testing.T) {
 		return nil
 	})
 	// Trigger a render after the deletion was seen, then check the document.
-	if err := k8s.Create(ctx, appQuota(ns, "trigger", "profile-2", raise("messages-send-users", 120))); err != nil {
+	if err := k8s.Create(ctx, appQuota(ns, "trigger", "profile-2", raise(sendGroup, 120))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("profile-2", "messages-send-users", 120))
+	eventually(t, wait, wantLimit("profile-2", 120))
 	doc, _, err := document()
 	if err != nil {
 		t.Fatal(err)
@@ -544,7 +550,7 @@ func TestOverBudgetKeepsLastGoodDocument(t *testing.T) {
 	small.MaxConfigBytes = 100
 	runWith(t, small)
 
-	o := raise("messages-send-users", 700)
+	o := raise(sendGroup, 700)
 	o.Reason = strings.Repeat("a long contract reference ", 9)
 	a := appQuota(ns, "big", "budget-1", o)
 	if err := k8s.Create(ctx, a); err != nil {
@@ -587,11 +593,11 @@ func TestCompressedOverBudget(t *testing.T) {
 	small.MaxConfigBytes = plain + 50 // the next app tips the plain document over
 	restore := runWith(t, small)
 
-	a := appQuota(ns, "gz", "gzip-1", raise("messages-send-users", 321))
+	a := appQuota(ns, "gz", "gzip-1", raise(sendGroup, 321))
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("gzip-1", "messages-send-users", 321))
+	eventually(t, wait, wantLimit("gzip-1", 321))
 	_, cm, err := document()
 	if err != nil {
 		t.Fatal(err)
@@ -619,7 +625,7 @@ func TestCompressedOverBudget(t *testing.T) {
 }
 
 func keys(m map[string]string) []string {
-	var out []string
+	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
 	}
@@ -653,13 +659,13 @@ func TestShardedOverBudget(t *testing.T) {
 	// Random-looking reasons compress poorly, so a few dozen apps make a
 	// document several times the budget below even gzipped.
 	for i := range 60 {
-		o := raise("messages-send-users", int64(200+i))
+		o := raise(sendGroup, int64(200+i))
 		o.Reason = fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprint(i))))
 		if err := k8s.Create(ctx, appQuota(ns, fmt.Sprintf("s%d", i), fmt.Sprintf("shard-%d", i), o)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, wait, wantLimit("shard-59", "messages-send-users", 259))
+	eventually(t, wait, wantLimit("shard-59", 259))
 	doc, _, err := document()
 	if err != nil {
 		t.Fatal(err)
@@ -672,52 +678,11 @@ func TestShardedOverBudget(t *testing.T) {
 	restore := runWith(t, small)
 
 	var index quotaconfig.Document
-	eventually(t, wait, func() error {
-		_, cm, err := document()
-		if err != nil {
-			return err
-		}
-		raw, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
-		if err != nil {
-			return err
-		}
-		index = quotaconfig.Document{}
-		if err := json.Unmarshal(raw, &index); err != nil {
-			return fmt.Errorf("index: %w", err)
-		}
-		if len(index.Shards) < 4 {
-			return fmt.Errorf("%d shards, want at least 4 for a budget of a third of the compressed document", len(index.Shards))
-		}
-		return nil
-	})
+	eventually(t, wait, wantShardedIndex(&index))
 	// A reader between the writes of a shard and of the index sees a mismatch
 	// and reads again, as a gateway does.
-	eventually(t, wait, func() error {
-		got, _, err := document()
-		if err != nil {
-			return err
-		}
-		if !reflect.DeepEqual(got.Apps, doc.Apps) {
-			return fmt.Errorf("the sharded configuration holds %d apps, the plain one held %d", len(got.Apps), len(doc.Apps))
-		}
-		return nil
-	})
-	shards := shardConfigMaps(t)
-	if len(shards) != len(index.Shards) {
-		t.Fatalf("%d shard ConfigMaps for an index naming %d", len(shards), len(index.Shards))
-	}
-	for _, ref := range index.Shards {
-		cm, ok := shards[ref.ConfigMap]
-		if !ok {
-			t.Fatalf("shard ConfigMap %s is missing", ref.ConfigMap)
-		}
-		if size := len(cm.BinaryData[ref.Key]); size == 0 || size > small.MaxConfigBytes {
-			t.Errorf("shard %s: %d bytes under %s, budget %d", ref.ConfigMap, size, ref.Key, small.MaxConfigBytes)
-		}
-		if cm.Labels[controllers.ManagedByLabel] != controllers.ManagedByValue {
-			t.Errorf("shard %s: labels %v", ref.ConfigMap, cm.Labels)
-		}
-	}
+	eventually(t, wait, wantShardedApps(doc.Apps))
+	shards := checkShards(t, &index, small.MaxConfigBytes)
 
 	// One app changes: only the index is rewritten, carrying the app.
 	var a quotav1.AppQuota
@@ -728,7 +693,7 @@ func TestShardedOverBudget(t *testing.T) {
 	if err := k8s.Update(ctx, &a); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("shard-7", "messages-send-users", 777))
+	eventually(t, wait, wantLimit("shard-7", 777))
 	if carried, err := indexApps(); err != nil || len(carried) != 1 || carried[0] != "shard-7" {
 		t.Errorf("the index carries %v (%v), want [shard-7]", carried, err)
 	}
@@ -740,14 +705,8 @@ func TestShardedOverBudget(t *testing.T) {
 	// Quiet for CompactAfter: the app is folded into its shard, the only one
 	// rewritten, and the index carries nothing again.
 	home := index.Shards[quotaconfig.ShardOf("shard-7", len(index.Shards))].ConfigMap
-	eventually(t, wait, func() error {
-		carried, err := indexApps()
-		if err == nil && len(carried) != 0 {
-			err = fmt.Errorf("the index still carries %v", carried)
-		}
-		return err
-	})
-	eventually(t, wait, wantLimit("shard-7", "messages-send-users", 777))
+	eventually(t, wait, wantIndexCarriesNone)
+	eventually(t, wait, wantLimit("shard-7", 777))
 	for name, cm := range shardConfigMaps(t) {
 		if changed := cm.ResourceVersion != shards[name].ResourceVersion; changed != (name == home) {
 			t.Errorf("shard %s rewritten: %v; only %s, which holds the app, should be", name, changed, home)
@@ -759,9 +718,93 @@ func TestShardedOverBudget(t *testing.T) {
 	if err := k8s.Delete(ctx, &victim); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, func() error {
+	eventually(t, wait, wantRecreated(&victim))
+
+	// Under the normal budget: plain again, and no shard left.
+	restore()
+	eventually(t, wait, wantPlainUnsharded(t))
+	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantShardedIndex waits for the ConfigMap to hold an index of at least 4
+// shards, and keeps it in index.
+func wantShardedIndex(index *quotaconfig.Document) func() error {
+	return func() error {
+		_, cm, err := document()
+		if err != nil {
+			return err
+		}
+		raw, err := quotaconfig.FromConfigMap(cm.Data, cm.BinaryData)
+		if err != nil {
+			return err
+		}
+		*index = quotaconfig.Document{}
+		if err := json.Unmarshal(raw, index); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		if len(index.Shards) < 4 {
+			return fmt.Errorf("%d shards, want at least 4 for a budget of a third of the compressed document", len(index.Shards))
+		}
+		return nil
+	}
+}
+
+// wantShardedApps waits for the sharded configuration, read whole, to hold
+// apps, those of the plain one.
+func wantShardedApps(apps map[string]quotaconfig.App) func() error {
+	return func() error {
+		got, _, err := document()
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(got.Apps, apps) {
+			return fmt.Errorf("the sharded configuration holds %d apps, the plain one held %d", len(got.Apps), len(apps))
+		}
+		return nil
+	}
+}
+
+// checkShards checks that the shard ConfigMaps are those the index names,
+// each within budget and labelled as the operator's, and returns them.
+func checkShards(t *testing.T, index *quotaconfig.Document, budget int) map[string]corev1.ConfigMap {
+	t.Helper()
+	shards := shardConfigMaps(t)
+	if len(shards) != len(index.Shards) {
+		t.Fatalf("%d shard ConfigMaps for an index naming %d", len(shards), len(index.Shards))
+	}
+	for _, ref := range index.Shards {
+		cm, ok := shards[ref.ConfigMap]
+		if !ok {
+			t.Fatalf("shard ConfigMap %s is missing", ref.ConfigMap)
+		}
+		if size := len(cm.BinaryData[ref.Key]); size == 0 || size > budget {
+			t.Errorf("shard %s: %d bytes under %s, budget %d", ref.ConfigMap, size, ref.Key, budget)
+		}
+		if cm.Labels[controllers.ManagedByLabel] != controllers.ManagedByValue {
+			t.Errorf("shard %s: labels %v", ref.ConfigMap, cm.Labels)
+		}
+	}
+	return shards
+}
+
+// wantIndexCarriesNone waits for the index to carry no app: every one is in
+// its shard.
+func wantIndexCarriesNone() error {
+	carried, err := indexApps()
+	if err == nil && len(carried) != 0 {
+		err = fmt.Errorf("the index still carries %v", carried)
+	}
+	return err
+}
+
+// wantRecreated waits for the deleted ConfigMap victim to be there again, a
+// new object, and the configuration to read whole.
+func wantRecreated(victim *corev1.ConfigMap) func() error {
+	return func() error {
 		var cm corev1.ConfigMap
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&victim), &cm); err != nil {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(victim), &cm); err != nil {
 			return err
 		}
 		if cm.UID == victim.UID {
@@ -769,11 +812,13 @@ func TestShardedOverBudget(t *testing.T) {
 		}
 		_, _, err := document()
 		return err
-	})
+	}
+}
 
-	// Under the normal budget: plain again, and no shard left.
-	restore()
-	eventually(t, wait, func() error {
+// wantPlainUnsharded waits for the configuration to be plain and whole, and
+// for no shard ConfigMap to be left.
+func wantPlainUnsharded(t *testing.T) func() error {
+	return func() error {
 		_, cm, err := document()
 		if err != nil {
 			return err
@@ -785,9 +830,6 @@ func TestShardedOverBudget(t *testing.T) {
 			return fmt.Errorf("%d shard ConfigMaps left", len(left))
 		}
 		return nil
-	})
-	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -815,7 +857,7 @@ func TestBurstIsWrittenOncePerInterval(t *testing.T) {
 	start := time.Now()
 	const n = 60
 	for i := range n {
-		if err := k8s.Create(ctx, appQuota(ns, fmt.Sprintf("b%d", i), fmt.Sprintf("burst-%d", i), raise("messages-send-users", int64(300+i)))); err != nil {
+		if err := k8s.Create(ctx, appQuota(ns, fmt.Sprintf("b%d", i), fmt.Sprintf("burst-%d", i), raise(sendGroup, int64(300+i)))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -866,11 +908,11 @@ func indexApps() ([]string, error) {
 func TestNoRenderWhenNothingChanged(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	a := appQuota(ns, "quiet", "quiet-1", raise("messages-send-users", 321))
+	a := appQuota(ns, "quiet", "quiet-1", raise(sendGroup, 321))
 	if err := k8s.Create(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, wantLimit("quiet-1", "messages-send-users", 321))
+	eventually(t, wait, wantLimit("quiet-1", 321))
 	rendered, skipped := controllers.Renders.WithLabelValues("rendered"), controllers.Renders.WithLabelValues("skipped")
 	// Another test's expiry or a fold may render meanwhile: a probe counts
 	// only if no render happened while it ran, and one such probe is enough.

@@ -71,7 +71,7 @@ func TestAppIDBucket(t *testing.T) {
 	if len(seen) != appIDBuckets {
 		t.Errorf("%d of %d buckets used", len(seen), appIDBuckets)
 	}
-	if AppIDBucket("7000") != AppIDBucket("7000") {
+	if first, again := AppIDBucket("7000"), AppIDBucket("7000"); first != again {
 		t.Error("one appID, two buckets")
 	}
 }

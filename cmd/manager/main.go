@@ -39,26 +39,44 @@ func main() {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint (HTTPS, authenticated) binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
-	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address Go's pprof endpoints (/debug/pprof/) bind to, unauthenticated: keep it on localhost or off; 0 disables them.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0",
+		"Address Go's pprof endpoints (/debug/pprof/) bind to, unauthenticated: keep it on localhost or off; 0 disables them.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes the ConfigMap; every replica serves the webhook.")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second to the API server (status writes after a bulk change are the bulk of them).")
 	flag.IntVar(&apiBurst, "kube-api-burst", 200, "Burst of requests to the API server.")
 	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers; off by default, as in kubebuilder's scaffold, for the HTTP/2 stream cancellation and rapid reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).")
-	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP, for local benchmarks only.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false,
+		"Serve HTTP/2 on the webhook and metrics servers; off by default, as in kubebuilder's scaffold, "+
+			"for the HTTP/2 stream cancellation and rapid reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true,
+		"Serve metrics over HTTPS with authentication and authorization; false serves plain HTTP, for local benchmarks only.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhook server (default: controller-runtime's).")
 	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "Namespace of the output ConfigMap (defaults to $POD_NAMESPACE, else appquota-system).")
 	flag.StringVar(&opts.ConfigMapName, "configmap-name", opts.ConfigMapName, "Name of the ConfigMap gateways read.")
-	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes, "Size budget of each ConfigMap written: over it the document is compressed, then sharded; over it even in 64 shards the last good one stays and objects report ConfigTooLarge.")
-	flag.IntVar(&opts.ShardAboveBytes, "shard-above-bytes", opts.ShardAboveBytes, "Keeps what one change rewrites small: a configuration larger than this compressed is sharded, and the apps changed since their shards were written ride in the index until --compact-after or past 16 times this; a plain one is compressed past 4 times this. 0: plain, then compressed, then sharded only over --max-config-bytes.")
-	flag.DurationVar(&opts.CompactAfter, "compact-after", opts.CompactAfter, "How long the configuration stays unwritten before the apps its index carries are folded into their shards.")
-	flag.DurationVar(&opts.MinWriteInterval, "min-write-interval", opts.MinWriteInterval, "Least time between two writes of the ConfigMaps: a burst of changes is written once per interval.")
-	flag.Float64Var(&opts.EventRate, "event-rate", opts.EventRate, "Events emitted per second, per type (Normal, Warning); more are dropped and counted in appquota_events_dropped_total. Statuses always tell everything.")
+	flag.IntVar(&opts.MaxConfigBytes, "max-config-bytes", opts.MaxConfigBytes,
+		"Size budget of each ConfigMap written: over it the document is compressed, then sharded; "+
+			"over it even in 64 shards the last good one stays and objects report ConfigTooLarge.")
+	flag.IntVar(&opts.ShardAboveBytes, "shard-above-bytes", opts.ShardAboveBytes,
+		"Keeps what one change rewrites small: a configuration larger than this compressed is sharded, "+
+			"and the apps changed since their shards were written ride in the index until --compact-after or past 16 times this; "+
+			"a plain one is compressed past 4 times this. 0: plain, then compressed, then sharded only over --max-config-bytes.")
+	flag.DurationVar(&opts.CompactAfter, "compact-after", opts.CompactAfter,
+		"How long the configuration stays unwritten before the apps its index carries are folded into their shards.")
+	flag.DurationVar(&opts.MinWriteInterval, "min-write-interval", opts.MinWriteInterval,
+		"Least time between two writes of the ConfigMaps: a burst of changes is written once per interval.")
+	flag.Float64Var(&opts.EventRate, "event-rate", opts.EventRate,
+		"Events emitted per second, per type (Normal, Warning); more are dropped and counted in appquota_events_dropped_total. "+
+			"Statuses always tell everything.")
 	flag.IntVar(&opts.EventBurst, "event-burst", opts.EventBurst, "Burst of events allowed above --event-rate.")
-	flag.StringVar(&opts.XDSBindAddress, "xds-bind-address", ":18000", "Address the leader serves the rate-limit engine's configuration on, over xDS (envoyproxy/ratelimit with CONFIG_TYPE=GRPC_XDS_SOTW); 0 serves none.")
-	flag.StringVar(&opts.XDSCertDir, "xds-cert-dir", "", "Directory with tls.crt and tls.key for the xDS server, reloaded when they change; empty serves plain gRPC.")
-	flag.IntVar(&opts.XDSMaxMessageBytes, "xds-max-message-bytes", opts.XDSMaxMessageBytes, "Largest configuration sent to the engine; set it to the engine's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES. A larger one is not sent and the engine keeps the last one.")
+	flag.StringVar(&opts.XDSBindAddress, "xds-bind-address", ":18000",
+		"Address the leader serves the rate-limit engine's configuration on, over xDS (envoyproxy/ratelimit with "+
+			"CONFIG_TYPE=GRPC_XDS_SOTW); 0 serves none.")
+	flag.StringVar(&opts.XDSCertDir, "xds-cert-dir", "",
+		"Directory with tls.crt and tls.key for the xDS server, reloaded when they change; empty serves plain gRPC.")
+	flag.IntVar(&opts.XDSMaxMessageBytes, "xds-max-message-bytes", opts.XDSMaxMessageBytes,
+		"Largest configuration sent to the engine; set it to the engine's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES. "+
+			"A larger one is not sent and the engine keeps the last one.")
 	flag.StringVar(&opts.RateLimitDomain, "ratelimit-domain", opts.RateLimitDomain, "The rate-limit engine's domain the configuration is served in.")
 	flag.StringVar(&opts.DefaultProfile, "default-profile", opts.DefaultProfile, "QuotaProfile that applies to apps without an AppQuota.")
 	zapOpts := zap.Options{}

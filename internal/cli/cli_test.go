@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -299,11 +300,12 @@ func splitConfigMaps(t *testing.T, doc *quotaconfig.Document, n int) []*corev1.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	cms := []*corev1.ConfigMap{{
+	cms := make([]*corev1.ConfigMap, 0, 1+len(shards))
+	cms = append(cms, &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "appquota-limits", Namespace: "appquota-system"},
 		Data:       map[string]string{quotaconfig.DataKey: string(index), quotaconfig.HashKey: quotaconfig.Hash(index)},
-	}}
+	})
 	for i, gz := range shards {
 		cms = append(cms, &corev1.ConfigMap{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
@@ -365,7 +367,7 @@ func TestReadsShardedForms(t *testing.T) {
 		stream = append(append(stream, marshal(t, cm, false)...), "---\n"...)
 	}
 	// The API server's ConfigMapList leaves out its items' kind.
-	var bare []map[string]any
+	bare := make([]map[string]any, 0, len(cms))
 	for _, cm := range cms {
 		bare = append(bare, map[string]any{"metadata": cm.ObjectMeta, "data": cm.Data, "binaryData": cm.BinaryData})
 	}
@@ -379,9 +381,9 @@ func TestReadsShardedForms(t *testing.T) {
 		t.Fatal(err)
 	}
 	mounted := mount(t, cms)
-	renamed := []*corev1.ConfigMap{cms[0].DeepCopy()}
+	renamed := slices.Clone(cms)
+	renamed[0] = cms[0].DeepCopy()
 	renamed[0].Name = "limits"
-	renamed = append(renamed, cms[1:]...)
 
 	forms := map[string][]string{
 		"mounted directory":                 {mounted},

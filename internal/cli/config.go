@@ -21,6 +21,12 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
+// The values of --output (-o).
+const (
+	outputText = "text"
+	outputJSON = "json"
+)
+
 // source says where the configuration comes from.
 type source struct {
 	config, kubeconfig, context, namespace, configMap, output string
@@ -33,12 +39,12 @@ func (s *source) flags(fs *flag.FlagSet) {
 	fs.StringVar(&s.namespace, "namespace", "appquota-system", "")
 	fs.StringVar(&s.namespace, "n", "appquota-system", "")
 	fs.StringVar(&s.configMap, "configmap", "appquota-limits", "")
-	fs.StringVar(&s.output, "output", "text", "")
-	fs.StringVar(&s.output, "o", "text", "")
+	fs.StringVar(&s.output, "output", outputText, "")
+	fs.StringVar(&s.output, "o", outputText, "")
 }
 
 func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) {
-	if s.output != "text" && s.output != "json" {
+	if s.output != outputText && s.output != outputJSON {
 		return nil, "", fmt.Errorf("--output %q: want text or json", s.output)
 	}
 	if s.config != "" {

@@ -44,6 +44,13 @@ type EffectiveLimit struct {
 	From string `json:"from"`
 }
 
+// Where an EffectiveLimit, or Explanation.MaxTargets, comes from.
+const (
+	fromProfile  = "profile"
+	fromOverride = "override"
+	fromFallback = "fallback"
+)
+
 // OverrideExplained is the override that applied.
 type OverrideExplained struct {
 	Reason    string     `json:"reason,omitempty"`
@@ -72,19 +79,19 @@ func explainCall(cfg *quotaconfig.Config, where, appID, method, path string) (*E
 	e.Group, e.Fallback, e.Route, e.RestOnly, e.Blocked = r.Group, r.Fallback, r.Route, r.RestOnly, r.Blocked
 	e.User, e.UserParam = r.User, r.UserParam
 	for _, l := range r.Limits {
-		from := "profile"
+		from := fromProfile
 		if r.Fallback {
-			from = "fallback"
+			from = fromFallback
 		}
 		if r.Override != nil && hasLimit(r.Override.Limits, l) {
-			from = "override"
+			from = fromOverride
 		}
 		e.Limits = append(e.Limits, EffectiveLimit{Limit: l, From: from})
 	}
 	if r.MaxTargets > 0 {
-		e.MaxTargets, e.MaxTargetsFrom = r.MaxTargets, "profile"
+		e.MaxTargets, e.MaxTargetsFrom = r.MaxTargets, fromProfile
 		if r.Override != nil && r.Override.MaxTargets > 0 {
-			e.MaxTargetsFrom = "override"
+			e.MaxTargetsFrom = fromOverride
 		}
 	}
 	if r.Override != nil {
@@ -119,7 +126,7 @@ func explain(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if s.output == "json" {
+	if s.output == outputJSON {
 		return writeJSON(stdout, e)
 	}
 	printExplanation(stdout, e)

@@ -44,28 +44,28 @@ func list(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		all = append(all, e)
 	}
-	if s.output == "json" {
+	if s.output == outputJSON {
 		return writeJSON(stdout, all)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "GROUP\tLIMITS\tPER CALL\tFROM\n")
 	for _, e := range all {
 		var ls []string
-		from := "profile"
+		from := fromProfile
 		for _, l := range e.Limits {
 			ls = append(ls, describeLimit(l.Limit))
-			if l.From == "override" {
-				from = "override"
+			if l.From == fromOverride {
+				from = fromOverride
 			}
 		}
 		per := "-"
 		if e.MaxTargets > 0 {
 			per = fmt.Sprintf("%d targets", e.MaxTargets)
-			if e.MaxTargetsFrom == "override" {
-				from = "override"
+			if e.MaxTargetsFrom == fromOverride {
+				from = fromOverride
 			}
 		}
-		if from == "override" && e.Override != nil && e.Override.ExpiresAt != nil {
+		if from == fromOverride && e.Override != nil && e.Override.ExpiresAt != nil {
 			from += " until " + e.Override.ExpiresAt.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Group, strings.Join(ls, ", "), per, from)

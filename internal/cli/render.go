@@ -55,7 +55,12 @@ func renderCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("no QuotaProfile %q in %s (it has %s and %d AppQuotas): apps without an AppQuota use it; --default-profile names another",
 			defaultProfile, strings.Join(m.files, ", "), has, len(objs.AppQuotas))
 	}
-	res, err := render.Render(render.Input{DefaultProfile: defaultProfile, Profiles: objs.QuotaProfiles, AppQuotas: render.Pointers(objs.AppQuotas), Now: now})
+	res, err := render.Render(render.Input{
+		DefaultProfile: defaultProfile,
+		Profiles:       objs.QuotaProfiles,
+		AppQuotas:      render.Pointers(objs.AppQuotas),
+		Now:            now,
+	})
 	if err != nil {
 		return err
 	}

@@ -85,14 +85,17 @@ func startRatelimit(ctx context.Context, t *testing.T, opts engine.RatelimitOpti
 	return rl, rlpb.NewRateLimitServiceClient(conn)
 }
 
-// decide asks about one descriptor {key: value} in domain and returns the
-// overall code and the limit's remaining count.
-func decide(ctx context.Context, c rlpb.RateLimitServiceClient, domain, key, value string) (rlpb.RateLimitResponse_Code, uint32, error) {
+// descriptorKey is the descriptor key the tests' configurations limit.
+const descriptorKey = "k"
+
+// decide asks about one descriptor {descriptorKey: value} in domain and
+// returns the overall code and the limit's remaining count.
+func decide(ctx context.Context, c rlpb.RateLimitServiceClient, domain, value string) (rlpb.RateLimitResponse_Code, uint32, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := c.ShouldRateLimit(ctx, &rlpb.RateLimitRequest{
 		Domain:      domain,
-		Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: value}}}},
+		Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: descriptorKey, Value: value}}}},
 	})
 	if err != nil {
 		return 0, 0, err
@@ -104,9 +107,9 @@ func decide(ctx context.Context, c rlpb.RateLimitServiceClient, domain, key, val
 }
 
 // expectCalls makes one call per entry of want and checks each answer.
-func expectCalls(ctx context.Context, c rlpb.RateLimitServiceClient, domain, key, value string, want ...rlpb.RateLimitResponse_Code) error {
+func expectCalls(ctx context.Context, c rlpb.RateLimitServiceClient, domain, value string, want ...rlpb.RateLimitResponse_Code) error {
 	for i, w := range want {
-		code, remaining, err := decide(ctx, c, domain, key, value)
+		code, remaining, err := decide(ctx, c, domain, value)
 		if err != nil {
 			return fmt.Errorf("call %d: %w", i+1, err)
 		}
@@ -140,7 +143,7 @@ func inOneWindow(t *testing.T, scenario func(value string) error) {
 
 const fileConfig = `domain: test
 descriptors:
-  - key: k
+  - key: ` + descriptorKey + `
     rate_limit:
       unit: minute
       requests_per_unit: 2
@@ -173,7 +176,7 @@ func TestRatelimitCountsInRedis(t *testing.T) {
 		if err := redis.FlushAll(ctx); err != nil {
 			return err
 		}
-		if err := expectCalls(ctx, client, "test", "k", v, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT); err != nil {
+		if err := expectCalls(ctx, client, "test", v, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT); err != nil {
 			return fmt.Errorf("2 per minute: %w", err)
 		}
 		if keys, err := redis.Do(ctx, "DBSIZE"); err != nil || keys != "1" {
@@ -187,7 +190,7 @@ func TestRatelimitCountsInRedis(t *testing.T) {
 		if err := rl.Restart(ctx); err != nil {
 			return err
 		}
-		if err := expectCalls(ctx, client, "test", "k", v, rlpb.RateLimitResponse_OVER_LIMIT); err != nil {
+		if err := expectCalls(ctx, client, "test", v, rlpb.RateLimitResponse_OVER_LIMIT); err != nil {
 			return fmt.Errorf("after ratelimit's restart: %w", err)
 		}
 
@@ -204,7 +207,7 @@ func TestRatelimitCountsInRedis(t *testing.T) {
 		failed, succeeded := 0, 0
 		var last error
 		err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			if _, _, last = decide(ctx, client, "test", "k", v+"-warm-up"); last != nil {
+			if _, _, last = decide(ctx, client, "test", v+"-warm-up"); last != nil {
 				failed, succeeded = failed+1, 0
 			} else {
 				succeeded++
@@ -215,14 +218,14 @@ func TestRatelimitCountsInRedis(t *testing.T) {
 			return fmt.Errorf("ratelimit did not answer 20 calls in a row after Redis's restart: %w; last: %w", err, last)
 		}
 		t.Logf("after Redis's restart, %d calls failed before 20 in a row succeeded", failed)
-		code, remaining, err := decide(ctx, client, "test", "k", v)
+		code, remaining, err := decide(ctx, client, "test", v)
 		if err != nil {
 			return fmt.Errorf("first call after Redis's restart: %w", err)
 		}
 		if code != rlpb.RateLimitResponse_OK || remaining != 1 {
 			return fmt.Errorf("first call after Redis's restart: %v with %d remaining, want OK with 1: the count was not reset", code, remaining)
 		}
-		return expectCalls(ctx, client, "test", "k", v, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT)
+		return expectCalls(ctx, client, "test", v, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT)
 	})
 }
 
@@ -244,7 +247,7 @@ func TestRatelimitFromXDS(t *testing.T) {
 				Name:   "xds",
 				Domain: "xds",
 				Descriptors: []*rlconf.RateLimitDescriptor{{
-					Key:       "k",
+					Key:       descriptorKey,
 					RateLimit: &rlconf.RateLimitPolicy{Unit: rlconf.RateLimitUnit_MINUTE, RequestsPerUnit: perMinute},
 				}},
 			}},
@@ -271,7 +274,7 @@ func TestRatelimitFromXDS(t *testing.T) {
 	})
 
 	inOneWindow(t, func(v string) error {
-		return expectCalls(ctx, client, "xds", "k", v+"-1", rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT)
+		return expectCalls(ctx, client, "xds", v+"-1", rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT)
 	})
 
 	setLimit("2", 3)
@@ -283,7 +286,7 @@ func TestRatelimitFromXDS(t *testing.T) {
 		t.Fatalf("ratelimit did not load the second snapshot: %v; it has:\n%s", err, config)
 	}
 	inOneWindow(t, func(v string) error {
-		return expectCalls(ctx, client, "xds", "k", v+"-3", rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT)
+		return expectCalls(ctx, client, "xds", v+"-3", rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OK, rlpb.RateLimitResponse_OVER_LIMIT)
 	})
 }
 

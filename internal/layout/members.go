@@ -140,7 +140,12 @@ func Split(d *quotaconfig.Document, n int, configMap func(i int) string) (index 
 			return nil, nil, err
 		}
 		shards = append(shards, gz)
-		idx.Shards = append(idx.Shards, quotaconfig.ShardRef{ConfigMap: configMap(i), Key: ShardKey(i, n), Hash: quotaconfig.Hash(plain), Apps: len(parts[i].Apps)})
+		idx.Shards = append(idx.Shards, quotaconfig.ShardRef{
+			ConfigMap: configMap(i),
+			Key:       ShardKey(i, n),
+			Hash:      quotaconfig.Hash(plain),
+			Apps:      len(parts[i].Apps),
+		})
 	}
 	if index, err = json.Marshal(&idx); err != nil {
 		return nil, nil, err

@@ -219,7 +219,10 @@ func (r *Writer) lay(header []byte, doc *quotaconfig.Document, shardName func(in
 	if plain <= r.bound(PlainFactor) {
 		data := r.whole(header, doc)
 		r.shards, r.compressed, r.recent, r.compact = nil, nil, nil, false
-		return &Stored{Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data, PlainBytes: len(data), StoredBytes: len(data)}, nil
+		return &Stored{
+			Layout: Plain, Hash: quotaconfig.Hash(data), Key: quotaconfig.DataKey, Data: data,
+			PlainBytes: len(data), StoredBytes: len(data),
+		}, nil
 	}
 
 	// How many objects the compressed configuration needs: one (the whole
@@ -352,70 +355,14 @@ func (r *Writer) syncShards(n int, dirty []bool, edited, removed []string) {
 // layout stores the document in n objects (1: compressed whole), or returns nil
 // if one of them is over budget. edited are the apps this Write call added or
 // changed, removed those it removed.
-func (r *Writer) layout(header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, edited, removed []string) (*Stored, error) {
+func (r *Writer) layout(
+	header []byte, doc *quotaconfig.Document, n int, shardName func(int) string, changed bool, edited, removed []string,
+) (*Stored, error) {
 	if n == 1 {
-		// r.shards holds the whole document's one object, with every app.
-		r.recent, r.compact = nil, false
-		if len(r.shards) != 1 {
-			r.shards, r.compressed = make([]shardEncoding, 1), nil
-			ids := make([]string, 0, len(r.enc))
-			for id := range r.enc {
-				ids = append(ids, id)
-			}
-			r.shards[0].fill(r.enc, ids)
-		} else if changed {
-			r.shards[0].sync(r.enc, edited, removed)
-		}
-		if changed || r.compressed == nil {
-			s := &r.shards[0]
-			w := writers.Get().(*memberWriter)
-			err := s.encode(r.seq, header, w)
-			writers.Put(w)
-			if err != nil {
-				r.shards, r.compressed = nil, nil
-				return nil, fmt.Errorf("compress: %w", err)
-			}
-			r.compressed = &Stored{Layout: Compressed, Hash: s.hash, Key: quotaconfig.GzipDataKey, Data: s.gz, PlainBytes: s.plain, StoredBytes: len(s.gz)}
-		}
-		if r.compressed.StoredBytes > r.bound(1) {
-			return nil, nil
-		}
-		return r.compressed, nil
+		return r.layoutWhole(header, changed, edited, removed)
 	}
 	r.compressed = nil
-
-	// Which shards changed: all of them when the count did, otherwise those
-	// holding an app that was added, changed or removed (with ShardAbove, only
-	// when the index's apps are folded into them).
-	dirty := make([]bool, n)
-	if len(r.shards) != n {
-		r.recent, r.compact = nil, false
-		r.shards = make([]shardEncoding, n)
-		members := make([][]string, n)
-		for id := range r.enc {
-			i := quotaconfig.ShardOf(id, n)
-			members[i] = append(members[i], id)
-		}
-		for i := range n {
-			r.shards[i].fill(r.enc, members[i])
-			dirty[i] = true
-		}
-	} else if r.ShardAbove > 0 {
-		if r.recent == nil {
-			r.recent = map[string]struct{}{}
-		}
-		for _, id := range edited {
-			r.recent[id] = struct{}{}
-		}
-		for _, id := range removed {
-			r.recent[id] = struct{}{}
-		}
-		if r.compact || r.recentBytes() > r.bound(RecentFactor) {
-			r.foldRecent(n, dirty)
-		}
-	} else {
-		r.syncShards(n, dirty, edited, removed)
-	}
+	dirty := r.dirtyShards(n, edited, removed)
 
 	st := &Stored{Layout: Sharded}
 	var refs []quotaconfig.ShardRef
@@ -477,6 +424,76 @@ func (r *Writer) layout(header []byte, doc *quotaconfig.Document, n int, shardNa
 	}
 	st.StoredBytes = max(st.StoredBytes, len(st.Data))
 	return st, nil
+}
+
+// layoutWhole stores the document compressed whole, in one object, or returns
+// nil if that is over budget (ShardAbove's, or the budget).
+func (r *Writer) layoutWhole(header []byte, changed bool, edited, removed []string) (*Stored, error) {
+	// r.shards holds the whole document's one object, with every app.
+	r.recent, r.compact = nil, false
+	if len(r.shards) != 1 {
+		r.shards, r.compressed = make([]shardEncoding, 1), nil
+		ids := make([]string, 0, len(r.enc))
+		for id := range r.enc {
+			ids = append(ids, id)
+		}
+		r.shards[0].fill(r.enc, ids)
+	} else if changed {
+		r.shards[0].sync(r.enc, edited, removed)
+	}
+	if changed || r.compressed == nil {
+		s := &r.shards[0]
+		w := writers.Get().(*memberWriter)
+		err := s.encode(r.seq, header, w)
+		writers.Put(w)
+		if err != nil {
+			r.shards, r.compressed = nil, nil
+			return nil, fmt.Errorf("compress: %w", err)
+		}
+		r.compressed = &Stored{Layout: Compressed, Hash: s.hash, Key: quotaconfig.GzipDataKey, Data: s.gz, PlainBytes: s.plain, StoredBytes: len(s.gz)}
+	}
+	if r.compressed.StoredBytes > r.bound(1) {
+		return nil, nil
+	}
+	return r.compressed, nil
+}
+
+// dirtyShards brings r.shards to n shards holding the apps edited (added or
+// changed) and removed, and says which changed: all of them when the count
+// did, otherwise those holding an app that was added, changed or removed
+// (with ShardAbove, only when the index's apps are folded into them).
+func (r *Writer) dirtyShards(n int, edited, removed []string) []bool {
+	dirty := make([]bool, n)
+	switch {
+	case len(r.shards) != n:
+		r.recent, r.compact = nil, false
+		r.shards = make([]shardEncoding, n)
+		members := make([][]string, n)
+		for id := range r.enc {
+			i := quotaconfig.ShardOf(id, n)
+			members[i] = append(members[i], id)
+		}
+		for i := range n {
+			r.shards[i].fill(r.enc, members[i])
+			dirty[i] = true
+		}
+	case r.ShardAbove > 0:
+		if r.recent == nil {
+			r.recent = map[string]struct{}{}
+		}
+		for _, id := range edited {
+			r.recent[id] = struct{}{}
+		}
+		for _, id := range removed {
+			r.recent[id] = struct{}{}
+		}
+		if r.compact || r.recentBytes() > r.bound(RecentFactor) {
+			r.foldRecent(n, dirty)
+		}
+	default:
+		r.syncShards(n, dirty, edited, removed)
+	}
+	return dirty
 }
 
 // indexTail is the index's JSON after its profiles, as json.Marshal writes

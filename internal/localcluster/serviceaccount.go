@@ -30,7 +30,8 @@ func (c *Cluster) ServiceAccountToken(ctx context.Context, namespace, name strin
 	if err := c.CreateNamespaces(ctx, namespace); err != nil {
 		return "", err
 	}
-	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		return "", fmt.Errorf("localcluster: create service account %s/%s: %w", namespace, name, err)
 	}
 	root, err := RepoRoot()

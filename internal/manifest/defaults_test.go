@@ -42,7 +42,7 @@ func TestDefaultsMatchCRDs(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no CRDs: %v", err)
 	}
-	var kinds []string
+	kinds := make([]string, 0, len(files))
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {

@@ -23,7 +23,7 @@ func write(t *testing.T, path, data string) string {
 }
 
 func names(objs *manifest.Objects) []string {
-	var out []string
+	out := make([]string, 0, len(objs.QuotaProfiles)+len(objs.AppQuotas))
 	for _, p := range objs.QuotaProfiles {
 		out = append(out, "QuotaProfile "+p.Name)
 	}

@@ -84,16 +84,26 @@ func Run(ctx context.Context, c *localcluster.Cluster, opts wiring.Options) (sto
 	mgrCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mgrCtx) }()
-	var once sync.Once
-	stop = func() {
+	var (
+		once     sync.Once
+		startErr error
+	)
+	// wait stops the manager and returns what its Start returned: nil
+	// unless a runnable (the webhook server, a controller) failed.
+	wait := func() error {
 		once.Do(func() {
 			cancel()
-			<-done
+			startErr = <-done
 		})
+		return startErr
+	}
+	stop = func() {
+		if err := wait(); err != nil {
+			fmt.Fprintln(os.Stderr, "operatortest: the manager stopped with an error:", err)
+		}
 	}
 	if !mgr.GetCache().WaitForCacheSync(mgrCtx) {
-		stop()
-		return nil, errors.New("operatortest: manager caches did not sync")
+		return nil, errors.Join(errors.New("operatortest: manager caches did not sync"), wait())
 	}
 	return stop, nil
 }

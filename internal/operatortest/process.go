@@ -79,7 +79,9 @@ func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout 
 // timeout, is an error, and a manager still running then is stopped. retried
 // is the log line that named the taken address, for each start that failed
 // so.
-func StartUntilReady(ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error)) (*Process, []string, error) {
+func StartUntilReady(
+	ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error),
+) (*Process, []string, error) {
 	var startErr error
 	p, retried, err := supervise.StartUntilReady(ctx, func() (*supervise.Process, error) {
 		p, err := start()

@@ -331,7 +331,7 @@ type yamlRateLimit struct {
 func (r yamlRoot) proto(t *testing.T) []*rlsconfv3.RateLimitDescriptor {
 	var conv func([]yamlDescriptor) []*rlsconfv3.RateLimitDescriptor
 	conv = func(ds []yamlDescriptor) []*rlsconfv3.RateLimitDescriptor {
-		var out []*rlsconfv3.RateLimitDescriptor
+		out := make([]*rlsconfv3.RateLimitDescriptor, 0, len(ds))
 		for _, d := range ds {
 			pd := &rlsconfv3.RateLimitDescriptor{Key: d.Key, Value: d.Value, ShadowMode: d.ShadowMode,
 				DetailedMetric: d.DetailedMetric, Descriptors: conv(d.Descriptors)}

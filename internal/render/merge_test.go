@@ -139,19 +139,11 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		total += w
 	}
 
-	// r finds what changed by looking every AppQuota up; tracked is told, as
-	// the controller tells it, by the names whose object is not the one it
-	// was at the last merge (an informer's events).
-	var r, tracked render.Merger
+	// "looked up" finds what changed by looking every AppQuota up; "told" is
+	// told, as the controller tells it, by the names whose object is not the
+	// one it was at the last merge (an informer's events).
+	lookedUp, told := &mergerUnderTest{name: "looked up"}, &mergerUnderTest{name: "told"}
 	var previous *quotaconfig.Document
-	// Each Merger's document as its Changes tell it (applied to a copy), and
-	// a Writer fed those Changes: both must always match the result.
-	docs := map[*render.Merger]map[string]quotaconfig.App{}
-	writers := map[*render.Merger]*layout.Writer{&r: {}, &tracked: {}}
-	// A copy of each Renderer's outcomes kept as the status controller keeps
-	// its own: updated from Changed after an incremental merge, copied anew
-	// after any other. It must always equal the result's Apps.
-	mirrors := map[*render.Merger]map[string]*render.Outcome{}
 	last := map[types.NamespacedName]*quotav1.AppQuota{}
 	for step := range 400 {
 		for range 1 + rng.IntN(2) {
@@ -172,17 +164,7 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		for _, a := range apps {
 			current[types.NamespacedName{Namespace: a.Namespace, Name: a.Name}] = a
 		}
-		var names []types.NamespacedName
-		for name, a := range current {
-			if last[name] != a {
-				names = append(names, name)
-			}
-		}
-		for name := range last {
-			if current[name] == nil {
-				names = append(names, name)
-			}
-		}
+		names := changedNames(last, current)
 		last = current
 		changes := &render.Changes{
 			Names: names,
@@ -193,96 +175,157 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 			All: func() []*quotav1.AppQuota { return apps },
 		}
 		for _, c := range []struct {
-			name string
-			r    *render.Merger
-			in   render.Input
+			m  *mergerUnderTest
+			in render.Input
 		}{
-			{"looked up", &r, render.Input{AppQuotas: apps}},
-			{"told", &tracked, render.Input{Changes: changes}},
+			{lookedUp, render.Input{AppQuotas: apps}},
+			{told, render.Input{Changes: changes}},
 		} {
 			in := c.in
 			in.DefaultProfile, in.Profiles, in.PreviousIsLast, in.Now = "default", profiles, step > 0, now
-			fastBefore := render.FastMerges(c.r)
-			got, err := c.r.Merge(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fast := render.FastMerges(c.r) > fastBefore; got.Incremental != fast {
-				t.Fatalf("step %d, changes %s: Incremental %t, but the merge updated the last result: %t", step, c.name, got.Incremental, fast)
-			}
-			mirror := mirrors[c.r]
-			if got.Incremental {
-				if !slices.IsSorted(got.Changed) || len(slices.Compact(slices.Clone(got.Changed))) != len(got.Changed) {
-					t.Fatalf("step %d, changes %s: Changed %v names a key twice", step, c.name, got.Changed)
-				}
-				for _, k := range got.Changed {
-					if o, ok := got.Apps[k]; ok {
-						mirror[k] = o
-					} else {
-						delete(mirror, k)
-					}
-				}
-			} else {
-				mirror = maps.Clone(got.Apps)
-				mirrors[c.r] = mirror
-			}
-			if !maps.Equal(mirror, got.Apps) {
-				t.Fatalf("step %d, changes %s: the last outcomes updated with Changed %v differ from the result's", step, c.name, got.Changed)
-			}
-			doc := docs[c.r]
-			if ch := got.Change; doc == nil || !ch.Follows(ch.Seq-1) {
-				doc = maps.Clone(got.Document.Apps)
-				docs[c.r] = doc
-			} else {
-				if !slices.IsSorted(ch.Apps) || len(slices.Compact(slices.Clone(ch.Apps))) != len(ch.Apps) {
-					t.Fatalf("step %d, changes %s: Change.Apps %v not sorted once each", step, c.name, ch.Apps)
-				}
-				for _, id := range ch.Apps {
-					if a, ok := got.Document.Apps[id]; ok {
-						doc[id] = a
-					} else {
-						delete(doc, id)
-					}
-				}
-			}
-			if !reflect.DeepEqual(doc, got.Document.Apps) {
-				t.Fatalf("step %d, changes %s: the last document updated with Change.Apps %v differs from the result's", step, c.name, got.Change.Apps)
-			}
-			st, err := writers[c.r].Write(got.Change, 4<<20, shardName)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fresh, err := new(layout.Writer).Write(delta.Whole(got.Document), 4<<20, shardName)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Hash != fresh.Hash {
-				t.Fatalf("step %d, changes %s: a Writer fed the Changes stored %s, a fresh one %s", step, c.name, st.Hash, fresh.Hash)
-			}
-			if !reflect.DeepEqual(got.Document, want.Document) {
-				t.Fatalf("step %d, changes %s: document differs from a full merge's:\n got %+v\nwant %+v", step, c.name, got.Document.Apps, want.Document.Apps)
-			}
-			if len(got.Apps) != len(want.Apps) {
-				t.Fatalf("step %d, changes %s: %d outcomes, a full merge has %d", step, c.name, len(got.Apps), len(want.Apps))
-			}
-			for k, w := range want.Apps {
-				if g := got.Apps[k]; g == nil || !g.Equal(w) {
-					t.Fatalf("step %d, changes %s: %s outcome %+v, a full merge's %+v", step, c.name, k, g, w)
-				}
-			}
-			if !reflect.DeepEqual(got.Profiles, want.Profiles) || !reflect.DeepEqual(got.NextExpiry, want.NextExpiry) {
-				t.Fatalf("step %d, changes %s: profiles %v next expiry %v, a full merge's %v %v", step, c.name, got.Profiles, got.NextExpiry, want.Profiles, want.NextExpiry)
-			}
-			got.Document = nil // as the controller drops it once stored
+			c.m.merge(t, step, in, want)
 		}
 		previous = want.Document
 	}
-	for name, r := range map[string]*render.Merger{"looked up": &r, "told": &tracked} {
-		fast := render.FastMerges(r)
-		t.Logf("changes %s: %d of 400 merges updated the last result", name, fast)
+	for _, m := range []*mergerUnderTest{lookedUp, told} {
+		fast := render.FastMerges(&m.r)
+		t.Logf("changes %s: %d of 400 merges updated the last result", m.name, fast)
 		if fast < 200 || fast == 400 {
-			t.Errorf("changes %s: %d of 400 merges updated the last result: want most, not all", name, fast)
+			t.Errorf("changes %s: %d of 400 merges updated the last result: want most, not all", m.name, fast)
 		}
+	}
+}
+
+// changedNames are the AppQuotas whose object in current is not the one in
+// last, or that are gone: what an informer's events tell the controller.
+func changedNames(last, current map[types.NamespacedName]*quotav1.AppQuota) []types.NamespacedName {
+	var names []types.NamespacedName
+	for name, a := range current {
+		if last[name] != a {
+			names = append(names, name)
+		}
+	}
+	for name := range last {
+		if current[name] == nil {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// mergerUnderTest is a long-lived Merger of TestMergeChangesMatchesFullMerge
+// and what is kept from its results, as the controller keeps it.
+type mergerUnderTest struct {
+	// name says how the Merger learns what changed.
+	name string
+	r    render.Merger
+	// mirror is a copy of the Merger's outcomes kept as the status controller
+	// keeps its own: updated from Changed after an incremental merge, copied
+	// anew after any other. It must always equal the result's Apps.
+	mirror map[string]*render.Outcome
+	// doc is the Merger's document as its Changes tell it (applied to a
+	// copy), and writer a Writer fed those Changes: both must always match
+	// the result.
+	doc    map[string]quotaconfig.App
+	writer layout.Writer
+}
+
+// merge merges in, checks the result against what was kept from the last
+// one and against want, a full merge of the same objects, and keeps it.
+func (m *mergerUnderTest) merge(t *testing.T, step int, in render.Input, want *render.Result) {
+	t.Helper()
+	fastBefore := render.FastMerges(&m.r)
+	got, err := m.r.Merge(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fast := render.FastMerges(&m.r) > fastBefore; got.Incremental != fast {
+		t.Fatalf("step %d, changes %s: Incremental %t, but the merge updated the last result: %t", step, m.name, got.Incremental, fast)
+	}
+	m.checkChanged(t, step, got)
+	m.checkChange(t, step, got)
+	m.checkWriter(t, step, got)
+	checkFullMerge(t, fmt.Sprintf("step %d, changes %s", step, m.name), got, want)
+	got.Document = nil // as the controller drops it once stored
+}
+
+// checkChanged applies the result's Changed to the mirror of the outcomes.
+func (m *mergerUnderTest) checkChanged(t *testing.T, step int, got *render.Result) {
+	t.Helper()
+	if got.Incremental {
+		if !slices.IsSorted(got.Changed) || len(slices.Compact(slices.Clone(got.Changed))) != len(got.Changed) {
+			t.Fatalf("step %d, changes %s: Changed %v names a key twice", step, m.name, got.Changed)
+		}
+		for _, k := range got.Changed {
+			if o, ok := got.Apps[k]; ok {
+				m.mirror[k] = o
+			} else {
+				delete(m.mirror, k)
+			}
+		}
+	} else {
+		m.mirror = maps.Clone(got.Apps)
+	}
+	if !maps.Equal(m.mirror, got.Apps) {
+		t.Fatalf("step %d, changes %s: the last outcomes updated with Changed %v differ from the result's", step, m.name, got.Changed)
+	}
+}
+
+// checkChange applies the result's Change to the copy of the document.
+func (m *mergerUnderTest) checkChange(t *testing.T, step int, got *render.Result) {
+	t.Helper()
+	if ch := got.Change; m.doc == nil || !ch.Follows(ch.Seq-1) {
+		m.doc = maps.Clone(got.Document.Apps)
+	} else {
+		if !slices.IsSorted(ch.Apps) || len(slices.Compact(slices.Clone(ch.Apps))) != len(ch.Apps) {
+			t.Fatalf("step %d, changes %s: Change.Apps %v not sorted once each", step, m.name, ch.Apps)
+		}
+		for _, id := range ch.Apps {
+			if a, ok := got.Document.Apps[id]; ok {
+				m.doc[id] = a
+			} else {
+				delete(m.doc, id)
+			}
+		}
+	}
+	if !reflect.DeepEqual(m.doc, got.Document.Apps) {
+		t.Fatalf("step %d, changes %s: the last document updated with Change.Apps %v differs from the result's", step, m.name, got.Change.Apps)
+	}
+}
+
+// checkWriter feeds the result's Change to the Writer, which must store
+// what a fresh Writer stores for the whole document.
+func (m *mergerUnderTest) checkWriter(t *testing.T, step int, got *render.Result) {
+	t.Helper()
+	st, err := m.writer.Write(got.Change, 4<<20, shardName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := new(layout.Writer).Write(delta.Whole(got.Document), 4<<20, shardName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Hash != fresh.Hash {
+		t.Fatalf("step %d, changes %s: a Writer fed the Changes stored %s, a fresh one %s", step, m.name, st.Hash, fresh.Hash)
+	}
+}
+
+// checkFullMerge compares a merge's result with want, a full merge's.
+func checkFullMerge(t *testing.T, where string, got, want *render.Result) {
+	t.Helper()
+	if !reflect.DeepEqual(got.Document, want.Document) {
+		t.Fatalf("%s: document differs from a full merge's:\n got %+v\nwant %+v", where, got.Document.Apps, want.Document.Apps)
+	}
+	if len(got.Apps) != len(want.Apps) {
+		t.Fatalf("%s: %d outcomes, a full merge has %d", where, len(got.Apps), len(want.Apps))
+	}
+	for k, w := range want.Apps {
+		if g := got.Apps[k]; g == nil || !g.Equal(w) {
+			t.Fatalf("%s: %s outcome %+v, a full merge's %+v", where, k, g, w)
+		}
+	}
+	if !reflect.DeepEqual(got.Profiles, want.Profiles) || !reflect.DeepEqual(got.NextExpiry, want.NextExpiry) {
+		t.Fatalf("%s: profiles %v next expiry %v, a full merge's %v %v", where, got.Profiles, got.NextExpiry, want.Profiles, want.NextExpiry)
 	}
 }
 

@@ -150,7 +150,9 @@ func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout 
 // local port. Any other exit, or the timeout, is an error, and a program
 // still running then is stopped. retried is the log line that named the
 // taken address, for each start that failed so.
-func StartUntilReady(ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error)) (p *Process, retried []string, err error) {
+func StartUntilReady(
+	ctx context.Context, start func() (*Process, error), what string, timeout time.Duration, ready func(context.Context) (bool, error),
+) (p *Process, retried []string, err error) {
 	for attempt := 1; ; attempt++ {
 		if p, err = start(); err != nil {
 			return nil, retried, err

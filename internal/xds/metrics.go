@@ -23,7 +23,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "appquota_xds_version_lag",
-			Help: "Versions between the latest configuration published and the one an instance last acknowledged (0 when current; the latest sequence number when it acknowledged none), by xDS node ID; the largest when instances share a node ID.",
+			Help: "Versions between the latest configuration published and the one an instance last acknowledged " +
+				"(0 when current; the latest sequence number when it acknowledged none), by xDS node ID; " +
+				"the largest when instances share a node ID.",
 		}, []string{"node"}),
 		nacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "appquota_xds_nacks_total",

@@ -216,7 +216,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		gs.Stop()
 		<-stopped
 	}
-	<-served
+	// Serve returns nil once stopped; anything else failed the listener
+	// while the server was stopping, and stopping goes on.
+	if err := <-served; err != nil {
+		s.log.Error(err, "xDS server failed while stopping")
+	}
 	s.log.Info("stopped serving rate limit configuration over xDS")
 	return nil
 }
@@ -269,7 +273,8 @@ func (s *Server) Publish(version string, configs []*rlsconfv3.RateLimitConfig) e
 		anys = append(anys, &anypb.Any{TypeUrl: TypeURL, Value: b})
 	}
 	if size := responseSize(version, anys); size > s.maxBytes {
-		return fmt.Errorf("publish version %q: its xDS response is %d bytes, over the %d-byte limit (MaxMessageBytes, ratelimit's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES); still serving %q",
+		return fmt.Errorf("publish version %q: its xDS response is %d bytes, over the %d-byte limit "+
+			"(MaxMessageBytes, ratelimit's XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES); still serving %q",
 			version, size, s.maxBytes, s.servedVersion())
 	}
 	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]cachetypes.Resource{TypeURL: resources})
@@ -396,5 +401,5 @@ func (l cpLogger) Infof(format string, args ...any) {
 
 func (l cpLogger) Warnf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }
 func (l cpLogger) Errorf(format string, args ...any) {
-	l.log.Error(errors.New(fmt.Sprintf(format, args...)), "go-control-plane")
+	l.log.Error(fmt.Errorf(format, args...), "go-control-plane")
 }

@@ -146,7 +146,7 @@ func (s *testServer) metrics(t *testing.T) map[string]float64 {
 	out := map[string]float64{}
 	for _, f := range families {
 		for _, m := range f.GetMetric() {
-			var labels []string
+			labels := make([]string, 0, len(m.GetLabel()))
 			for _, l := range m.GetLabel() {
 				labels = append(labels, l.GetName()+"="+l.GetValue())
 			}
@@ -240,7 +240,7 @@ func (c *adsClient) recv(version string) []*rlsconfv3.RateLimitConfig {
 	if resp.GetVersionInfo() != version || resp.GetTypeUrl() != xds.TypeURL {
 		c.t.Fatalf("%s: got version %q of %s, want version %q of %s", c.node, resp.GetVersionInfo(), resp.GetTypeUrl(), version, xds.TypeURL)
 	}
-	var out []*rlsconfv3.RateLimitConfig
+	out := make([]*rlsconfv3.RateLimitConfig, 0, len(resp.GetResources()))
 	for _, a := range resp.GetResources() {
 		cfg := &rlsconfv3.RateLimitConfig{}
 		if err := a.UnmarshalTo(cfg); err != nil {
@@ -271,7 +271,7 @@ func (c *adsClient) close() {
 }
 
 func names(configs []*rlsconfv3.RateLimitConfig) []string {
-	var out []string
+	out := make([]string, 0, len(configs))
 	for _, c := range configs {
 		out = append(out, c.GetName())
 	}
@@ -301,11 +301,11 @@ func TestAck(t *testing.T) {
 	a.ack()
 	s.waitAcked(t, "1-one", 1)
 
-	status := s.Status()
-	if len(status) != 1 {
-		t.Fatalf("Status() = %+v, want one instance", status)
+	instances := s.Status()
+	if len(instances) != 1 {
+		t.Fatalf("Status() = %+v, want one instance", instances)
 	}
-	inst := status[0]
+	inst := instances[0]
 	if inst.NodeID != "ratelimit-a" || inst.AckedVersion != "1-one" || inst.SentVersion != "1-one" || inst.LastNack != nil {
 		t.Errorf("instance %+v, want node ratelimit-a with 1-one sent and accepted, no rejection", inst)
 	}

@@ -124,7 +124,8 @@ func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) 
 	if version, ok := st.versionOf(req.GetResponseNonce()); ok {
 		if req.GetErrorDetail() == nil {
 			if req.GetVersionInfo() != version {
-				log.V(1).Info("acknowledgement names another version than its nonce's; counting the nonce's", "nonceVersion", version, "versionInfo", req.GetVersionInfo())
+				log.V(1).Info("acknowledgement names another version than its nonce's; counting the nonce's",
+					"nonceVersion", version, "versionInfo", req.GetVersionInfo())
 			}
 			if st.inst.AckedVersion != version {
 				st.inst.AckedVersion = version

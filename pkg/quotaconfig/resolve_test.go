@@ -366,8 +366,10 @@ func TestResolveDoesNotAllocate(t *testing.T) {
 // it does not hold fall to the default profile.
 func TestResolveManyApps(t *testing.T) {
 	d := resolveDoc()
-	ids := []string{"a", strings.Repeat("x", 46), strings.Repeat("y", 47), strings.Repeat("z", 64)}
-	for i := range 5000 {
+	const numbered = 5000
+	ids := make([]string, 0, 4+2*numbered)
+	ids = append(ids, "a", strings.Repeat("x", 46), strings.Repeat("y", 47), strings.Repeat("z", 64))
+	for i := range numbered {
 		ids = append(ids, strconv.Itoa(i), fmt.Sprintf("%036d", i))
 	}
 	for i, id := range ids {

@@ -111,12 +111,17 @@ func validKey(k string) bool {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c == '-' || c == '_' || c == '.' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')) {
+		if !isKeyByte(k[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// isKeyByte reports whether c may appear in a ConfigMap key: an ASCII
+// letter or digit, '-', '_' or '.'.
+func isKeyByte(c byte) bool {
+	return c == '-' || c == '_' || c == '.' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')
 }
 
 func validHash(h string) bool {
@@ -125,12 +130,15 @@ func validHash(h string) bool {
 		return false
 	}
 	for i := 0; i < len(hex); i++ {
-		if c := hex[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if !isLowerHex(hex[i]) {
 			return false
 		}
 	}
 	return true
 }
+
+// isLowerHex reports whether c is a hexadecimal digit as Hash writes them.
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
 
 // Assemble completes a sharded index: it fetches each shard's stored bytes
 // (compressed when its key ends in .json.gz), checks them against the index's

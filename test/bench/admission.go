@@ -20,8 +20,10 @@ const admissionBase = 10_000_000
 
 // The admission rows' notes.
 const (
-	noteAdmission      = "Admission: an AppQuota create, through the webhook, against a create of a ConfigMap of the same size (no webhook), the two interleaved and back to back."
-	noteWebhookHandler = "The webhook handler's own time, from the manager's histogram controller_runtime_webhook_latency_seconds: the upper bound of the bucket that holds the quantile."
+	noteAdmission = "Admission: an AppQuota create, through the webhook, against a create of a ConfigMap of the same size " +
+		"(no webhook), the two interleaved and back to back."
+	noteWebhookHandler = "The webhook handler's own time, from the manager's histogram " +
+		"controller_runtime_webhook_latency_seconds: the upper bound of the bucket that holds the quantile."
 )
 
 // admission times AppQuota creates, through the webhook, against creates of a
@@ -46,7 +48,10 @@ func (b *bench) admission(ctx context.Context, rep *Report) error {
 		}
 		aq = append(aq, time.Since(t0))
 		created = append(created, a)
-		c := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("similar-%d", s)}, Data: map[string]string{"spec": strings.Repeat("x", len(size))}}
+		c := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: fmt.Sprintf("similar-%d", s)},
+			Data:       map[string]string{"spec": strings.Repeat("x", len(size))},
+		}
 		t0 = time.Now()
 		if err := b.c.Create(ctx, c); err != nil {
 			return err
@@ -66,7 +71,7 @@ func (b *bench) admission(ctx context.Context, rep *Report) error {
 	rep.add(
 		Row{Name: "Admission, p50", Notes: []string{noteAdmission}, Measured: ms(quantile(aq, 0.5)), Baseline: ms(quantile(cm, 0.5))},
 		Row{Name: "Admission, p99", Notes: []string{noteAdmission, noteInterval}, Measured: ms(p99), Baseline: ms(b99),
-			Ratio: withInterval(ratio, aq, cm, 0.99), Target: "≤ 2x", Met: met(ratio <= 2)},
+			Ratio: withInterval(ratio, aq, cm), Target: "≤ 2x", Met: met(ratio <= 2)},
 		Row{Name: "Webhook handler, p50", Notes: []string{noteWebhookHandler}, Measured: "≤ " + histQuantile(before, after, 0.5)},
 		Row{Name: "Webhook handler, p99", Notes: []string{noteWebhookHandler}, Measured: "≤ " + histQuantile(before, after, 0.99)},
 	)

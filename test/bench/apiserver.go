@@ -51,7 +51,7 @@ func apiMean(before, after map[string]*dto.MetricFamily, name string, want map[s
 	s0, n0 := apiSum(before, name, want)
 	s1, n1 := apiSum(after, name, want)
 	if n1 <= n0 {
-		return "n/a"
+		return notMeasured
 	}
 	return fmt.Sprintf("%.1f ms (%d requests)", (s1-s0)/float64(n1-n0)*1000, n1-n0)
 }

@@ -129,7 +129,7 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if b.cs, err = kubernetes.NewForConfig(b.cluster.Config); err != nil {
 		return nil, err
 	}
-	if err := b.cluster.CreateNamespaces(ctx, b.opts.Namespace, "bench"); err != nil {
+	if err := b.cluster.CreateNamespaces(ctx, b.opts.Namespace, benchNamespace); err != nil {
 		return nil, err
 	}
 	stopManager := sync.OnceFunc(b.stopManager)
@@ -137,7 +137,8 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if err := b.startWithCatalog(ctx, bin, rep); err != nil {
 		return nil, err
 	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("The manager runs as its own process with the environment config/manager/manager.yaml gives it (%s; container memory limit %s).",
+	rep.Notes = append(rep.Notes, fmt.Sprintf(
+		"The manager runs as its own process with the environment config/manager/manager.yaml gives it (%s; container memory limit %s).",
 		strings.Join(b.managerEnv, " "), b.memoryLimit))
 	if err := b.watchOutput(watchCtx); err != nil {
 		return nil, err
@@ -273,11 +274,15 @@ func (b *bench) drain() {
 	}
 }
 
+// benchNamespace holds the benchmark's AppQuotas and its baseline
+// ConfigMaps.
+const benchNamespace = "bench"
+
 func appID(i int) string { return fmt.Sprintf("bench-%07d", i) }
 
 func (b *bench) appQuota(i int) *quotav1.AppQuota {
 	return &quotav1.AppQuota{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(i)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: appID(i)},
 		Spec: quotav1.AppQuotaSpec{AppID: appID(i), Overrides: []quotav1.Override{{
 			Group:  b.groups[i%len(b.groups)],
 			Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowHour, Max: int64(1000 + i)}},
@@ -334,7 +339,7 @@ func (b *bench) waitReady(ctx context.Context, n int) (time.Time, error) {
 	deadline := time.Now().Add(15 * time.Minute)
 	for {
 		var list quotav1.AppQuotaList
-		if err := b.c.List(ctx, &list, client.InNamespace("bench")); err != nil {
+		if err := b.c.List(ctx, &list, client.InNamespace(benchNamespace)); err != nil {
 			return time.Time{}, err
 		}
 		ready := 0

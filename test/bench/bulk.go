@@ -10,7 +10,8 @@ import (
 
 // The bulk rows' notes.
 const (
-	noteBulk       = "Bulk convergence: from the last AppQuota create acknowledged to the ConfigMap watch event holding every app; the baseline is how long the creates took, and their rate."
+	noteBulk = "Bulk convergence: from the last AppQuota create acknowledged to the ConfigMap watch event holding every " +
+		"app; the baseline is how long the creates took, and their rate."
 	noteBulkWrites = "ConfigMap writes / AppQuota changes during the bulk load."
 	noteBulkReady  = "From the last create acknowledged to every AppQuota reporting Ready=True for its generation (status writes follow the ConfigMap)."
 )

@@ -16,8 +16,10 @@ import (
 
 // The document size rows' notes.
 const (
-	noteDocument = "Document: rendered offline as the controller renders it, for that many apps with one override each: plain, gzip-compressed, and as the controller stores it."
-	noteStored   = "As stored: what the controller writes within its budget per ConfigMap (--max-config-bytes): in total, laid out as it is, and the largest object."
+	noteDocument = "Document: rendered offline as the controller renders it, for that many apps with one override each: " +
+		"plain, gzip-compressed, and as the controller stores it."
+	noteStored = "As stored: what the controller writes within its budget per ConfigMap (--max-config-bytes): " +
+		"in total, laid out as it is, and the largest object."
 )
 
 // documentSize renders documents offline, the way the controller does, for
@@ -84,7 +86,8 @@ func storedSizes(st *layout.Stored) string {
 	if size(lo) == size(hi) {
 		shards = size(hi)
 	}
-	return fmt.Sprintf("%s, %s in %d objects: an index of %s and %d shards of %s", size(total), st.Layout, 1+len(st.Shards), size(len(st.Data)), len(st.Shards), shards)
+	return fmt.Sprintf("%s, %s in %d objects: an index of %s and %d shards of %s",
+		size(total), st.Layout, 1+len(st.Shards), size(len(st.Data)), len(st.Shards), shards)
 }
 
 // size is a size in bytes in KB under 100 KB, else in MB.

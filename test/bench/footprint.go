@@ -13,7 +13,8 @@ import (
 
 // The footprint rows' notes.
 const (
-	noteFootprint  = "Footprint: the manager with that many AppQuotas in its cache: its heap (go_memstats_heap_alloc_bytes), goroutines, resident memory and the file-backed part of it, the executable's pages (VmRSS and RssFile in /proc)."
+	noteFootprint = "Footprint: the manager with that many AppQuotas in its cache: its heap (go_memstats_heap_alloc_bytes), " +
+		"goroutines, resident memory and the file-backed part of it, the executable's pages (VmRSS and RssFile in /proc)."
 	noteSinceStart = "Since the manager started: what holding memory down cost, as the collector runs more often near GOMEMLIMIT."
 )
 
@@ -73,7 +74,7 @@ func (b *bench) grow(n int) func(context.Context, *Report) error {
 		deadline := time.Now().Add(15 * time.Minute)
 		for {
 			var a quotav1.AppQuota
-			if err := b.c.Get(ctx, client.ObjectKey{Namespace: "bench", Name: appID(n - 1)}, &a); err == nil && len(a.Status.Conditions) > 0 {
+			if err := b.c.Get(ctx, client.ObjectKey{Namespace: benchNamespace, Name: appID(n - 1)}, &a); err == nil && len(a.Status.Conditions) > 0 {
 				c := a.Status.Conditions[0]
 				rep.Notes = append(rep.Notes, fmt.Sprintf("At %d apps the last AppQuota reports Ready=%s (%s): %s", n, c.Status, c.Reason, c.Message))
 				return nil

@@ -29,7 +29,8 @@ func main() {
 	flag.BoolVar(&cfg.Resolve, "resolve", cfg.Resolve, "run pkg/quotaconfig's Resolve benchmark")
 	flag.IntVar(&cfg.MaxConfigBytes, "max-config-bytes", 0, "the manager's --max-config-bytes (0: its default)")
 	flag.IntVar(&cfg.ShardAboveBytes, "shard-above-bytes", 0, "the manager's --shard-above-bytes (0: its default)")
-	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "save the manager's heap and goroutine profiles at each footprint point in this directory (go tool pprof reads them)")
+	flag.StringVar(&cfg.ProfileDir, "profile-dir", "",
+		"save the manager's heap and goroutine profiles at each footprint point in this directory (go tool pprof reads them)")
 	flag.StringVar(&cfg.Out, "out", "", "also write the report (markdown) to this file")
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

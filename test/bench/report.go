@@ -33,12 +33,21 @@ func (r *Report) add(rows ...Row) { r.Rows = append(r.Rows, rows...) }
 // footnotes (numbered in the order the rows first cite them), then the run.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (test/bench). Each ratio compares with a baseline measured in the same run on the same API server; the numbers in brackets are the notes under the table, which say what each row measures. [scale.md](scale.md) explains the design; [what profiling changed](#what-profiling-changed), below and kept by every run, gives each number before and after the changes that moved it.\n\n")
+	fmt.Fprintf(&b,
+		"# Benchmarks\n\nWritten by `make bench` (test/bench). Each ratio compares with a baseline measured in the same run on the "+
+			"same API server; the numbers in brackets are the notes under the table, which say what each row measures. "+
+			"[scale.md](scale.md) explains the design; [what profiling changed](#what-profiling-changed), "+
+			"below and kept by every run, gives each number before and after the changes that moved it.\n\n")
 	b.WriteString(markdownTable(r.Rows))
 	fmt.Fprintf(&b, "\nMachine: %d cores, %s memory, %s/%s, %s; control plane kube-apiserver v1.37.2, etcd 3.7.3 (built by hack/setup-envtest.sh).\n",
 		runtime.NumCPU(), memTotal(), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Fprintf(&b, "Run: %d apps (bulk, propagation, footprint), %d apps (document size%s), %d propagation samples, %d admission samples, %d bulk workers.\n",
-		r.Config.Apps, r.Config.BigApps, map[bool]string{true: ", second footprint point", false: "; -grow=false: not loaded into the cluster"}[r.Config.Grow], r.Config.Samples, r.Config.AdmissionSamples, r.Config.Workers)
+	bigApps := "; -grow=false: not loaded into the cluster"
+	if r.Config.Grow {
+		bigApps = ", second footprint point"
+	}
+	fmt.Fprintf(&b, "Run: %d apps (bulk, propagation, footprint), %d apps (document size%s), "+
+		"%d propagation samples, %d admission samples, %d bulk workers.\n",
+		r.Config.Apps, r.Config.BigApps, bigApps, r.Config.Samples, r.Config.AdmissionSamples, r.Config.Workers)
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "\n%s\n", n)
 	}

@@ -20,7 +20,8 @@ const resolveRuns = 5
 // resolve runs pkg/quotaconfig's benchmarks next to golang.org/x/time/rate.
 func (b *bench) resolve(ctx context.Context, rep *Report) error {
 	root, _ := localcluster.RepoRoot()
-	cmd := exec.CommandContext(ctx, "go", "test", "./pkg/quotaconfig", "-run", "^$", "-bench", "^(BenchmarkResolve|BenchmarkRateLimiterAllow)$", "-benchmem", "-count", strconv.Itoa(resolveRuns))
+	cmd := exec.CommandContext(ctx, "go", "test", "./pkg/quotaconfig", "-run", "^$",
+		"-bench", "^(BenchmarkResolve|BenchmarkRateLimiterAllow)$", "-benchmem", "-count", strconv.Itoa(resolveRuns))
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -59,10 +60,14 @@ func resolveRows(out string, runs int) ([]Row, error) {
 	slices.Sort(y)
 	rm, ym := r[len(r)/2], y[len(y)/2]
 	ra, ya := allocs["BenchmarkResolve"], allocs["BenchmarkRateLimiterAllow"]
-	note := fmt.Sprintf("Resolve: pkg/quotaconfig's BenchmarkResolve, full catalog, 100,000 apps, the median of %d runs and their range, against golang.org/x/time/rate's Limiter.Allow (BenchmarkRateLimiterAllow); allocations per call, the most of any run. Run after the manager and the control plane stopped.", runs)
+	note := fmt.Sprintf(
+		"Resolve: pkg/quotaconfig's BenchmarkResolve, full catalog, 100,000 apps, the median of %d runs and their range, "+
+			"against golang.org/x/time/rate's Limiter.Allow (BenchmarkRateLimiterAllow); allocations per call, the most of any run. "+
+			"Run after the manager and the control plane stopped.", runs)
 	return []Row{
 		{Name: "Resolve", Notes: []string{note}, Measured: fmt.Sprintf("%.1f ns (%.1f-%.1f)", rm, r[0], r[len(r)-1]),
 			Baseline: fmt.Sprintf("%.1f ns (%.1f-%.1f)", ym, y[0], y[len(y)-1]), Ratio: fmt.Sprintf("%.1fx", rm/ym), Target: "< 300 ns", Met: met(rm < 300)},
-		{Name: "Resolve: allocations", Notes: []string{note}, Measured: fmt.Sprintf("%.0f", ra), Baseline: fmt.Sprintf("%.0f", ya), Target: "0", Met: met(ra == 0)},
+		{Name: "Resolve: allocations", Notes: []string{note}, Measured: fmt.Sprintf("%.0f", ra), Baseline: fmt.Sprintf("%.0f", ya),
+			Target: "0", Met: met(ra == 0)},
 	}, nil
 }

@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// notMeasured is a cell for which the run has no measurement.
+const notMeasured = "n/a"
+
 func quantile(d []time.Duration, q float64) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -32,12 +35,12 @@ func sumQuantile(as, bs []time.Duration, q float64) time.Duration {
 }
 
 // ratioInterval is a 95% bootstrap percentile interval for the ratio of the
-// q-quantiles of num and den: the ratio over 2,000 resamples, each drawing as
-// many samples as each side has, with replacement. A p99 of 200 samples is
-// their second largest, so one slow sample more or less moves it, and this
-// says how far. The generator is seeded: the same samples give the same
-// interval.
-func ratioInterval(num, den []time.Duration, q float64) (lo, hi float64) {
+// p99s of num and den (the quantile the targets are set on): the ratio over
+// 2,000 resamples, each drawing as many samples as each side has, with
+// replacement. A p99 of 200 samples is their second largest, so one slow
+// sample more or less moves it, and this says how far. The generator is
+// seeded: the same samples give the same interval.
+func ratioInterval(num, den []time.Duration) (lo, hi float64) {
 	if len(num) == 0 || len(den) == 0 {
 		return 0, 0
 	}
@@ -52,16 +55,16 @@ func ratioInterval(num, den []time.Duration, q float64) (lo, hi float64) {
 	n, d := make([]time.Duration, len(num)), make([]time.Duration, len(den))
 	ratios := make([]float64, resamples)
 	for i := range ratios {
-		ratios[i] = over(quantile(draw(num, n), q), quantile(draw(den, d), q))
+		ratios[i] = over(quantile(draw(num, n), 0.99), quantile(draw(den, d), 0.99))
 	}
 	slices.Sort(ratios)
 	return ratios[resamples*25/1000], ratios[resamples*975/1000-1]
 }
 
-// withInterval formats ratio, the ratio of the q-quantiles of num and den
-// that the row judges against its target, with its bootstrap interval.
-func withInterval(ratio float64, num, den []time.Duration, q float64) string {
-	lo, hi := ratioInterval(num, den, q)
+// withInterval formats ratio, the ratio of the p99s of num and den that the
+// row judges against its target, with its bootstrap interval.
+func withInterval(ratio float64, num, den []time.Duration) string {
+	lo, hi := ratioInterval(num, den)
 	return fmt.Sprintf("%.1fx (%.1f-%.1fx)", ratio, lo, hi)
 }
 
@@ -75,7 +78,7 @@ func histQuantile(before, after map[float64]uint64, q float64) string {
 	}
 	slices.Sort(bounds)
 	if len(bounds) == 0 {
-		return "n/a"
+		return notMeasured
 	}
 	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
 	for _, ub := range bounds {
@@ -83,5 +86,5 @@ func histQuantile(before, after map[float64]uint64, q float64) string {
 			return ms(time.Duration(ub * float64(time.Second)))
 		}
 	}
-	return "n/a"
+	return notMeasured
 }

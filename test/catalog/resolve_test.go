@@ -65,7 +65,7 @@ func TestEveryRowResolvesThroughTheCLI(t *testing.T) {
 		if want := owner[shape(row.Method, row.Route)]; e.Group != want {
 			t.Errorf("row %d %s: %s %s resolves to group %s, want %s", i+1, row.API, row.Method, path, e.Group, want)
 		}
-		var got []string
+		got := make([]string, 0, len(e.Limits))
 		for _, l := range e.Limits {
 			got = append(got, fmt.Sprintf("%s/%s/%s=%d", l.Unit, l.Window, l.Scope, l.Max))
 		}
