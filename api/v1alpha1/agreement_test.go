@@ -42,29 +42,7 @@ func TestCELAgreesWithGo(t *testing.T) {
 	var tally struct{ accepted, refused, celOnly, goOnly, unchecked int }
 	check := func(t *testing.T, obj client.Object, goErrs field.ErrorList) {
 		t.Helper()
-		var celShared []metav1.StatusCause
-		celOK, skipped := true, false
-		// A route listed twice in one group is one rule on both sides: the
-		// CRD's keyed list, and Go's rule about shapes.
-		dupRoutes := map[string]bool{}
-		if err := k8s.Create(ctx, obj, client.DryRunAll); err != nil {
-			var st apierrors.APIStatus
-			if !apierrors.IsInvalid(err) || !errors.As(err, &st) || st.Status().Details == nil {
-				t.Fatalf("dry-run create: %v", err)
-			}
-			celOK = false
-			for _, c := range st.Status().Details.Causes {
-				switch {
-				case strings.Contains(c.Message, "some validation rules were not checked"):
-					skipped = true
-				case !celOnly(c):
-					celShared = append(celShared, c)
-				}
-				if c.Type == metav1.CauseType(field.ErrorTypeDuplicate) && strings.Contains(c.Field, ".routes[") {
-					dupRoutes[c.Field+".path"] = true
-				}
-			}
-		}
+		celOK, celShared, skipped, dupRoutes := apiServerVerdict(ctx, t, obj)
 		var goShared field.ErrorList
 		for _, e := range goErrs {
 			if !goOnly(e) || dupRoutes[e.Field] && strings.Contains(e.Detail, "cannot be told apart") {
@@ -117,6 +95,36 @@ func TestCELAgreesWithGo(t *testing.T) {
 	if tally.accepted == 0 || tally.refused == 0 {
 		t.Error("the corpus should hold objects both sides accept and objects both refuse")
 	}
+}
+
+// apiServerVerdict creates obj with dry run and returns whether the API
+// server accepts it, the causes of a refusal that Go shares (not celOnly),
+// whether it skipped CEL rules for schema errors, and the route paths it
+// found listed twice in one group (one rule on both sides: the CRD's keyed
+// list, and Go's rule about shapes).
+func apiServerVerdict(ctx context.Context, t *testing.T, obj client.Object) (ok bool, shared []metav1.StatusCause, skipped bool, dupRoutes map[string]bool) {
+	t.Helper()
+	dupRoutes = map[string]bool{}
+	err := k8s.Create(ctx, obj, client.DryRunAll)
+	if err == nil {
+		return true, nil, false, dupRoutes
+	}
+	var st apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &st) || st.Status().Details == nil {
+		t.Fatalf("dry-run create: %v", err)
+	}
+	for _, c := range st.Status().Details.Causes {
+		switch {
+		case strings.Contains(c.Message, "some validation rules were not checked"):
+			skipped = true
+		case !celOnly(c):
+			shared = append(shared, c)
+		}
+		if c.Type == metav1.CauseType(field.ErrorTypeDuplicate) && strings.Contains(c.Field, ".routes[") {
+			dupRoutes[c.Field+".path"] = true
+		}
+	}
+	return false, shared, skipped, dupRoutes
 }
 
 // celOnly reports whether an API server error is for a rule only the CRD

@@ -73,7 +73,9 @@ func limits(in []quotav1.Limit) []quotaconfig.Limit {
 // sortLimits orders limits by unit, then shortest window first, then scope.
 func sortLimits(ls []quotaconfig.Limit) {
 	slices.SortFunc(ls, func(x, y quotaconfig.Limit) int {
-		return cmp.Or(cmp.Compare(y.Unit, x.Unit), cmp.Compare(quotaconfig.WindowSeconds(x.Window), quotaconfig.WindowSeconds(y.Window)), cmp.Compare(x.Scope, y.Scope))
+		return cmp.Or(cmp.Compare(y.Unit, x.Unit),
+			cmp.Compare(quotaconfig.WindowSeconds(x.Window), quotaconfig.WindowSeconds(y.Window)),
+			cmp.Compare(x.Scope, y.Scope))
 	})
 }
 
@@ -88,7 +90,7 @@ func Override(o quotav1.Override) quotaconfig.Override {
 		out.MaxTargets = o.PerCall.MaxTargets
 	}
 	if o.ExpiresAt != nil {
-		t := o.ExpiresAt.Time.UTC()
+		t := o.ExpiresAt.UTC()
 		out.ExpiresAt = &t
 	}
 	return out
@@ -129,7 +131,8 @@ func apiLimits(in []quotaconfig.Limit) []quotav1.Limit {
 	}
 	out := make([]quotav1.Limit, 0, len(in))
 	for _, l := range in {
-		out = append(out, quotav1.Limit{Unit: quotav1.LimitUnit(l.Unit), Window: quotav1.LimitWindow(l.Window), Scope: quotav1.LimitScope(l.Scope), Max: l.Max})
+		out = append(out, quotav1.Limit{Unit: quotav1.LimitUnit(l.Unit), Window: quotav1.LimitWindow(l.Window),
+			Scope: quotav1.LimitScope(l.Scope), Max: l.Max})
 	}
 	return out
 }

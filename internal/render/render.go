@@ -495,7 +495,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 		}
 	}
 	slices.SortFunc(apps, func(x, y entry) int {
-		if c := x.a.CreationTimestamp.Time.Compare(y.a.CreationTimestamp.Time); c != 0 {
+		if c := x.a.CreationTimestamp.Compare(y.a.CreationTimestamp.Time); c != 0 {
 			return c
 		}
 		return cmp.Compare(x.key, y.key)
@@ -539,7 +539,8 @@ func (r *Merger) mergeAll(in Input) *Result {
 // mergeApp works out one AppQuota's entry in the document (inDoc false: none)
 // and its outcome. keepProfile is called with the profile of a last good entry
 // it keeps, which the document must hold.
-func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, pv string, prev previousDoc, now time.Time, keepProfile func(string), expired *[]Expiration) (app quotaconfig.App, inDoc bool, _ *Outcome) {
+func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, pv string, prev previousDoc,
+	now time.Time, keepProfile func(string), expired *[]Expiration) (app quotaconfig.App, inDoc bool, _ *Outcome) {
 	out := Outcome{Valid: true, Generation: a.Generation}
 	errs, all := r.checkApp(a, c, ref, pv)
 	if len(errs) > 0 {
@@ -565,7 +566,7 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 		if o.ExpiresAt == nil {
 			continue
 		}
-		if !o.ExpiresAt.Time.After(now) {
+		if !o.ExpiresAt.After(now) {
 			out.Expired = append(out.Expired, o.Group)
 			continue
 		}
@@ -603,46 +604,13 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 // and an allocation per AppQuota.
 func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 	s := r.last
-	if s == nil || r.doc == nil || !in.PreviousIsLast || in.DefaultProfile != s.defaultProfile ||
-		(s.res.NextExpiry != nil && !in.Now.Before(*s.res.NextExpiry)) || len(in.Profiles) != len(s.profiles) {
-		return nil, nil
-	}
-	apiProfiles := make(map[string]*quotav1.QuotaProfile, len(in.Profiles))
-	indexes := make(map[string]*validation.ProfileIndex, len(in.Profiles))
-	for i := range in.Profiles {
-		p := &in.Profiles[i]
-		if p.DeletionTimestamp != nil || s.profiles[p.Name] != profileVersion(p) || p.UID == "" {
-			return nil, nil
-		}
-		// A hit (same UID and generation, and valid when last merged); it marks
-		// the profile seen.
-		check := r.checkProfile(p)
-		apiProfiles[p.Name], indexes[p.Name] = p, check.index
-	}
-
-	changed, removed, ok := r.changedApps(in)
+	apiProfiles, indexes, ok := r.unchangedProfiles(in)
 	if !ok {
 		return nil, nil
 	}
-	// Another claim on a changed appID decides who owns it: merge all.
-	for _, c := range removed {
-		if _, dup := s.dups[c.appID]; dup {
-			return nil, nil
-		}
-	}
-	claimed := make(map[string]struct{}, len(changed))
-	for _, a := range changed {
-		id := a.Spec.AppID
-		if _, dup := s.dups[id]; dup {
-			return nil, nil
-		}
-		if _, twice := claimed[id]; twice {
-			return nil, nil
-		}
-		claimed[id] = struct{}{}
-		if o, ok := r.owner(id); ok && r.apps[nameOf(a)] == nil && !slices.ContainsFunc(removed, func(c *appCheck) bool { return c.key == o }) {
-			return nil, nil
-		}
+	changed, removed, ok := r.changedApps(in)
+	if !ok || r.touchesSharedAppID(changed, removed) {
+		return nil, nil
 	}
 
 	// The last document, updated in place, each app's entry saved first
@@ -727,6 +695,58 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 	res.Changed = slices.Compact(res.Changed)
 	s.res = res
 	return res, slices.Sorted(maps.Keys(pending))
+}
+
+// unchangedProfiles returns the QuotaProfiles by name, and their indexes,
+// when the last merge left state to update (see mergeState) and nothing but
+// AppQuotas changed since: the previous document is the last result, the
+// default profile and every QuotaProfile generation are the ones merged, and
+// no override has expired since.
+func (r *Merger) unchangedProfiles(in Input) (map[string]*quotav1.QuotaProfile, map[string]*validation.ProfileIndex, bool) {
+	s := r.last
+	if s == nil || r.doc == nil || !in.PreviousIsLast || in.DefaultProfile != s.defaultProfile ||
+		(s.res.NextExpiry != nil && !in.Now.Before(*s.res.NextExpiry)) || len(in.Profiles) != len(s.profiles) {
+		return nil, nil, false
+	}
+	apiProfiles := make(map[string]*quotav1.QuotaProfile, len(in.Profiles))
+	indexes := make(map[string]*validation.ProfileIndex, len(in.Profiles))
+	for i := range in.Profiles {
+		p := &in.Profiles[i]
+		if p.DeletionTimestamp != nil || s.profiles[p.Name] != profileVersion(p) || p.UID == "" {
+			return nil, nil, false
+		}
+		// A hit (same UID and generation, and valid when last merged); it marks
+		// the profile seen.
+		check := r.checkProfile(p)
+		apiProfiles[p.Name], indexes[p.Name] = p, check.index
+	}
+	return apiProfiles, indexes, true
+}
+
+// touchesSharedAppID reports whether a change involves another claim on its
+// appID, which decides who owns it: then everything is merged.
+func (r *Merger) touchesSharedAppID(changed []*quotav1.AppQuota, removed []*appCheck) bool {
+	s := r.last
+	for _, c := range removed {
+		if _, dup := s.dups[c.appID]; dup {
+			return true
+		}
+	}
+	claimed := make(map[string]struct{}, len(changed))
+	for _, a := range changed {
+		id := a.Spec.AppID
+		if _, dup := s.dups[id]; dup {
+			return true
+		}
+		if _, twice := claimed[id]; twice {
+			return true
+		}
+		claimed[id] = struct{}{}
+		if o, ok := r.owner(id); ok && r.apps[nameOf(a)] == nil && !slices.ContainsFunc(removed, func(c *appCheck) bool { return c.key == o }) {
+			return true
+		}
+	}
+	return false
 }
 
 // changedApps returns the AppQuotas added or changed since the last merge,

@@ -96,7 +96,8 @@ func QuotaProfile(p *quotav1.QuotaProfile) field.ErrorList {
 			}
 			if userScoped && dr.UserParam == "" { // as quotaconfig.RouteWithoutUser
 				errs = append(errs, field.Required(rp.Child("userParam"),
-					"the group has a limit with scope User: set userParam, or name the parameter {username}, {userName}, {userId}, {user_id}, {uid} or {owner_username}"))
+					"the group has a limit with scope User: set userParam, "+
+						"or name the parameter {username}, {userName}, {userId}, {user_id}, {uid} or {owner_username}"))
 			}
 			shape := quotaconfig.RouteShape(dr.Method, dr.Path)
 			if prev, ok := shapes[shape]; ok {
@@ -263,13 +264,14 @@ func AppQuotaAdmission(old, a *quotav1.AppQuota, ref Reference, now time.Time) (
 	errs = AppQuota(a, ref)
 	overrides := field.NewPath("spec", "overrides")
 	for i, o := range a.Spec.Overrides {
-		if o.ExpiresAt == nil || o.ExpiresAt.Time.After(now) {
+		if o.ExpiresAt == nil || o.ExpiresAt.After(now) {
 			continue
 		}
 		p := overrides.Index(i).Child("expiresAt")
 		at := o.ExpiresAt.UTC().Format(time.RFC3339)
 		if old == nil {
-			errs = append(errs, field.Invalid(p, at, "already in the past: the override would never apply; use a future instant, or omit expiresAt for a permanent override"))
+			errs = append(errs, field.Invalid(p, at,
+				"already in the past: the override would never apply; use a future instant, or omit expiresAt for a permanent override"))
 		} else {
 			warnings = append(warnings, fmt.Sprintf("%s: %s has passed; the override no longer applies and the profile's limits are back", p, at))
 		}
@@ -328,13 +330,16 @@ func limitWarnings(a *quotav1.AppQuota, idx *ProfileIndex) []string {
 			prof, inProfile := effective[k]
 			switch {
 			case l.Unlimited:
-				warnings = append(warnings, fmt.Sprintf("%s: lifts %s/%s for group %s for app %s: nothing counts against it", lp, k.unit, k.window, o.Group, a.Spec.AppID))
+				warnings = append(warnings, fmt.Sprintf("%s: lifts %s/%s for group %s for app %s: nothing counts against it",
+					lp, k.unit, k.window, o.Group, a.Spec.AppID))
 			case l.Max == 0:
 				warnings = append(warnings, fmt.Sprintf("%s: max 0 blocks group %s for app %s", lp, o.Group, a.Spec.AppID))
 			case inProfile && l.Max < prof.max:
-				warnings = append(warnings, fmt.Sprintf("%s: lowers %s/%s for group %s from the profile's %d to %d", lp, k.unit, k.window, o.Group, prof.max, l.Max))
+				warnings = append(warnings, fmt.Sprintf("%s: lowers %s/%s for group %s from the profile's %d to %d",
+					lp, k.unit, k.window, o.Group, prof.max, l.Max))
 			case inProfile && l.Max > raiseWarnFactor*prof.max:
-				warnings = append(warnings, fmt.Sprintf("%s: raises %s/%s for group %s more than %dx, from the profile's %d to %d", lp, k.unit, k.window, o.Group, raiseWarnFactor, prof.max, l.Max))
+				warnings = append(warnings, fmt.Sprintf("%s: raises %s/%s for group %s more than %dx, from the profile's %d to %d",
+					lp, k.unit, k.window, o.Group, raiseWarnFactor, prof.max, l.Max))
 			}
 			if !inProfile {
 				order = append(order, k)

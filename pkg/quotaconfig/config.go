@@ -76,7 +76,8 @@ func Compile(d *Document) (*Config, error) {
 	}
 	if len(d.Shards) > 0 {
 		// Compiling the index alone would give every app the default profile.
-		return nil, errors.New("the document is a sharded index: assemble it with its shards first (LoadConfigMaps, Assemble, or a Watcher on the mounted directory)")
+		return nil, errors.New("the document is a sharded index: " +
+			"assemble it with its shards first (LoadConfigMaps, Assemble, or a Watcher on the mounted directory)")
 	}
 	profiles := make(map[string]*profile, len(d.Profiles))
 	groups := make(map[string]map[string]int, len(d.Profiles))

@@ -240,7 +240,7 @@ func createAppQuota(t *testing.T, name, appID string, overrides ...quotav1.Overr
 
 // waitEnforced waits until AppQuota name is Enforced for its current
 // generation and also satisfies more.
-func waitEnforced(t *testing.T, name string, more func(*quotav1.AppQuota) bool) *quotav1.AppQuota {
+func waitEnforced(t *testing.T, name string, more func(*quotav1.AppQuota) bool) {
 	t.Helper()
 	var a quotav1.AppQuota
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -253,11 +253,11 @@ func waitEnforced(t *testing.T, name string, more func(*quotav1.AppQuota) bool) 
 	if err != nil {
 		t.Fatalf("AppQuota %s not Enforced: %v; conditions %+v", name, err, a.Status.Conditions)
 	}
-	return &a
 }
 
-func limit(unit quotav1.LimitUnit, window quotav1.LimitWindow, max int64) quotav1.OverrideLimit {
-	return quotav1.OverrideLimit{Unit: unit, Window: window, Scope: quotav1.ScopeApp, Max: max}
+// requests is an override's limit on calls per app.
+func requests(window quotav1.LimitWindow, max int64) quotav1.OverrideLimit {
+	return quotav1.OverrideLimit{Unit: quotav1.UnitRequests, Window: window, Scope: quotav1.ScopeApp, Max: max}
 }
 
 // TestCatalogRows: the default profile's special rules, for apps without an
@@ -301,11 +301,11 @@ func TestCatalogRows(t *testing.T) {
 // a raised minute limit.
 func TestOverrides(t *testing.T) {
 	createAppQuota(t, "e2e-raise", "5000000001", quotav1.Override{Group: "messages-broadcast-users",
-		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowMinute, 3)}, Reason: "raise"})
+		Limits: []quotav1.OverrideLimit{requests(quotav1.WindowMinute, 3)}, Reason: "raise"})
 	createAppQuota(t, "e2e-block", "5000000002", quotav1.Override{Group: "messages-recall",
-		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowSecond, 0)}, Reason: "block"})
+		Limits: []quotav1.OverrideLimit{requests(quotav1.WindowSecond, 0)}, Reason: "block"})
 	createAppQuota(t, "e2e-day", "5000000003", quotav1.Override{Group: "messages-broadcast-users",
-		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowMinute, 1000)}, Reason: "the day limit bites first"})
+		Limits: []quotav1.OverrideLimit{requests(quotav1.WindowMinute, 1000)}, Reason: "the day limit bites first"})
 	createAppQuota(t, "e2e-unlimited", "5000000006", quotav1.Override{Group: "messages-recall",
 		Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Unlimited: true}}, Reason: "internal load test"})
 	cfg := liveConfig(t)
@@ -332,7 +332,7 @@ func TestOverrides(t *testing.T) {
 func TestExpiryFallsBackToTheDefault(t *testing.T) {
 	expires := metav1.NewTime(time.Now().Add(6 * time.Second).Truncate(time.Second))
 	createAppQuota(t, "e2e-expiry", "5000000004", quotav1.Override{Group: "messages-recall",
-		Limits:    []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowSecond, 3)},
+		Limits:    []quotav1.OverrideLimit{requests(quotav1.WindowSecond, 3)},
 		ExpiresAt: &expires, Reason: "temporary"})
 	c := call{app: "5000000004", method: "POST", path: "/app-id/5000000004/messages/recall"}
 	expectRefused(t, liveConfig(t), time.Second, c, 4)
@@ -347,7 +347,7 @@ func TestExpiryFallsBackToTheDefault(t *testing.T) {
 // AppQuota is Enforced, as `kubectl wait --for=condition=Enforced` reports.
 func TestRaiseWithKubectl(t *testing.T) {
 	createAppQuota(t, "e2e-kubectl", "5000000005", quotav1.Override{Group: "messages-recall",
-		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowSecond, 3)}, Reason: "trial"})
+		Limits: []quotav1.OverrideLimit{requests(quotav1.WindowSecond, 3)}, Reason: "trial"})
 	c := call{app: "5000000005", method: "POST", path: "/app-id/5000000005/messages/recall"}
 	expectRefused(t, liveConfig(t), time.Second, c, 4)
 
@@ -364,14 +364,12 @@ func TestRaiseWithKubectl(t *testing.T) {
 	expectRefused(t, liveConfig(t), time.Second, c, 8)
 }
 
-func kubectl(t *testing.T, args ...string) string {
+func kubectl(t *testing.T, args ...string) {
 	t.Helper()
 	cmd := exec.Command(cluster.Kubectl(), append([]string{"--kubeconfig", cluster.KubeconfigPath}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
 }
 
 // TestCheckCommand: `kubectl appquota check` builds the descriptors from the
@@ -385,7 +383,7 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatalf("check exited %d: %s", code, errOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var codes []string
+	codes := make([]string, 0, len(lines))
 	for _, l := range lines {
 		var resp rlsv3.RateLimitResponse
 		if err := protojson.Unmarshal([]byte(l), &resp); err != nil {
@@ -441,7 +439,7 @@ func TestRenderedFileLoads(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(strings.TrimSpace(answers.String())), &resp); err != nil {
 		t.Fatal(err)
 	}
-	var perUnit []uint32
+	perUnit := make([]uint32, 0, len(resp.GetStatuses()))
 	for _, st := range resp.GetStatuses() {
 		perUnit = append(perUnit, st.GetCurrentLimit().GetRequestsPerUnit())
 	}
@@ -455,7 +453,7 @@ func TestRenderedFileLoads(t *testing.T) {
 // hands it the current one, and the AppQuotas report Enforced again.
 func TestFailover(t *testing.T) {
 	createAppQuota(t, "e2e-failover", "5000000007", quotav1.Override{Group: "messages-recall",
-		Limits: []quotav1.OverrideLimit{limit(quotav1.UnitRequests, quotav1.WindowSecond, 3)}, Reason: "failover"})
+		Limits: []quotav1.OverrideLimit{requests(quotav1.WindowSecond, 3)}, Reason: "failover"})
 	c := call{app: "5000000007", method: "POST", path: "/app-id/5000000007/messages/recall"}
 	cfg := liveConfig(t)
 	expectRefused(t, cfg, time.Second, c, 4)
