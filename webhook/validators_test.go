@@ -75,3 +75,55 @@ func TestAppIDBucket(t *testing.T) {
 		t.Error("one appID, two buckets")
 	}
 }
+
+// TestAdmitAppQuotaWarnings: what admission allows but warns about, as the
+// user reads it: a block, a lowering, a raise of more than 100x, a lifted
+// limit, and a limit a shorter window makes unreachable; a plain raise
+// passes silently.
+func TestAdmitAppQuotaWarnings(t *testing.T) {
+	profile := &quotav1.QuotaProfile{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: quotav1.QuotaProfileSpec{
+		Fallback: quotav1.Fallback{Limits: []quotav1.Limit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Scope: quotav1.ScopeApp, Max: 100}}},
+		EndpointGroups: []quotav1.EndpointGroup{{
+			Name:   "messages-send-users",
+			Routes: []quotav1.Route{{Method: "POST", Path: "/app-id/{app_id}/messages/users"}},
+			Limits: []quotav1.Limit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Scope: quotav1.ScopeApp, Max: 100}},
+		}},
+	}}
+	limit := func(window quotav1.LimitWindow, max int64) quotav1.OverrideLimit {
+		return quotav1.OverrideLimit{Unit: quotav1.UnitRequests, Window: window, Scope: quotav1.ScopeApp, Max: max}
+	}
+	for _, tc := range []struct {
+		name   string
+		limits []quotav1.OverrideLimit
+		want   string // "" for no warning
+	}{
+		{"a raise", []quotav1.OverrideLimit{limit(quotav1.WindowSecond, 500)}, ""},
+		{"a block", []quotav1.OverrideLimit{limit(quotav1.WindowSecond, 0)},
+			"spec.overrides[0].limits[0]: max 0 blocks group messages-send-users for app 1"},
+		{"a lowering", []quotav1.OverrideLimit{limit(quotav1.WindowSecond, 20)},
+			"spec.overrides[0].limits[0]: lowers Requests/Second for group messages-send-users from the profile's 100 to 20"},
+		{"a raise over 100x", []quotav1.OverrideLimit{limit(quotav1.WindowSecond, 20000)},
+			"spec.overrides[0].limits[0]: raises Requests/Second for group messages-send-users more than 100x, from the profile's 100 to 20000"},
+		{"a lifted limit", []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Unlimited: true}},
+			"spec.overrides[0].limits[0]: lifts Requests/Second for group messages-send-users for app 1: nothing counts against it"},
+		{"an unreachable minute limit", []quotav1.OverrideLimit{limit(quotav1.WindowMinute, 10000)},
+			"can never be reached for group messages-send-users"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "x"}, Spec: quotav1.AppQuotaSpec{AppID: "1",
+				Overrides: []quotav1.Override{{Group: "messages-send-users", Limits: tc.limits, Reason: "test"}}}}
+			l := &fakeLookup{profiles: map[string]*quotav1.QuotaProfile{"default": profile}}
+			warnings, errs, err := AdmitAppQuota(context.Background(), l, nil, a, time.Now())
+			if err != nil || len(errs) != 0 {
+				t.Fatalf("refused: errs %v, err %v", errs, err)
+			}
+			got := strings.Join(warnings, "\n")
+			switch {
+			case tc.want == "" && got != "":
+				t.Errorf("warned %q, want nothing", got)
+			case tc.want != "" && !strings.Contains(got, tc.want):
+				t.Errorf("warned %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
