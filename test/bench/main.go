@@ -6,7 +6,8 @@
 // AppQuotas); manager.go runs the manager as its own process and reads its
 // metrics, apiserver.go the API server's; stats.go holds the quantiles and
 // intervals and report.go the table. Each scenario has its own file: bulk,
-// propagation, admission, footprint, documentsize and resolve.
+// propagation, admission, footprint, documentsize and resolve; engine.go
+// introduces the engine rows (enforced, engineload, shouldratelimit).
 package main
 
 import (
@@ -30,6 +31,10 @@ func main() {
 	flag.IntVar(&cfg.MaxConfigBytes, "max-config-bytes", 0, "the manager's --max-config-bytes (0: its default)")
 	flag.IntVar(&cfg.ShardAboveBytes, "shard-above-bytes", 0, "the manager's --shard-above-bytes (0: its default)")
 	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "save the manager's heap and goroutine profiles at each footprint point in this directory (go tool pprof reads them)")
+	flag.StringVar(&cfg.SkipEngine, "skip-engine", "", "skip the engine rows (ratelimit and redis-server), giving this reason in the report; the manager then serves no xDS")
+	flag.BoolVar(&cfg.EngineOnly, "engine-only", false, "run the bulk load and the engine rows alone")
+	flag.IntVar(&cfg.EngineCalls, "engine-calls", cfg.EngineCalls, "ShouldRateLimit calls timed with each configuration")
+	flag.DurationVar(&cfg.EngineLoad, "engine-load", cfg.EngineLoad, "how long each ShouldRateLimit throughput run lasts")
 	flag.StringVar(&cfg.Out, "out", "", "also write the report (markdown) to this file")
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
