@@ -30,7 +30,7 @@ const exactExtra = 100
 
 // The ShouldRateLimit rows' notes.
 const (
-	noteRLExact   = "Exactness: one app's override limit (L requests an hour) asked for L+100 times at once, 16 calls in flight, round robin across the two instances sharing one Redis: exactly L answers OK, or the bench fails."
+	noteRLExact = "Exactness: one app's override limit (L requests an hour) asked for L+100 times at once, 16 calls in flight, round robin across the two instances sharing one Redis: exactly L answers OK, or the bench fails."
 )
 
 // rlCall is one gateway request and what its answer must say.
