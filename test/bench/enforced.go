@@ -24,12 +24,25 @@ import (
 
 // The edit→Enforced rows' notes.
 const (
-	noteEnforced        = "Edit→Enforced: from an AppQuota's patch acknowledged to the watch event of its Enforced condition True for the new generation, which the manager reports once every connected ratelimit instance (here one, fed by the manager's xDS server, --xds-bind-address, counting in a redis-server) acknowledged a configuration version holding the edit. Each sample patches one app's override max, after the same quiet gap as the propagation samples."
-	noteEnforcedFloor   = "Floor: the quantile of a plain ConfigMap update plus the quantile of the engine's own load of the same configuration handed over directly, both taken in the same run, interleaved with the samples (the rows below). Ratio: edit→Enforced over the floor."
-	noteEnforcedUpdate  = "A plain ConfigMap update sent to its watch event, after the same quiet gap, taken between the edit→Enforced samples."
-	noteEnforcedLoad    = "The engine's own time to load the same configuration handed over directly: after each sample, the document the manager stored, translated (ratelimit.Translate) and published as a new version by an xDS server of the operator's package (internal/xds) in the bench's process to a second ratelimit instance; from Publish to its acknowledgement, which ratelimit sends once it has loaded the configuration; after the same quiet gap."
-	noteEnforcedSent    = "The edit→Enforced samples timed from the patch sent: the user's own write, through the admission webhook, included. No target."
-	noteEnforcedConnect = "From a ratelimit instance's start, fed by the manager, to every AppQuota reporting Enforced=True: its first configuration loaded and acknowledged, then the manager's status write for each AppQuota (--kube-api-qps)."
+	noteEnforced = "Edit→Enforced: from an AppQuota's patch acknowledged to the watch event of its Enforced condition " +
+		"True for the new generation, which the manager reports once every connected ratelimit instance (here" +
+		" one, fed by the manager's xDS server, --xds-bind-address, counting in a redis-server) acknowledged " +
+		"a configuration version holding the edit. Each sample patches one app's override max, after the same" +
+		" quiet gap as the propagation samples."
+	noteEnforcedFloor = "Floor: the quantile of a plain ConfigMap update plus the quantile of the engine's own load of the " +
+		"same configuration handed over directly, both taken in the same run, interleaved with the samples " +
+		"(the rows below). Ratio: edit→Enforced over the floor."
+	noteEnforcedUpdate = "A plain ConfigMap update sent to its watch event, after the same quiet gap, taken between the edit→Enforced samples."
+	noteEnforcedLoad   = "The engine's own time to load the same configuration handed over directly: after each sample, the " +
+		"document the manager stored, translated (ratelimit.Translate) and published as a new version by an " +
+		"xDS server of the operator's package (internal/xds) in the bench's process to a second ratelimit " +
+		"instance; from Publish to its acknowledgement, which ratelimit sends once it has loaded the " +
+		"configuration; after the same quiet gap."
+	noteEnforcedSent = "The edit→Enforced samples timed from the patch sent: the user's own write, through the admission " +
+		"webhook, included. No target."
+	noteEnforcedConnect = "From a ratelimit instance's start, fed by the manager, to every AppQuota reporting Enforced=True: " +
+		"its first configuration loaded and acknowledged, then the manager's status write for each AppQuota " +
+		"(--kube-api-qps)."
 )
 
 // enforced times edit→Enforced with the run's apps loaded, next to its floor:
@@ -39,7 +52,9 @@ func (b *bench) enforced(ctx context.Context, rep *Report) error {
 		return nil
 	}
 	n := b.cfg.Apps
-	rep.Notes = append(rep.Notes, "The manager serves the engine's configuration over xDS (--xds-bind-address on a loopback port) for the whole run, as deployed (its default is :18000): every ConfigMap write is also a version translated and served, and the QuotaProfiles' status reports the engine. -skip-engine runs it without, as the runs before the engine rows did.")
+	rep.Notes = append(rep.Notes, "The manager serves the engine's configuration over xDS (--xds-bind-address on a loopback port) "+
+		"for the whole run, as deployed (its default is :18000): every ConfigMap write is also a version translated and served, "+
+		"and the QuotaProfiles' status reports the engine. -skip-engine runs it without, as the runs before the engine rows did.")
 	fmt.Fprintf(b.log, "edit→Enforced: %d samples with %d apps loaded, ratelimit fed by the manager\n", b.cfg.Samples, n)
 	procs, err := startRedis(ctx)
 	if err != nil {
@@ -64,7 +79,11 @@ func (b *bench) enforced(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	defer f.stop()
+	defer func() {
+		if err := f.stop(); err != nil {
+			fmt.Fprintf(b.log, "the xDS feed ended badly: %v\n", err)
+		}
+	}()
 	cfg, err := b.storedConfig(ctx)
 	if err != nil {
 		return err
@@ -101,7 +120,7 @@ func (b *bench) enforced(ctx context.Context, rep *Report) error {
 		quiet()
 		i := rand.IntN(n)
 		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":%d}]`, 7_000_000+s)
-		a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: appID(i)}}
+		a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: appsNamespace, Name: appID(i)}}
 		drainEnforced(events)
 		sent := time.Now()
 		if err := b.c.Patch(ctx, a, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
@@ -142,7 +161,8 @@ func (b *bench) enforced(ctx context.Context, rep *Report) error {
 	ratio := over(p99, floor99)
 	label := fmt.Sprintf("Edit→Enforced, %d apps", n)
 	rep.add(
-		Row{Name: label + ", p50", Notes: []string{noteEnforced, noteEnforcedFloor}, Measured: ms(p50), Baseline: "floor " + ms(floor50), Ratio: fmt.Sprintf("%.1fx", over(p50, floor50))},
+		Row{Name: label + ", p50", Notes: []string{noteEnforced, noteEnforcedFloor}, Measured: ms(p50), Baseline: "floor " + ms(floor50),
+			Ratio: fmt.Sprintf("%.1fx", over(p50, floor50))},
 		Row{Name: label + ", p99", Notes: []string{noteEnforced, noteEnforcedFloor}, Measured: ms(p99), Baseline: "floor " + ms(floor99),
 			Ratio: fmt.Sprintf("%.1fx", ratio), Target: "≤ 2x", Met: met(ratio <= 2)},
 		Row{Name: "Edit→Enforced: ConfigMap update, p50", Notes: []string{noteEnforcedUpdate}, Measured: ms(q(base, 0.5))},
@@ -163,12 +183,12 @@ func (b *bench) waitEnforcedAll(ctx context.Context, n int) (time.Time, error) {
 	deadline := time.Now().Add(15 * time.Minute)
 	for {
 		var list quotav1.AppQuotaList
-		if err := b.c.List(ctx, &list, client.InNamespace("bench")); err != nil {
+		if err := b.c.List(ctx, &list, client.InNamespace(appsNamespace)); err != nil {
 			return time.Time{}, err
 		}
 		enforced := 0
 		for _, a := range list.Items {
-			if c := meta.FindStatusCondition(a.Status.Conditions, quotav1.ConditionEnforced); c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == a.Generation {
+			if enforcedNow(&a) {
 				enforced++
 			}
 		}
@@ -198,6 +218,16 @@ func (b *bench) storedConfig(ctx context.Context) (*rlsconfv3.RateLimitConfig, e
 	return b.translate(doc)
 }
 
+// appsNamespace is the namespace of the bench's AppQuotas (appQuota) and
+// baseline ConfigMaps.
+const appsNamespace = "bench"
+
+// enforcedNow reports whether a reports Enforced=True for its generation.
+func enforcedNow(a *quotav1.AppQuota) bool {
+	c := meta.FindStatusCondition(a.Status.Conditions, quotav1.ConditionEnforced)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == a.Generation
+}
+
 type enforcedEvent struct {
 	name       string
 	generation int64
@@ -212,13 +242,13 @@ func (b *bench) watchEnforced(ctx context.Context) (<-chan enforcedEvent, func()
 		return nil, nil, err
 	}
 	var list quotav1.AppQuotaList
-	if err := b.c.List(ctx, &list, client.InNamespace("bench"), client.Limit(1)); err != nil {
+	if err := b.c.List(ctx, &list, client.InNamespace(appsNamespace), client.Limit(1)); err != nil {
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &toolscache.ListWatch{
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return wc.Watch(ctx, &quotav1.AppQuotaList{}, client.InNamespace("bench"), &client.ListOptions{Raw: &o})
+			return wc.Watch(ctx, &quotav1.AppQuotaList{}, client.InNamespace(appsNamespace), &client.ListOptions{Raw: &o})
 		},
 	})
 	if err != nil {
@@ -234,8 +264,7 @@ func (b *bench) watchEnforced(ctx context.Context) (<-chan enforcedEvent, func()
 			if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
 				continue
 			}
-			c := meta.FindStatusCondition(a.Status.Conditions, quotav1.ConditionEnforced)
-			if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != a.Generation {
+			if !enforcedNow(a) {
 				continue
 			}
 			select {
@@ -283,11 +312,11 @@ func waitEnforcedEvent(ctx context.Context, events <-chan enforcedEvent, name st
 // a function that updates it and times the update from sent to its watch
 // event: the baseline of a plain write.
 func (b *bench) configMapUpdate(ctx context.Context, name string) (func(string) (time.Duration, error), func(), error) {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name}, Data: map[string]string{"v": "start"}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: appsNamespace, Name: name}, Data: map[string]string{"v": "start"}}
 	if err := b.c.Create(ctx, cm); err != nil {
 		return nil, nil, err
 	}
-	w, err := b.watchConfigMaps(ctx, "bench", metav1.ListOptions{FieldSelector: "metadata.name=" + name}, cm.ResourceVersion)
+	w, err := b.watchConfigMaps(ctx, appsNamespace, metav1.ListOptions{FieldSelector: "metadata.name=" + name}, cm.ResourceVersion)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -39,7 +39,8 @@ import (
 
 // engineSmokeRows are the engine rows TestSmoke expects in the report.
 var engineSmokeRows = []string{
-	"Edit→Enforced, 100 apps, p50", "Edit→Enforced, 100 apps, p99", "Edit→Enforced: ConfigMap update, p99", "Edit→Enforced: engine load handed over directly, p99",
+	"Edit→Enforced, 100 apps, p50", "Edit→Enforced, 100 apps, p99", "Edit→Enforced: ConfigMap update, p99",
+	"Edit→Enforced: engine load handed over directly, p99",
 	"Edit→Enforced from the patch sent, p99", "Enforced after an engine instance connects, 100 apps",
 	"xDS message, 100 apps", "xDS message, 300 apps", "Engine: one version, 100 apps, p50", "Engine: one version, 300 apps, p50",
 	"Engine: CPU per version, 300 apps", "Engine: ratelimit RSS, 300 apps", "Delivered to ratelimit, 300 apps",
@@ -67,7 +68,8 @@ func (b *bench) engineSkipped(rep *Report) bool {
 	if b.cfg.SkipEngine == "" {
 		return false
 	}
-	rep.Notes = append(rep.Notes, "The engine rows (edit→Enforced, engine versions, ShouldRateLimit, xDS message size) were skipped (-skip-engine): "+b.cfg.SkipEngine)
+	rep.Notes = append(rep.Notes,
+		"The engine rows (edit→Enforced, engine versions, ShouldRateLimit, xDS message size) were skipped (-skip-engine): "+b.cfg.SkipEngine)
 	return true
 }
 
@@ -116,7 +118,7 @@ type feed struct {
 	addr    string
 	seq     uint64
 	updated <-chan struct{}
-	stop    func()
+	stop    func() error
 }
 
 // feedMaxBytes lets the feed serve configurations over gRPC's default 4 MiB:
@@ -136,10 +138,10 @@ func startFeed(ctx context.Context) (*feed, error) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()
 	updated, unsubscribe := srv.Subscribe()
-	return &feed{srv: srv, addr: lis.Addr().String(), updated: updated, stop: func() {
+	return &feed{srv: srv, addr: lis.Addr().String(), updated: updated, stop: func() error {
 		unsubscribe()
 		cancel()
-		<-served
+		return <-served
 	}}, nil
 }
 
@@ -184,7 +186,8 @@ func (f *feed) publish(ctx context.Context, cfg *rlsconfv3.RateLimitConfig, inst
 		select {
 		case <-f.updated:
 		case <-timeout.C:
-			return 0, fmt.Errorf("version %s not acknowledged by %d instances within 3 minutes (%d of %d connected did)", version, instances, r.Acked, r.Connected)
+			return 0, fmt.Errorf("version %s not acknowledged by %d instances within 3 minutes (%d of %d connected did)",
+				version, instances, r.Acked, r.Connected)
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
@@ -206,7 +209,8 @@ func (b *bench) offlineDocument(n int) (*quotaconfig.Document, error) {
 	for i := range n {
 		apps[i] = *b.appQuota(i)
 	}
-	res, err := render.Render(render.Input{DefaultProfile: b.opts.DefaultProfile, Profiles: objs.QuotaProfiles, AppQuotas: render.Pointers(apps), Now: time.Now()})
+	res, err := render.Render(render.Input{DefaultProfile: b.opts.DefaultProfile, Profiles: objs.QuotaProfiles,
+		AppQuotas: render.Pointers(apps), Now: time.Now()})
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,9 @@ const exactExtra = 100
 
 // The ShouldRateLimit rows' notes.
 const (
-	noteRLExact = "Exactness: one app's override limit (L requests an hour) asked for L+100 times at once, 16 calls in flight, round robin across the two instances sharing one Redis: exactly L answers OK, or the bench fails."
+	noteRLExact = "Exactness: one app's override limit (L requests an hour) asked for L+100 times at once, 16 calls in " +
+		"flight, round robin across the two instances sharing one Redis: exactly L answers OK, or the bench " +
+		"fails."
 )
 
 // rlCall is one gateway request and what its answer must say.
@@ -143,7 +145,8 @@ func dialRatelimit(rl *engine.Ratelimit) (rlsv3.RateLimitServiceClient, func(), 
 // configuration (full, of doc) and with one rule (one) on instance rl, then
 // throughput with one and two instances, and asserts the counters exact
 // across two.
-func (b *bench) shouldRateLimit(ctx context.Context, rep *Report, procs *engineProcs, f *feed, rl *engine.Ratelimit, doc *qc.Document, full, one *rlsconfv3.RateLimitConfig) error {
+func (b *bench) shouldRateLimit(ctx context.Context, rep *Report, procs *engineProcs, f *feed, rl *engine.Ratelimit,
+	doc *qc.Document, full, one *rlsconfv3.RateLimitConfig) error {
 	n := len(doc.Apps)
 	calls := cmp.Or(b.cfg.EngineCalls, 200)
 	perRound := max(calls/2, 1)
@@ -192,14 +195,23 @@ func (b *bench) shouldRateLimit(ctx context.Context, rep *Report, procs *engineP
 			}
 		}
 	}
-	noteRLLatency := fmt.Sprintf("ShouldRateLimit: one call at a time from the bench to one ratelimit instance (no local cache: every decision counts in Redis), %d calls with each configuration: the gateway's request (quotaconfig.Descriptors, its app-scoped descriptors, each its own counter) for a call of a bench app to a route of the group its override is in, a different app each call; with the full configuration of that many apps, then with a configuration of one rule that every such descriptor matches, on the same instance and Redis, in four alternating rounds after %d calls of warm-up each. Every answer asserted OK with each descriptor matched: with the full configuration, the app's override its own limit. Run after the manager and the control plane stopped. Ratio: in brackets its 95%% bootstrap interval.", 2*perRound, warmUp)
+	noteRLLatency := fmt.Sprintf("ShouldRateLimit: one call at a time from the bench to one ratelimit instance (no local cache: every "+
+		"decision counts in Redis), %d calls with each configuration: the gateway's request "+
+		"(quotaconfig.Descriptors, its app-scoped descriptors, each its own counter) for a call of a bench "+
+		"app to a route of the group its override is in, a different app each call; with the full "+
+		"configuration of that many apps, then with a configuration of one rule that every such descriptor "+
+		"matches, on the same instance and Redis, in four alternating rounds after %d calls of warm-up each. "+
+		"Every answer asserted OK with each descriptor matched: with the full configuration, the app's "+
+		"override its own limit. Run after the manager and the control plane stopped. Ratio: in brackets its "+
+		"95%% bootstrap interval.", 2*perRound, warmUp)
 	f50, f99, o50, o99 := quantile(fullLat, 0.5), quantile(fullLat, 0.99), quantile(oneLat, 0.5), quantile(oneLat, 0.99)
 	ratio := over(f99, o99)
 	label := fmt.Sprintf("ShouldRateLimit, %d-app configuration", n)
 	rep.add(
-		Row{Name: label + ", p50", Notes: []string{noteRLLatency}, Measured: us(f50), Baseline: "one rule " + us(o50), Ratio: fmt.Sprintf("%.2fx", over(f50, o50))},
+		Row{Name: label + ", p50", Notes: []string{noteRLLatency}, Measured: us(f50), Baseline: "one rule " + us(o50),
+			Ratio: fmt.Sprintf("%.2fx", over(f50, o50))},
 		Row{Name: label + ", p99", Notes: []string{noteRLLatency}, Measured: us(f99), Baseline: "one rule " + us(o99),
-			Ratio: withInterval(ratio, fullLat, oneLat, 0.99), Target: "≤ 1.2x", Met: met(ratio <= 1.2)},
+			Ratio: ratioWithInterval(ratio, fullLat, oneLat), Target: "≤ 1.2x", Met: met(ratio <= 1.2)},
 	)
 
 	// Throughput: the full configuration, one instance, then two sharing Redis.
@@ -232,10 +244,14 @@ func (b *bench) shouldRateLimit(ctx context.Context, rep *Report, procs *engineP
 		}
 		rates[i] = rate
 		if overLimit > 0 {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("ShouldRateLimit throughput with %d instance(s): %d answers were OVER_LIMIT (an app called again within a limit's window: %d apps for the run).", i+1, overLimit, len(loadReqs)))
+			rep.Notes = append(rep.Notes, fmt.Sprintf("ShouldRateLimit throughput with %d instance(s): %d answers were OVER_LIMIT "+
+				"(an app called again within a limit's window: %d apps for the run).", i+1, overLimit, len(loadReqs)))
 		}
 	}
-	noteThroughput := fmt.Sprintf("Throughput: %d calls in flight for %s, the gateway's requests with the full configuration of %d apps (a different app each call, %d in turn), against one instance, then round robin against two instances sharing one Redis (counters emptied before each); the bench, ratelimit and redis-server on the same %d cores.",
+	noteThroughput := fmt.Sprintf("Throughput: %d calls in flight for %s, the gateway's requests with the full configuration of %d apps"+
+		" (a different app each call, %d in turn), against one instance, then round robin against two "+
+		"instances sharing one Redis (counters emptied before each); the bench, ratelimit and redis-server on"+
+		" the same %d cores.",
 		rlConcurrency, duration, n, len(loadReqs), runtime.NumCPU())
 	rep.add(
 		Row{Name: "ShouldRateLimit throughput, one instance", Notes: []string{noteThroughput}, Measured: fmt.Sprintf("%.0f calls/s", rates[0])},
@@ -314,13 +330,22 @@ func exactAcrossInstances(ctx context.Context, rep *Report, redis *engine.Redis,
 		}
 		exact := ok.Load() == int64(limit) && overLimit.Load() == exactExtra
 		rep.add(Row{Name: "Counters exact across two instances", Notes: []string{noteRLExact},
-			Measured: fmt.Sprintf("%d of %d calls allowed", ok.Load(), total), Baseline: fmt.Sprintf("limit %d", limit), Target: "exactly the limit", Met: met(exact)})
+			Measured: fmt.Sprintf("%d of %d calls allowed", ok.Load(), total), Baseline: fmt.Sprintf("limit %d", limit),
+			Target: "exactly the limit", Met: met(exact)})
 		if !exact {
-			return fmt.Errorf("exactness: %d calls allowed and %d refused across two instances, want %d and %d", ok.Load(), overLimit.Load(), limit, exactExtra)
+			return fmt.Errorf("exactness: %d calls allowed and %d refused across two instances, want %d and %d",
+				ok.Load(), overLimit.Load(), limit, exactExtra)
 		}
 		return nil
 	}
 	return errors.New("exactness: three runs each crossed an hour boundary")
+}
+
+// ratioWithInterval formats ratio, of the p99s of num and den, with its 95%
+// bootstrap interval (ratioInterval).
+func ratioWithInterval(ratio float64, num, den []time.Duration) string {
+	lo, hi := ratioInterval(num, den, 0.99)
+	return fmt.Sprintf("%.2fx (%.2f-%.2fx)", ratio, lo, hi)
 }
 
 // us formats a duration in microseconds under 10 ms.
