@@ -59,7 +59,8 @@ type Config struct {
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, BigApps: 100000, Samples: 200, AdmissionSamples: 1000, Workers: 16, Resolve: true, Grow: true, EngineCalls: 10000, EngineLoad: 5 * time.Second}
+	return Config{Apps: 10000, BigApps: 100000, Samples: 200, AdmissionSamples: 1000, Workers: 16, Resolve: true, Grow: true,
+		EngineCalls: 10000, EngineLoad: 5 * time.Second}
 }
 
 // bench holds a run's moving parts.

@@ -26,7 +26,8 @@ func main() {
 	flag.IntVar(&cfg.Samples, "samples", cfg.Samples, "propagation samples")
 	flag.IntVar(&cfg.AdmissionSamples, "admission-samples", cfg.AdmissionSamples, "admission samples")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in the bulk load")
-	flag.StringVar(&cfg.SkipEngine, "skip-engine", "", "skip the engine rows (ratelimit and redis-server), giving this reason in the report; the manager then serves no xDS")
+	flag.StringVar(&cfg.SkipEngine, "skip-engine", "",
+		"skip the engine rows (ratelimit and redis-server), giving this reason in the report; the manager then serves no xDS")
 	flag.BoolVar(&cfg.EngineOnly, "engine-only", false, "run the bulk load and the engine rows alone")
 	flag.IntVar(&cfg.EngineCalls, "engine-calls", cfg.EngineCalls, "ShouldRateLimit calls timed with each configuration")
 	flag.DurationVar(&cfg.EngineLoad, "engine-load", cfg.EngineLoad, "how long each ShouldRateLimit throughput run lasts")
