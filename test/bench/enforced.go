@@ -153,6 +153,9 @@ func (b *bench) enforced(ctx context.Context, rep *Report) error {
 		}
 		load = append(load, d)
 		lastDone = time.Now()
+		if (s+1)%50 == 0 {
+			fmt.Fprintf(b.log, "edit→Enforced: %d samples, p50 so far %s\n", s+1, ms(quantile(after, 0.5)))
+		}
 	}
 
 	q := quantile

@@ -170,26 +170,42 @@ func (f *feed) publish(ctx context.Context, cfg *rlsconfv3.RateLimitConfig, inst
 	if instances == 0 {
 		return 0, nil
 	}
+	if err := f.waitVersion(ctx, version, instances); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// waitAcked waits until instances instances (every connected one)
+// acknowledged the version published last.
+func (f *feed) waitAcked(ctx context.Context, instances int) error {
+	published, _ := f.srv.Versions()
+	return f.waitVersion(ctx, published, instances)
+}
+
+// waitVersion waits until instances instances (every connected one)
+// acknowledged version, or a later one.
+func (f *feed) waitVersion(ctx context.Context, version string, instances int) error {
 	timeout := time.NewTimer(3 * time.Minute)
 	defer timeout.Stop()
 	for {
 		r, err := f.srv.Rollout(version)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if r.Complete() && r.Connected >= instances {
-			return time.Since(start), nil
+			return nil
 		}
 		if len(r.Rejected) > 0 {
-			return 0, fmt.Errorf("ratelimit rejected version %s: %s", version, r.Rejected[0].LastNack.Message)
+			return fmt.Errorf("ratelimit rejected version %s: %s", version, r.Rejected[0].LastNack.Message)
 		}
 		select {
 		case <-f.updated:
 		case <-timeout.C:
-			return 0, fmt.Errorf("version %s not acknowledged by %d instances within 3 minutes (%d of %d connected did)",
+			return fmt.Errorf("version %s not acknowledged by %d instances within 3 minutes (%d of %d connected did)",
 				version, instances, r.Acked, r.Connected)
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }

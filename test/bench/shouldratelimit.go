@@ -218,8 +218,15 @@ func (b *bench) shouldRateLimit(ctx context.Context, rep *Report, procs *engineP
 	if _, err := f.publish(ctx, full, 1); err != nil {
 		return err
 	}
-	rl2, err := procs.ratelimit(ctx, f.addr, "bench-2", b.opts.RateLimitDomain)
+	// Started without a domain to wait for: its readiness probe would read
+	// /rlconfig, which takes longer than the probe allows with 100,000 apps.
+	// It serves once it has loaded a configuration, and the feed serves the
+	// full one alone; the feed then says both run it.
+	rl2, err := procs.ratelimit(ctx, f.addr, "bench-2", "")
 	if err != nil {
+		return err
+	}
+	if err := f.waitAcked(ctx, 2); err != nil {
 		return err
 	}
 	client2, closeConn2, err := dialRatelimit(rl2)
