@@ -49,10 +49,18 @@ type Config struct {
 	// at each footprint point.
 	ProfileDir string
 	Out        string
+	// SkipEngine, when set, is why the engine rows (engine.go) are skipped;
+	// EngineOnly runs the bulk load and the engine rows alone. EngineCalls
+	// and EngineLoad size the ShouldRateLimit rows (0: a smoke test's).
+	SkipEngine  string
+	EngineOnly  bool
+	EngineCalls int
+	EngineLoad  time.Duration
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, BigApps: 100000, Samples: 200, AdmissionSamples: 1000, Workers: 16, Resolve: true, Grow: true}
+	return Config{Apps: 10000, BigApps: 100000, Samples: 200, AdmissionSamples: 1000, Workers: 16, Resolve: true, Grow: true,
+		EngineCalls: 10000, EngineLoad: 5 * time.Second}
 }
 
 // bench holds a run's moving parts.
@@ -68,6 +76,7 @@ type bench struct {
 	// (supervise.FreeAddr; a test hands out a taken one).
 	freeAddr func() (string, error)
 	metrics  string // the manager's metrics URL
+	xdsAddr  string // the manager's xDS server
 	pprof    string // the manager's /debug/pprof/ URL
 	// managerEnv is what config/manager sets in the manager's environment, and
 	// memoryLimit its container's memory limit.
@@ -144,21 +153,29 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		return nil, err
 	}
 
-	steps := []func(context.Context, *Report) error{b.bulk, b.propagation, b.admission, b.footprint(cfg.Apps)}
+	steps := []func(context.Context, *Report) error{b.bulk, b.propagation, b.admission, b.enforced, b.footprint(cfg.Apps)}
 	if cfg.Grow && cfg.BigApps > cfg.Apps {
 		steps = append(steps, b.grow(cfg.BigApps), b.footprint(cfg.BigApps))
 	}
 	steps = append(steps, b.documentSize)
+	if cfg.EngineOnly {
+		steps = []func(context.Context, *Report) error{b.bulk, b.enforced}
+	}
 	for _, step := range steps {
 		if err := step(ctx, rep); err != nil {
 			return rep, err
 		}
 	}
-	if cfg.Resolve {
+	if cfg.Resolve || cfg.SkipEngine == "" {
 		// A gateway's lookup on a quiet machine: the manager and the control
 		// plane (with 100,000 AppQuotas) would compete for the CPU and its caches.
 		stopManager()
 		stopCluster()
+	}
+	if err := b.engineOffline(ctx, rep); err != nil {
+		return rep, err
+	}
+	if cfg.Resolve && !cfg.EngineOnly {
 		if err := b.resolve(ctx, rep); err != nil {
 			return rep, err
 		}

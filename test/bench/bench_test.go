@@ -39,7 +39,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := rep.Markdown()
-	for _, want := range []string{
+	for _, want := range append([]string{
 		"Bulk convergence, 100 apps [1]", "Bulk write amplification", "Bulk: every AppQuota Ready",
 		"Render, p50", "Render, p99", "Propagation, 100 apps, p50", "Propagation, 100 apps, p99", "Baseline back to back, p50", "Baseline back to back, p99",
 		"End to end, p50", "End to end, p99", "AppQuota patch, p50", "AppQuota patch, p99", "Floor, after the gap, p99", "Floor, back to back, p99",
@@ -49,7 +49,7 @@ func TestSmoke(t *testing.T) {
 		"Footprint, 100 apps: heap", "Footprint, 100 apps: RSS", "Footprint, 300 apps: RSS", "Footprint, 300 apps: GC cycles",
 		"Document, 100 apps: plain", "Document, 300 apps: largest object", ", compressed in 1 object |", ", sharded in ",
 		"\n[1] " + noteBulk + "\n",
-	} {
+	}, engineSmokeRows...) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}

@@ -6,7 +6,8 @@
 // AppQuotas); manager.go runs the manager as its own process and reads its
 // metrics, apiserver.go the API server's; stats.go holds the quantiles and
 // intervals and report.go the table. Each scenario has its own file: bulk,
-// propagation, admission, footprint, documentsize and resolve.
+// propagation, admission, footprint, documentsize and resolve; engine.go
+// introduces the engine rows (enforced, engineload, shouldratelimit).
 package main
 
 import (
@@ -25,6 +26,11 @@ func main() {
 	flag.IntVar(&cfg.Samples, "samples", cfg.Samples, "propagation samples")
 	flag.IntVar(&cfg.AdmissionSamples, "admission-samples", cfg.AdmissionSamples, "admission samples")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in the bulk load")
+	flag.StringVar(&cfg.SkipEngine, "skip-engine", "",
+		"skip the engine rows (ratelimit and redis-server), giving this reason in the report; the manager then serves no xDS")
+	flag.BoolVar(&cfg.EngineOnly, "engine-only", false, "run the bulk load and the engine rows alone")
+	flag.IntVar(&cfg.EngineCalls, "engine-calls", cfg.EngineCalls, "ShouldRateLimit calls timed with each configuration")
+	flag.DurationVar(&cfg.EngineLoad, "engine-load", cfg.EngineLoad, "how long each ShouldRateLimit throughput run lasts")
 	flag.BoolVar(&cfg.Grow, "grow", cfg.Grow, "load -big-apps AppQuotas into the cluster for the second footprint point")
 	flag.BoolVar(&cfg.Resolve, "resolve", cfg.Resolve, "run pkg/quotaconfig's Resolve benchmark")
 	flag.IntVar(&cfg.MaxConfigBytes, "max-config-bytes", 0, "the manager's --max-config-bytes (0: its default)")

@@ -40,11 +40,15 @@ func (b *bench) startManager(bin string) (*operatortest.Process, error) {
 		return nil, err
 	}
 	b.pprof = "http://" + pprofAddr + "/debug/pprof/"
-	return operatortest.StartManager(b.cluster, bin, b.managerEnv, b.log,
+	xdsFlags, err := b.xdsFlags()
+	if err != nil {
+		return nil, err
+	}
+	return operatortest.StartManager(b.cluster, bin, b.managerEnv, b.log, append([]string{
 		"--namespace", b.opts.Namespace, "--max-config-bytes", strconv.Itoa(b.opts.MaxConfigBytes),
 		"--shard-above-bytes", strconv.Itoa(b.opts.ShardAboveBytes),
 		"--metrics-bind-address", addr, "--metrics-secure=false", "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr,
-		"--zap-log-level", "error")
+		"--zap-log-level", "error"}, xdsFlags...)...)
 }
 
 func (b *bench) stopManager() {
