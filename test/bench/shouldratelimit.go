@@ -351,7 +351,7 @@ func exactAcrossInstances(ctx context.Context, rep *Report, redis *engine.Redis,
 // ratioWithInterval formats ratio, of the p99s of num and den, with its 95%
 // bootstrap interval (ratioInterval).
 func ratioWithInterval(ratio float64, num, den []time.Duration) string {
-	lo, hi := ratioInterval(num, den, 0.99)
+	lo, hi := ratioInterval(num, den)
 	return fmt.Sprintf("%.2fx (%.2f-%.2fx)", ratio, lo, hi)
 }
 
