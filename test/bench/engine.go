@@ -211,13 +211,13 @@ func (f *feed) waitVersion(ctx context.Context, version string, instances int) e
 }
 
 // offlineDocument renders the document of n bench AppQuotas (appQuota: one
-// override each) with the samples' catalog, as the controller renders it.
+// override each) with the default catalog, as the controller renders it.
 func (b *bench) offlineDocument(n int) (*quotaconfig.Document, error) {
 	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "samples", "quota_v1alpha1_quotaprofile.yaml"))
+	objs, err := manifest.ReadFiles(filepath.Join(root, "config", "catalog", "default.yaml"))
 	if err != nil {
 		return nil, err
 	}
