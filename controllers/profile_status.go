@@ -50,7 +50,9 @@ func (r *QuotaReconciler) updateProfileStatus(ctx context.Context, cached *quota
 	meta.SetStatusCondition(&p.Status.Conditions, cond)
 	p.Status.ObservedGeneration = p.Generation
 	p.Status.Groups = int32(len(p.Spec.EndpointGroups))
-	p.Status.Engine = engineStatus(r.Engine)
+	// status.engine is the engine watch's (engineWatch.reportProfiles): it
+	// changes with every version, and writing it here would cost each render
+	// a status write per QuotaProfile.
 	if equality.Semantic.DeepEqual(orig.Status, p.Status) {
 		return nil
 	}

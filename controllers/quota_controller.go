@@ -240,15 +240,16 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		return ctrl.Result{}, err
 	}
 	r.serveEngine(ctx, res, st, profiles.Items)
+	// AppQuotas' statuses are the status controller's job, so that writing
+	// them never holds up the next render; they are handed over before the
+	// QuotaProfiles' own status writes, which would delay them. It gets the
+	// result and the apps with an event: an AppQuota created under the name
+	// of one just deleted can have the same outcome, but not its status.
+	r.Board.publish(ctx, res, &snapshot{stored: st, budget: r.MaxConfigBytes, seq: res.Change.Seq}, changes.Names)
 	if err := r.reportProfiles(ctx, profiles.Items, res, st); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.reportExpirations(res, st)
-	// AppQuotas' statuses are the status controller's job, so that writing
-	// them never holds up the next render. It gets the result and the apps
-	// with an event: an AppQuota created under the name of one just deleted
-	// can have the same outcome, but not its status.
-	r.Board.publish(ctx, res, &snapshot{stored: st, budget: r.MaxConfigBytes, seq: res.Change.Seq}, changes.Names)
 	return ctrl.Result{RequeueAfter: r.pub.requeueAfter(r.now(), r.CompactAfter)}, nil
 }
 
