@@ -26,7 +26,7 @@ import (
 )
 
 // TestRatelimitOverlay: `kubectl apply -k config/ratelimit` installs the
-// operator and its rate-limit engine, wired as docs/enforcement.md says:
+// operator and its rate-limit engine, wired as docs/engine-operations.md says:
 // the API server accepts every object (cert-manager's kinds aside: this
 // cluster has no cert-manager) with no Pod Security warning in the
 // restricted namespace, and the engine has the settings the design depends
