@@ -120,7 +120,7 @@ func (b *bench) enforced(ctx context.Context, rep *Report) error {
 		quiet()
 		i := rand.IntN(n)
 		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":%d}]`, 7_000_000+s)
-		a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: appsNamespace, Name: appID(i)}}
+		a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: appID(i)}}
 		drainEnforced(events)
 		sent := time.Now()
 		if err := b.c.Patch(ctx, a, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
@@ -186,7 +186,7 @@ func (b *bench) waitEnforcedAll(ctx context.Context, n int) (time.Time, error) {
 	deadline := time.Now().Add(15 * time.Minute)
 	for {
 		var list quotav1.AppQuotaList
-		if err := b.c.List(ctx, &list, client.InNamespace(appsNamespace)); err != nil {
+		if err := b.c.List(ctx, &list, client.InNamespace(benchNamespace)); err != nil {
 			return time.Time{}, err
 		}
 		enforced := 0
@@ -221,10 +221,6 @@ func (b *bench) storedConfig(ctx context.Context) (*rlsconfv3.RateLimitConfig, e
 	return b.translate(doc)
 }
 
-// appsNamespace is the namespace of the bench's AppQuotas (appQuota) and
-// baseline ConfigMaps.
-const appsNamespace = "bench"
-
 // enforcedNow reports whether a reports Enforced=True for its generation.
 func enforcedNow(a *quotav1.AppQuota) bool {
 	c := meta.FindStatusCondition(a.Status.Conditions, quotav1.ConditionEnforced)
@@ -245,13 +241,13 @@ func (b *bench) watchEnforced(ctx context.Context) (<-chan enforcedEvent, func()
 		return nil, nil, err
 	}
 	var list quotav1.AppQuotaList
-	if err := b.c.List(ctx, &list, client.InNamespace(appsNamespace), client.Limit(1)); err != nil {
+	if err := b.c.List(ctx, &list, client.InNamespace(benchNamespace), client.Limit(1)); err != nil {
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &toolscache.ListWatch{
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return wc.Watch(ctx, &quotav1.AppQuotaList{}, client.InNamespace(appsNamespace), &client.ListOptions{Raw: &o})
+			return wc.Watch(ctx, &quotav1.AppQuotaList{}, client.InNamespace(benchNamespace), &client.ListOptions{Raw: &o})
 		},
 	})
 	if err != nil {
@@ -315,11 +311,11 @@ func waitEnforcedEvent(ctx context.Context, events <-chan enforcedEvent, name st
 // a function that updates it and times the update from sent to its watch
 // event: the baseline of a plain write.
 func (b *bench) configMapUpdate(ctx context.Context, name string) (func(string) (time.Duration, error), func(), error) {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: appsNamespace, Name: name}, Data: map[string]string{"v": "start"}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: name}, Data: map[string]string{"v": "start"}}
 	if err := b.c.Create(ctx, cm); err != nil {
 		return nil, nil, err
 	}
-	w, err := b.watchConfigMaps(ctx, appsNamespace, metav1.ListOptions{FieldSelector: "metadata.name=" + name}, cm.ResourceVersion)
+	w, err := b.watchConfigMaps(ctx, benchNamespace, metav1.ListOptions{FieldSelector: "metadata.name=" + name}, cm.ResourceVersion)
 	if err != nil {
 		return nil, nil, err
 	}

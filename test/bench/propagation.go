@@ -59,28 +59,11 @@ func (b *bench) propagation(ctx context.Context, rep *Report) error {
 		return err
 	}
 	// Baseline: a plain ConfigMap update, sent to seen by a watch.
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: "baseline"}, Data: map[string]string{"v": "0"}}
-	if err := b.c.Create(ctx, cm); err != nil {
-		return err
-	}
-	w, err := b.watchConfigMaps(ctx, benchNamespace, metav1.ListOptions{FieldSelector: "metadata.name=baseline"}, cm.ResourceVersion)
+	update, stop, err := b.configMapUpdate(ctx, "baseline")
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
-	update := func(v string) (time.Duration, error) {
-		cm.Data["v"] = v
-		sent := time.Now()
-		if err := b.c.Update(ctx, cm); err != nil {
-			return 0, err
-		}
-		for ev := range w.ResultChan() {
-			if c, ok := ev.Object.(*corev1.ConfigMap); ok && c.Data["v"] == v {
-				return time.Since(sent), nil
-			}
-		}
-		return 0, errors.New("baseline watch closed")
-	}
+	defer stop()
 	on, err := b.propagationSamples(ctx, 0, update)
 	if err != nil {
 		return err
