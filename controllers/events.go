@@ -17,10 +17,12 @@ var EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 // Renders counts the render loop's passes by outcome: "rendered" (merged and
 // stored), "skipped" (nothing had changed since the last render: the event of
-// the controller's own write, or a requeue with nothing due).
+// the controller's own write, or a requeue with nothing due), "held" (not
+// written: the stored configuration does not verify and the render would drop
+// last good entries; see QuotaReconciler.hold).
 var Renders = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "appquota_renders_total",
-	Help: "Render loop passes by outcome: rendered, or skipped because nothing changed since the last render.",
+	Help: "Render loop passes by outcome: rendered; skipped because nothing changed since the last render; held because the stored configuration does not verify and the render would drop last good entries.",
 }, []string{"outcome"})
 
 func init() {

@@ -19,10 +19,19 @@ type publisher struct {
 	// published is set while the merger's last result is the document the
 	// ConfigMaps hold (the merger keeps it, so no second copy of every app
 	// is kept here), and lastGoodHash is its hash: while the ConfigMap still
-	// holds it, it need not be parsed again, and when the ConfigMap's copy is
-	// missing or was edited into something unreadable it stands in.
+	// holds it, it need not be parsed again.
 	published    bool
 	lastGoodHash string
+	// trusted is set while the merger's last result carries every last good
+	// entry: it was merged from a stored document that verified, from a
+	// trusted last result, or when nothing was stored. When the stored set
+	// cannot be read it stands in for it; a merge without either is not
+	// trusted, and is held (see previous).
+	trusted bool
+	// rv are the resourceVersions our last writes returned, by ConfigMap
+	// name: the preconditions of the next writes, so that a deposed leader's
+	// write fails instead of landing over its successor's.
+	rv map[string]string
 	// lastWrite is when the ConfigMaps were last written.
 	lastWrite time.Time
 	// written is what the last render laid out, while the ConfigMaps were
@@ -33,9 +42,9 @@ type publisher struct {
 }
 
 // merge merges in, taking the merger's last result as the previous document
-// while it is the one published.
-func (p *publisher) merge(in render.Input) (*render.Result, error) {
-	in.PreviousIsLast = p.published && in.Previous == nil
+// when in has none and prev says so.
+func (p *publisher) merge(in render.Input, prev previous) (*render.Result, error) {
+	in.PreviousIsLast = in.Previous == nil && (prev == previousLast || prev == previousFallback)
 	// Until this result is written, the ConfigMaps hold something else.
 	p.published = false
 	res, err := p.merger.Merge(in)
@@ -43,6 +52,9 @@ func (p *publisher) merge(in render.Input) (*render.Result, error) {
 		return nil, err
 	}
 	p.nextExpiry = res.NextExpiry
+	// previousNone with nothing stored (a new install) is trusted: there is
+	// no last good entry to keep.
+	p.trusted = prev != previousUnverified
 	return res, nil
 }
 

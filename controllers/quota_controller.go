@@ -57,6 +57,9 @@ const (
 	// served (too large) or an instance refused it; the instances keep the
 	// last one. Recorded on the QuotaProfiles, which are few.
 	EventEngineRejected = "EngineRejected"
+	// EventStoredUnverified: a replica that cannot verify the stored
+	// configuration holds its writes rather than drop last good entries.
+	EventStoredUnverified = "StoredConfigUnverified"
 )
 
 // statusWriters bounds the concurrent status writes of one reconcile.
@@ -217,7 +220,11 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	if err := r.List(ctx, &profiles, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list QuotaProfiles: %w", err)
 	}
-	previous := r.previousDocument(ctx, ours)
+	prevDoc, prev, unreadable := r.previousDocument(ours)
+	if unreadable != nil {
+		ctrl.LoggerFrom(ctx).Info("the stored configuration does not verify", "err", unreadable.Error(),
+			"renderingFrom", map[previous]string{previousFallback: "the last document this replica merged", previousUnverified: "nothing"}[prev])
+	}
 	// From here a failure makes the next merge a full one, so the changes are
 	// taken now.
 	changes = r.takeChanges()
@@ -225,12 +232,18 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		DefaultProfile: r.DefaultProfile,
 		Profiles:       profiles.Items,
 		Changes:        changes,
-		Previous:       previous,
+		Previous:       prevDoc,
 		Now:            now,
-	})
+	}, prev)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("render: %w", err)
 	}
+	if prev == previousUnverified {
+		if apps, profs := needsLastGood(res); apps+profs > 0 {
+			return r.hold(ctx, profiles.Items, changes, unreadable, apps, profs), nil
+		}
+	}
+	r.pub.writer.Slot = r.slots(ours)
 	st, err := r.pub.lay(res, r.MaxConfigBytes, r.CompactAfter, r.shardName)
 	Renders.WithLabelValues("rendered").Inc()
 	if err != nil {
@@ -251,6 +264,30 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	}
 	r.reportExpirations(res, st)
 	return ctrl.Result{RequeueAfter: r.pub.requeueAfter(r.now(), r.CompactAfter)}, nil
+}
+
+// holdRetry is how often a held render (see hold) tries again without an event.
+const holdRetry = 30 * time.Second
+
+// hold keeps the stored configuration as it is: this replica cannot verify
+// it (unreadable says why) and has no render of its own to trust, and apps
+// AppQuotas and profs QuotaProfiles are invalid, so a render now would drop
+// their last good entries, which the stored set may still hold. It says so
+// on every QuotaProfile and tries again on the next change or after
+// holdRetry: a repaired set, or the invalid objects fixed, lets it write.
+// Deleting every ConfigMap of the set is the explicit way to start over.
+func (r *QuotaReconciler) hold(ctx context.Context, profiles []quotav1.QuotaProfile, changes *render.Changes, unreadable error,
+	apps, profs int) ctrl.Result {
+	Renders.WithLabelValues("held").Inc()
+	r.retryLater(changes)
+	msg := fmt.Sprintf("not writing the configuration: the stored one does not verify (%v), and %d invalid AppQuotas and %d invalid "+
+		"QuotaProfiles would lose their last good entries; repair or restore ConfigMap %s and its shards, or fix the invalid objects",
+		unreadable, apps, profs, r.ConfigMap)
+	ctrl.LoggerFrom(ctx).Info(msg)
+	for i := range profiles {
+		r.Recorder.Eventf(&profiles[i], nil, corev1.EventTypeWarning, EventStoredUnverified, "Render", "%s", msg)
+	}
+	return ctrl.Result{RequeueAfter: holdRetry}
 }
 
 // serveEngine hands the configuration just written to the rate-limit

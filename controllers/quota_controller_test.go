@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,20 +152,21 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 }
 
-// runWith replaces the operator TestMain started with one run with o, until
-// the returned restore is called or the test ends.
+// runWith replaces the running operator with one run with o (stopOperator
+// stops it), until the returned restore is called or the test ends; then
+// one run with the default options replaces it again.
 func runWith(t *testing.T, o wiring.Options) (restore func()) {
 	t.Helper()
 	ctx := context.Background()
 	stopOperator()
-	stop, err := operatortest.Run(ctx, cluster, o)
-	if err != nil {
+	var err error
+	if stopOperator, err = operatortest.Run(ctx, cluster, o); err != nil {
 		t.Fatal(err)
 	}
 	var once sync.Once
 	restore = func() {
 		once.Do(func() {
-			stop()
+			stopOperator()
 			var err error
 			if stopOperator, err = operatortest.Run(ctx, cluster, opts); err != nil {
 				t.Fatal(err)
@@ -656,15 +656,7 @@ func shardConfigMaps(t *testing.T) map[string]corev1.ConfigMap {
 func TestShardedOverBudget(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	// Random-looking reasons compress poorly, so a few dozen apps make a
-	// document several times the budget below even gzipped.
-	for i := range 60 {
-		o := raise(sendGroup, int64(200+i))
-		o.Reason = fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprint(i))))
-		if err := k8s.Create(ctx, appQuota(ns, fmt.Sprintf("s%d", i), fmt.Sprintf("shard-%d", i), o)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createIncompressible(t, ns, "shard", 60)
 	eventually(t, wait, wantLimit("shard-59", 259))
 	doc, _, err := document()
 	if err != nil {
@@ -686,7 +678,7 @@ func TestShardedOverBudget(t *testing.T) {
 
 	// One app changes: only the index is rewritten, carrying the app.
 	var a quotav1.AppQuota
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "s7"}, &a); err != nil {
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shard7"}, &a); err != nil {
 		t.Fatal(err)
 	}
 	a.Spec.Overrides[0].Limits[0].Max = 777
@@ -702,16 +694,29 @@ func TestShardedOverBudget(t *testing.T) {
 			t.Errorf("shard %s rewritten for a change the index carries", name)
 		}
 	}
-	// Quiet for CompactAfter: the app is folded into its shard, the only one
-	// rewritten, and the index carries nothing again.
+	// Quiet for CompactAfter: the app is folded into its shard, which is
+	// written to the other ConfigMap of its position (the index names the
+	// old one until it is switched); the old one is deleted after, every
+	// other shard is untouched, and the index carries nothing again.
 	home := index.Shards[quotaconfig.ShardOf("shard-7", len(index.Shards))].ConfigMap
 	eventually(t, wait, wantIndexCarriesNone)
 	eventually(t, wait, wantLimit("shard-7", 777))
-	for name, cm := range shardConfigMaps(t) {
-		if changed := cm.ResourceVersion != shards[name].ResourceVersion; changed != (name == home) {
-			t.Errorf("shard %s rewritten: %v; only %s, which holds the app, should be", name, changed, home)
+	eventually(t, wait, wantShardedIndex(&index))
+	after := checkShards(t, &index, small.MaxConfigBytes)
+	for name, cm := range after {
+		if old, ok := shards[name]; ok && old.ResourceVersion != cm.ResourceVersion {
+			t.Errorf("shard %s rewritten in place", name)
+		}
+		if _, ok := shards[name]; !ok && len(after) == len(shards) {
+			if _, stillThere := after[home]; stillThere {
+				t.Errorf("shard %s written, but %s, which held the app, is still there", name, home)
+			}
 		}
 	}
+	if _, ok := after[home]; ok {
+		t.Errorf("shard %s, which held the app, was not moved to its other slot", home)
+	}
+	shards = after
 
 	// A deleted shard comes back.
 	victim := shards[index.Shards[0].ConfigMap]

@@ -4,9 +4,12 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"net/http"
 	"os"
+	"strconv"
+	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -29,6 +32,11 @@ func main() {
 		probeAddr      string
 		pprofAddr      string
 		leaderElect    bool
+		leaderElectNS  string
+		leaseDuration  time.Duration
+		renewDeadline  time.Duration
+		retryPeriod    time.Duration
+		shutdown       time.Duration
 		webhookCertDir string
 		webhookHost    string
 		webhookPort    int
@@ -42,8 +50,25 @@ func main() {
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0",
 		"Address Go's pprof endpoints (/debug/pprof/) bind to, unauthenticated: keep it on localhost or off; 0 disables them.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica writes the ConfigMap; every replica serves the webhook.")
+	flag.StringVar(&leaderElectNS, "leader-election-namespace", "",
+		"Namespace of the leader election Lease (default: --namespace): needed to elect outside a cluster.")
+	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second,
+		"How long the other replicas wait, after the leader last renewed, before one takes over.")
+	flag.DurationVar(&renewDeadline, "leader-election-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew before it stops leading (and exits).")
+	flag.DurationVar(&retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to acquire or renew the Lease.")
+	flag.DurationVar(&shutdown, "graceful-shutdown-timeout", 20*time.Second,
+		"How long the manager waits for its runnables to stop on SIGTERM; keep it under the Pod's terminationGracePeriodSeconds.")
 	flag.Float64Var(&apiQPS, "kube-api-qps", 100, "Requests per second to the API server (status writes after a bulk change are the bulk of them).")
 	flag.IntVar(&apiBurst, "kube-api-burst", 200, "Burst of requests to the API server.")
+	flag.Func("status-qps", "Requests per second of the AppQuota status writes, a client of their own (default 1000).", func(v string) error {
+		q, err := strconv.ParseFloat(v, 32)
+		opts.StatusQPS = float32(q)
+		return err
+	})
+	flag.IntVar(&opts.StatusBurst, "status-burst", opts.StatusBurst, "Burst of AppQuota status writes above --status-qps.")
+	flag.DurationVar(&opts.ClockOffset, "clock-offset", 0,
+		"Testing only: shifts the clock that decides when overrides expire, to inject clock skew between replicas.")
 	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
@@ -102,12 +127,21 @@ func main() {
 			FilterProvider: metricsFilter(metricsSecure),
 			TLSOpts:        tlsOpts,
 		},
-		HealthProbeBindAddress: probeAddr,
-		PprofBindAddress:       pprofAddr,
-		Cache:                  wiring.CacheOptions(opts),
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "appquota-leader.quota.appquota.io",
-		WebhookServer:          webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
+		Cache:                   wiring.CacheOptions(opts),
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "appquota-leader.quota.appquota.io",
+		LeaderElectionNamespace: cmp.Or(leaderElectNS, opts.Namespace),
+		// Hand the Lease over on SIGTERM instead of making the next leader wait
+		// out its duration: the manager exits once it stops leading, so nothing
+		// runs as a leader after the release.
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
+		GracefulShutdownTimeout:       &shutdown,
+		WebhookServer:                 webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
 	})
 	if err != nil {
 		log.Error(err, "create manager")

@@ -107,8 +107,17 @@ func compressMembers(head []byte, apps map[string]quotaconfig.App) ([]byte, erro
 }
 
 // ShardKey is the key (and mounted file name) of shard i of n, compressed.
-func ShardKey(i, n int) string {
-	return "limits-" + strconv.Itoa(i) + "-of-" + strconv.Itoa(n) + ".json.gz"
+func ShardKey(i, n int) string { return SlotKey(i, n, 0) }
+
+// SlotKey is the key (and mounted file name) of shard i of n stored in slot
+// 0 or 1 (Writer.Slot): ShardKey's for slot 0, with ".b" before the
+// extension for slot 1, so that both slots mount into one volume.
+func SlotKey(i, n, slot int) string {
+	k := "limits-" + strconv.Itoa(i) + "-of-" + strconv.Itoa(n)
+	if slot == 1 {
+		k += ".b"
+	}
+	return k + ".json.gz"
 }
 
 // Split divides a document into an index and n shards as the controller stores

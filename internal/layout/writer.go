@@ -85,6 +85,14 @@ type Writer struct {
 	// ShardAbove. 0 keeps the canonical layout: plain, then compressed, then
 	// sharded only over the budget, every app in its shard.
 	ShardAbove int
+	// Slot, when set, picks where shard i of n, whose uncompressed document
+	// hashes to hash, is stored: slot 0 is shardName(i) under ShardKey(i, n),
+	// slot 1 shardName(i+MaxShards) under SlotKey(i, n, 1). The controller
+	// answers the slot that already holds exactly this shard, else the one
+	// its current index does not name, so that a write never changes an
+	// object a stored index refers to (docs/config-format.md, "Writes"). Nil
+	// stores every shard in slot 0.
+	Slot func(i, n int, hash string) int
 
 	// applied is the Seq of the last Change written, 0 when the next Write
 	// must start from its document alone.
@@ -385,7 +393,11 @@ func (r *Writer) layout(
 			r.shards = nil
 			return nil, nil
 		}
-		ref := quotaconfig.ShardRef{ConfigMap: shardName(i), Key: ShardKey(i, n), Hash: s.hash, Apps: len(s.apps)}
+		slot := 0
+		if r.Slot != nil {
+			slot = r.Slot(i, n, s.hash)
+		}
+		ref := quotaconfig.ShardRef{ConfigMap: shardName(i + slot*quotaconfig.MaxShards), Key: SlotKey(i, n, slot), Hash: s.hash, Apps: len(s.apps)}
 		refs = append(refs, ref)
 		st.Shards = append(st.Shards, StoredShard{Ref: ref, Data: s.gz})
 		st.PlainBytes += s.plain

@@ -595,3 +595,54 @@ func (f *feed) change(d *quotaconfig.Document) delta.Change {
 	f.apps, f.profile = apps, head
 	return ch
 }
+
+// TestStoreSlots: Writer.Slot places each shard in one of the two slots of
+// its position, under that slot's ConfigMap and key, and the stored set reads
+// back whole; keys are unique over both slots, so one volume mounts them all.
+func TestStoreSlots(t *testing.T) {
+	d := storeDoc(2000)
+	w := &layout.Writer{Slot: func(i, n int, hash string) int {
+		if !strings.HasPrefix(hash, "sha256:") || n < 2 {
+			t.Fatalf("Slot(%d, %d, %q)", i, n, hash)
+		}
+		return i % 2
+	}}
+	st, err := w.Write(delta.Whole(d), 8<<10, shardName)
+	if err != nil || st.Layout != layout.Sharded {
+		t.Fatalf("%v, %v", st, err)
+	}
+	n := len(st.Shards)
+	byKey := map[string][]byte{}
+	for i, s := range st.Shards {
+		wantCM, wantKey := shardName(i), layout.ShardKey(i, n)
+		if i%2 == 1 {
+			wantCM, wantKey = shardName(i+quotaconfig.MaxShards), strings.TrimSuffix(wantKey, ".json.gz")+".b.json.gz"
+		}
+		if s.Ref.ConfigMap != wantCM || s.Ref.Key != wantKey || layout.SlotKey(i, n, i%2) != wantKey {
+			t.Errorf("shard %d stored in %s under %s, want %s under %s", i, s.Ref.ConfigMap, s.Ref.Key, wantCM, wantKey)
+		}
+		byKey[s.Ref.Key] = s.Data
+	}
+	for i := range n {
+		if layout.SlotKey(i, n, 0) == layout.SlotKey(i, n, 1) {
+			t.Errorf("shard %d: both slots under key %s", i, layout.SlotKey(i, n, 0))
+		}
+	}
+	raw := st.Data
+	if st.Key == quotaconfig.GzipDataKey {
+		if raw, err = quotaconfig.Decompress(st.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index, err := quotaconfig.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := quotaconfig.Assemble(index, func(ref quotaconfig.ShardRef) ([]byte, error) { return byKey[ref.Key], nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Apps) != len(d.Apps) {
+		t.Errorf("read back %d apps, stored %d", len(got.Apps), len(d.Apps))
+	}
+}

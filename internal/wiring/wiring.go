@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"path/filepath"
 	"time"
 	"unique"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -71,6 +73,14 @@ type Options struct {
 	// the objects' statuses still tell everything.
 	EventRate  float64
 	EventBurst int
+	// StatusQPS and StatusBurst pace the AppQuota status writes, which go
+	// through a client of their own: after a bulk change they are one write
+	// per AppQuota, and at the manager's own pace (--kube-api-qps) 10,000 of
+	// them took over a minute. The API server's priority and fairness keeps
+	// them from starving other clients (config/manager/flowschema.yaml); they
+	// write only statuses that changed, each in one patch.
+	StatusQPS   float32
+	StatusBurst int
 	// XDSBindAddress is where the leader serves the rate-limit engine's
 	// configuration over xDS (envoyproxy/ratelimit with
 	// CONFIG_TYPE=GRPC_XDS_SOTW connects there); "0" serves none.
@@ -84,6 +94,10 @@ type Options struct {
 	XDSMaxMessageBytes int
 	// RateLimitDomain is the engine's domain the configuration is served in.
 	RateLimitDomain string
+	// ClockOffset is added to the render loop's clock, which decides when
+	// overrides expire: a fault-injection knob for clock skew between
+	// replicas (test/faults); 0 in production.
+	ClockOffset time.Duration
 	// DisableWebhook leaves the admission webhook out (tests that need to create
 	// objects a webhook would refuse, as if it had been down).
 	DisableWebhook bool
@@ -101,6 +115,8 @@ func DefaultOptions() Options {
 		MinWriteInterval: time.Second,
 		EventRate:        10,
 		EventBurst:       100,
+		StatusQPS:        1000,
+		StatusBurst:      2000,
 		// In process (tests, benchmarks) no xDS server unless asked for; the
 		// manager binary's flag serves one on :18000.
 		XDSBindAddress: "0",
@@ -132,6 +148,9 @@ func (o Options) Validate() error {
 	}
 	if o.CompactAfter <= 0 {
 		errs = append(errs, errors.New("compact after must be positive"))
+	}
+	if o.StatusQPS <= 0 || o.StatusBurst < 1 {
+		errs = append(errs, errors.New("status qps must be positive and status burst at least 1"))
 	}
 	if o.EventRate <= 0 || o.EventBurst < 1 {
 		errs = append(errs, errors.New("event rate must be positive and event burst at least 1"))
@@ -271,13 +290,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		ShardAbove:       o.ShardAboveBytes,
 		CompactAfter:     o.CompactAfter,
 		MinWriteInterval: o.MinWriteInterval,
+		Now:              clock(o.ClockOffset),
 		AppQuotas:        appQuotas.GetStore(),
 		Engine:           engine,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
-	status := &controllers.StatusReconciler{Client: mgr.GetClient(), Recorder: recorder, Board: board}
+	statusClient, err := newStatusClient(mgr, o)
+	if err != nil {
+		return err
+	}
+	status := &controllers.StatusReconciler{Client: statusClient, Recorder: recorder, Board: board}
 	if err := status.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up status controller: %w", err)
 	}
@@ -289,8 +313,16 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add healthz check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready means able to answer: the informers synced (the webhook reads
+	// them) and, where served, the webhook listening. A replica that is not
+	// gets no admission traffic from the Service.
+	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache())); err != nil {
 		return fmt.Errorf("add readyz check: %w", err)
+	}
+	if !o.DisableWebhook {
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return fmt.Errorf("add readyz check: %w", err)
+		}
 	}
 	return nil
 }
@@ -343,3 +375,39 @@ type leaderOnly struct{ *xds.Server }
 
 // NeedLeaderElection: see setupEngine.
 func (leaderOnly) NeedLeaderElection() bool { return true }
+
+// cacheSynced is a readiness check that passes once the manager's informers
+// have synced; it does not wait.
+func cacheSynced(c cache.Cache) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithCancel(req.Context())
+		cancel() // WaitForCacheSync answers at once with a cancelled context
+		if !c.WaitForCacheSync(ctx) {
+			return errors.New("informers not synced")
+		}
+		return nil
+	}
+}
+
+// newStatusClient returns the status writers' client: the manager's, reading
+// from its cache, with its own request budget (Options.StatusQPS).
+func newStatusClient(mgr ctrl.Manager, o Options) (client.Client, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst = o.StatusQPS, o.StatusBurst
+	c, err := client.New(cfg, client.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		Cache: &client.CacheOptions{Reader: mgr.GetCache()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status client: %w", err)
+	}
+	return c, nil
+}
+
+// clock is the render loop's clock: time.Now, offset when testing skew.
+func clock(offset time.Duration) func() time.Time {
+	if offset == 0 {
+		return nil
+	}
+	return func() time.Time { return time.Now().Add(offset) }
+}

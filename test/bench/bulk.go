@@ -13,7 +13,8 @@ const (
 	noteBulk = "Bulk convergence: from the last AppQuota create acknowledged to the ConfigMap watch event holding every " +
 		"app; the baseline is how long the creates took, and their rate."
 	noteBulkWrites = "ConfigMap writes / AppQuota changes during the bulk load."
-	noteBulkReady  = "From the last create acknowledged to every AppQuota reporting Ready=True for its generation (status writes follow the ConfigMap)."
+	noteBulkReady  = "From the configuration converging (the ConfigMap watch event holding every app) to every AppQuota reporting " +
+		"Ready=True for its generation, polled every 0.5 s: the status writers' own budget, --status-qps (docs/decisions/2026-12-04-status-write-budget.md)."
 )
 
 func (b *bench) bulk(ctx context.Context, rep *Report) error {
@@ -44,8 +45,10 @@ func (b *bench) bulk(ctx context.Context, rep *Report) error {
 			Target: "≤ 5 s", Met: met(converge <= 5*time.Second)},
 		Row{Name: "Bulk write amplification", Notes: []string{noteBulkWrites},
 			Measured: fmt.Sprintf("%d / %d = %.4f", writes, b.cfg.Apps, amp), Target: "≤ 0.01", Met: met(amp <= 0.01)},
-		Row{Name: "Bulk: every AppQuota Ready", Notes: []string{noteBulkReady},
-			Measured: settled.Sub(last).Round(100 * time.Millisecond).String()},
+		Row{Name: fmt.Sprintf("Bulk: every AppQuota Ready after convergence, %d apps", b.cfg.Apps), Notes: []string{noteBulkReady},
+			Measured: max(settled.Sub(done), 0).Round(100 * time.Millisecond).String(),
+			Baseline: fmt.Sprintf("%s after the last create", settled.Sub(last).Round(100*time.Millisecond)),
+			Target:   "≤ 10 s", Met: met(settled.Sub(done) <= 10*time.Second)},
 	)
 	return nil
 }

@@ -1,0 +1,187 @@
+package controllers_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/layout"
+	"github.com/appquota/appquota/pkg/quotaconfig"
+)
+
+// createIncompressible creates n AppQuotas in ns whose overrides carry
+// random-looking reasons, which compress poorly: a few dozen make a document
+// several times a small budget even gzipped. App i has appID prefix-i and
+// max 200+i.
+func createIncompressible(t *testing.T, ns, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		o := raise(sendGroup, int64(200+i))
+		o.Reason = fmt.Sprintf("%x", sha256.Sum256([]byte(prefix+fmt.Sprint(i))))
+		if err := k8s.Create(context.Background(), appQuota(ns, fmt.Sprintf("%s%d", prefix, i), fmt.Sprintf("%s-%d", prefix, i), o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// denyIndexUpdates makes the API server refuse every update of the named
+// ConfigMap (the index), with a ValidatingAdmissionPolicy, until the returned
+// func is called: a write of the stored set then fails between its shards
+// and its index, as when the leader dies there.
+func denyIndexUpdates(t *testing.T) (allow func()) {
+	t.Helper()
+	ctx := context.Background()
+	name := "deny-index-updates"
+	policy := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Update},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{{
+				Expression: fmt.Sprintf("object.metadata.name != %q", opts.ConfigMapName),
+				Message:    "index updates are refused by this test",
+			}},
+		},
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+		},
+	}
+	for _, o := range []client.Object{policy, binding} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allow = func() {
+		for _, o := range []client.Object{binding, policy} {
+			if err := k8s.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+				t.Error(err)
+			}
+		}
+		// Gone once an update of the index goes through again.
+		eventually(t, wait, func() error { return indexUpdate(client.DryRunAll) })
+	}
+	t.Cleanup(allow)
+	// In force once the API server refuses an update of the index.
+	eventually(t, wait, func() error {
+		if err := indexUpdate(client.DryRunAll); err == nil {
+			return fmt.Errorf("the policy is not in force yet")
+		}
+		return nil
+	})
+	return allow
+}
+
+// indexUpdate updates the index ConfigMap as it is (with opts, a dry run).
+func indexUpdate(opts ...client.UpdateOption) error {
+	_, cm, err := document()
+	if err != nil {
+		return err
+	}
+	cm.Annotations = map[string]string{"test": "probe"}
+	return k8s.Update(context.Background(), cm, opts...)
+}
+
+// TestHalfWrittenSetKeepsLastGood: a write of a sharded configuration that
+// stops between the shards and the index (here the API server refuses the
+// index) leaves a set that still verifies: the index names shards no write
+// touched. A new leader started then reads it, and an AppQuota that is
+// invalid now (created past the webhook) keeps its last good entry, while
+// the change that was being written goes out.
+func TestHalfWrittenSetKeepsLastGood(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	createIncompressible(t, ns, "half", 60)
+	bad := appQuota(ns, "bad", "half-bad", raise(sendGroup, 400))
+	if err := k8s.Create(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	applied(t, bad, "half-bad", 400)
+	doc, _, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := json.Marshal(doc)
+	gz, _ := layout.Compress(whole)
+	small := opts
+	small.MaxConfigBytes = len(gz) / 3
+	// Every change rewrites its shard, then the index.
+	small.ShardAboveBytes = 0
+	runWith(t, small)
+	var index quotaconfig.Document
+	eventually(t, wait, wantShardedIndex(&index))
+
+	// bad turns invalid: its last good entry stays.
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
+		t.Fatal(err)
+	}
+	bad.Spec.Overrides[0].Group = "messages-send-userz"
+	if err := k8s.Update(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(bad), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+
+	// A change whose write stops after its shard.
+	before := shardConfigMaps(t)
+	allow := denyIndexUpdates(t)
+	var a quotav1.AppQuota
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "half3"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	a.Spec.Overrides[0].Limits[0].Max = 3333
+	if err := k8s.Update(ctx, &a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() error {
+		for name, cm := range shardConfigMaps(t) {
+			if old, ok := before[name]; !ok || old.ResourceVersion != cm.ResourceVersion {
+				return nil // a shard was written
+			}
+		}
+		return fmt.Errorf("no shard written yet")
+	})
+	// Gateways, and anyone reading the set, still read it whole: the old one.
+	if err := wantLimit("half-3", 203)(); err != nil {
+		t.Errorf("between the shard and the index: %v", err)
+	}
+
+	// A new leader, with no memory of its own, after the fault is gone.
+	stopOperator()
+	allow()
+	runWith(t, small)
+	eventually(t, wait, wantLimit("half-3", 3333))
+	if err := wantLimit("half-bad", 400)(); err != nil {
+		t.Errorf("the invalid AppQuota lost its last good entry: %v", err)
+	}
+	eventually(t, wait, func() error {
+		var got quotav1.AppQuota
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), &got); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(got.Status.Conditions, quotav1.ConditionReady); c == nil ||
+			c.Message == "" || c.Status != metav1.ConditionFalse {
+			return fmt.Errorf("Ready: %+v", c)
+		}
+		return nil
+	})
+	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+}
