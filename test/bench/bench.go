@@ -52,8 +52,10 @@ type Config struct {
 	// SkipEngine, when set, is why the engine rows (engine.go) are skipped;
 	// EngineOnly runs the bulk load and the engine rows alone. EngineCalls
 	// and EngineLoad size the ShouldRateLimit rows (0: a smoke test's).
-	SkipEngine  string
-	EngineOnly  bool
+	SkipEngine string
+	EngineOnly bool
+	// BulkOnly runs the bulk load's rows alone.
+	BulkOnly    bool
 	EngineCalls int
 	EngineLoad  time.Duration
 }
@@ -161,6 +163,9 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if cfg.EngineOnly {
 		steps = []func(context.Context, *Report) error{b.bulk, b.enforced}
 	}
+	if cfg.BulkOnly {
+		steps = []func(context.Context, *Report) error{b.bulk}
+	}
 	for _, step := range steps {
 		if err := step(ctx, rep); err != nil {
 			return rep, err
@@ -171,6 +176,9 @@ func run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		// plane (with 100,000 AppQuotas) would compete for the CPU and its caches.
 		stopManager()
 		stopCluster()
+	}
+	if cfg.BulkOnly {
+		return rep, nil
 	}
 	if err := b.engineOffline(ctx, rep); err != nil {
 		return rep, err

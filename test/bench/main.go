@@ -29,6 +29,7 @@ func main() {
 	flag.StringVar(&cfg.SkipEngine, "skip-engine", "",
 		"skip the engine rows (ratelimit and redis-server), giving this reason in the report; the manager then serves no xDS")
 	flag.BoolVar(&cfg.EngineOnly, "engine-only", false, "run the bulk load and the engine rows alone")
+	flag.BoolVar(&cfg.BulkOnly, "bulk-only", false, "run the bulk load's rows alone")
 	flag.IntVar(&cfg.EngineCalls, "engine-calls", cfg.EngineCalls, "ShouldRateLimit calls timed with each configuration")
 	flag.DurationVar(&cfg.EngineLoad, "engine-load", cfg.EngineLoad, "how long each ShouldRateLimit throughput run lasts")
 	flag.BoolVar(&cfg.Grow, "grow", cfg.Grow, "load -big-apps AppQuotas into the cluster for the second footprint point")

@@ -24,15 +24,7 @@ func TestFailoverSettings(t *testing.T) {
 	out := kubectl(t, "kustomize", "config/default")
 	var dep *appsv1.Deployment
 	var pdb *policyv1.PodDisruptionBudget
-	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, doc := range splitYAML(t, out) {
 		var kind struct{ Kind string }
 		if err := yaml.Unmarshal(doc, &kind); err != nil {
 			t.Fatal(err)
@@ -129,4 +121,21 @@ func hasArg(args []string, want string) bool {
 		}
 	}
 	return false
+}
+
+// splitYAML returns the documents of a multi-document YAML stream.
+func splitYAML(t *testing.T, stream string) [][]byte {
+	t.Helper()
+	var docs [][]byte
+	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(stream)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, doc)
+	}
 }
