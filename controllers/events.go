@@ -22,7 +22,8 @@ var EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 // last good entries; see QuotaReconciler.hold).
 var Renders = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "appquota_renders_total",
-	Help: "Render loop passes by outcome: rendered; skipped because nothing changed since the last render; held because the stored configuration does not verify and the render would drop last good entries.",
+	Help: "Render loop passes by outcome: rendered; skipped because nothing changed since the last render; " +
+		"held because the stored configuration does not verify and the render would drop last good entries.",
 }, []string{"outcome"})
 
 func init() {

@@ -14,7 +14,8 @@ const (
 		"app; the baseline is how long the creates took, and their rate."
 	noteBulkWrites = "ConfigMap writes / AppQuota changes during the bulk load."
 	noteBulkReady  = "From the configuration converging (the ConfigMap watch event holding every app) to every AppQuota reporting " +
-		"Ready=True for its generation, polled every 0.5 s: the status writers' own budget, --status-qps (docs/decisions/2026-12-04-status-write-budget.md)."
+		"Ready=True for its generation, polled every 0.5 s: the status writers' own budget, --status-qps " +
+		"(docs/decisions/2026-12-04-status-write-budget.md)."
 )
 
 func (b *bench) bulk(ctx context.Context, rep *Report) error {

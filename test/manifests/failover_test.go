@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -59,7 +60,13 @@ func TestFailoverSettings(t *testing.T) {
 		t.Errorf("PodDisruptionBudget minAvailable = %v, want 1", pdb.Spec.MinAvailable)
 	}
 
-	spec := dep.Spec.Template.Spec
+	checkManagerPod(t, dep.Spec.Template.Spec, podLabels)
+}
+
+// checkManagerPod checks the manager's Pod template: spread over nodes,
+// ready on /readyz, electing a leader, and stopping within its grace.
+func checkManagerPod(t *testing.T, spec corev1.PodSpec, podLabels labels.Set) {
+	t.Helper()
 	spread := false
 	for _, c := range spec.TopologySpreadConstraints {
 		if s, err := labels.Set(c.LabelSelector.MatchLabels).AsValidatedSelector(); c.TopologyKey == "kubernetes.io/hostname" && err == nil && s.Matches(podLabels) {
@@ -97,6 +104,7 @@ func TestFailoverSettings(t *testing.T) {
 	shutdown := 20 * time.Second // the flag's default
 	for _, a := range args {
 		if v, ok := strings.CutPrefix(a, "--graceful-shutdown-timeout="); ok {
+			var err error
 			if shutdown, err = time.ParseDuration(v); err != nil {
 				t.Fatalf("%s: %v", a, err)
 			}
