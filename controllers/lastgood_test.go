@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -181,6 +182,91 @@ func TestHalfWrittenSetKeepsLastGood(t *testing.T) {
 		}
 		return nil
 	})
+	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnverifiedSetHolds: a new leader that finds the stored set damaged (a
+// flipped byte in a shard) and has no render of its own does not drop the
+// last good entry of an invalid AppQuota: it writes nothing and says so on
+// the QuotaProfiles. Once the shard is restored, it writes again, with the
+// entry kept.
+func TestUnverifiedSetHolds(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	createIncompressible(t, ns, "hold", 60)
+	bad := appQuota(ns, "bad", "hold-bad", raise(sendGroup, 400))
+	if err := k8s.Create(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	applied(t, bad, "hold-bad", 400)
+	doc, _, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := json.Marshal(doc)
+	gz, _ := layout.Compress(whole)
+	small := opts
+	small.MaxConfigBytes = len(gz) / 3
+	runWith(t, small)
+	var index quotaconfig.Document
+	eventually(t, wait, wantShardedIndex(&index))
+	eventually(t, wait, wantIndexCarriesNone)
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
+		t.Fatal(err)
+	}
+	bad.Spec.Overrides[0].Group = "messages-send-userz"
+	if err := k8s.Update(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(bad), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+
+	// The leader goes; a shard is damaged; a new leader comes.
+	stopOperator()
+	_, cm, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexVersion := cm.ResourceVersion
+	victim := shardConfigMaps(t)[index.Shards[0].ConfigMap]
+	key := index.Shards[0].Key
+	good := append([]byte(nil), victim.BinaryData[key]...)
+	victim.BinaryData[key][len(good)/2] ^= 0xff
+	if err := k8s.Update(ctx, &victim); err != nil {
+		t.Fatal(err)
+	}
+	runWith(t, small)
+	eventually(t, wait, hasEvent("default", "default", "StoredConfigUnverified"))
+	var now corev1.ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(cm), &now); err != nil {
+		t.Fatal(err)
+	}
+	if now.ResourceVersion != indexVersion {
+		t.Errorf("the new leader wrote the index over a set it could not verify")
+	}
+
+	// Restored: the set verifies again, the held render goes out, and the
+	// invalid AppQuota's last good entry is still there.
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(&victim), &victim); err != nil {
+		t.Fatal(err)
+	}
+	victim.BinaryData[key] = good
+	if err := k8s.Update(ctx, &victim); err != nil {
+		t.Fatal(err)
+	}
+	a := &quotav1.AppQuota{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "hold5"}, a); err != nil {
+		t.Fatal(err)
+	}
+	a.Spec.Overrides[0].Limits[0].Max = 5555
+	if err := k8s.Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, wantLimit("hold-5", 5555))
+	if err := wantLimit("hold-bad", 400)(); err != nil {
+		t.Errorf("the invalid AppQuota lost its last good entry: %v", err)
+	}
 	if err := k8s.DeleteAllOf(ctx, &quotav1.AppQuota{}, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
