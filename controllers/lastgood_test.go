@@ -271,3 +271,37 @@ func TestUnverifiedSetHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRaiseAboveCeilingFailsClosed: an AppQuota that raises above its
+// profile's raiseCeiling and got past admission (no webhook runs here) is
+// refused by the render too: its last good limits stay.
+func TestRaiseAboveCeilingFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	p := testProfile("ceilinged")
+	p.Spec.EndpointGroups[0].Limits[0].RaiseCeiling = 500
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, p) })
+	a := appQuota(ns, "acme", "ceiling-1", raise(sendGroup, 500))
+	a.Spec.Profile = "ceilinged"
+	if err := k8s.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	applied(t, a, "ceiling-1", 500)
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), a); err != nil {
+		t.Fatal(err)
+	}
+	a.Spec.Overrides[0].Limits[0].Max = 5000
+	if err := k8s.Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(a), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+	if err := wantLimit("ceiling-1", 500)(); err != nil {
+		t.Errorf("a raise above the ceiling reached the configuration, or the last good limit was lost: %v", err)
+	}
+	if err := k8s.Delete(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -36,6 +36,7 @@ const (
 )
 
 // Limit is one counting rule of an endpoint group in a QuotaProfile.
+// +kubebuilder:validation:XValidation:rule="!has(self.raiseCeiling) || self.raiseCeiling >= self.max",message="raiseCeiling must be at least max: it bounds raises, not the default",fieldPath=".raiseCeiling"
 type Limit struct {
 	// unit is what a call consumes: Requests counts each call once; Messages counts
 	// each target of the call (each recipient user, group or chat room) once.
@@ -59,6 +60,16 @@ type Limit struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000
 	Max int64 `json:"max"`
+
+	// raiseCeiling is the most an AppQuota may raise this limit to: an
+	// override above it (or unlimited) is refused, naming the ceiling, and
+	// the platform team raises the ceiling for a tenant who needs more.
+	// Lowering and blocking are always allowed. Unset: no ceiling. Only the
+	// limits of endpoint groups have one (overrides name a group).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	RaiseCeiling int64 `json:"raiseCeiling,omitempty"`
 }
 
 // OverrideLimit is one counting rule in an AppQuota override. It replaces the

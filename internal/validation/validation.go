@@ -237,6 +237,7 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 			errs = append(errs, field.Invalid(overridePath(i).Child("group"), o.Group, msg))
 			continue
 		}
+		errs = append(errs, ceilingErrors(g, profile, i, o.Limits)...)
 		var routes []quotaconfig.Route // the group's, converted when needed
 		for li, l := range o.Limits {
 			if l.ScopeOrDefault() != quotav1.ScopeUser {
@@ -408,4 +409,29 @@ func distance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// ceilingErrors refuses the override limits (of override i, on group g of
+// QuotaProfile profile) that raise above the ceiling g's limit with the same
+// key sets (Limit.RaiseCeiling).
+func ceilingErrors(g *quotav1.EndpointGroup, profile string, i int, limits []quotav1.OverrideLimit) field.ErrorList {
+	var errs field.ErrorList
+	for li, l := range limits {
+		for _, pl := range g.Limits {
+			if pl.RaiseCeiling == 0 || pl.Unit != l.Unit || pl.Window != l.Window || pl.ScopeOrDefault() != l.ScopeOrDefault() {
+				continue
+			}
+			p := overridePath(i).Child("limits").Index(li)
+			msg := fmt.Sprintf("above the raise ceiling of %d %s/%s that QuotaProfile %q sets for group %q; "+
+				"lowering and blocking are allowed, raising further needs the platform team to raise the ceiling",
+				pl.RaiseCeiling, pl.Unit, pl.Window, profile, g.Name)
+			switch {
+			case l.Unlimited:
+				errs = append(errs, field.Invalid(p.Child("unlimited"), true, msg))
+			case l.Max > pl.RaiseCeiling:
+				errs = append(errs, field.Invalid(p.Child("max"), l.Max, msg))
+			}
+		}
+	}
+	return errs
 }

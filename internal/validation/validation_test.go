@@ -103,3 +103,42 @@ func TestAppQuota(t *testing.T) {
 		})
 	}
 }
+
+// TestRaiseCeiling: an override may lower, block or raise a limit up to the
+// ceiling its profile sets, not above it, and not to unlimited; limits
+// without a ceiling, or with another key, are not bound by it.
+func TestRaiseCeiling(t *testing.T) {
+	g := group("messages-send-users", route("POST", "/app-id/{app_id}/messages/users"))
+	g.Limits[0].RaiseCeiling = 500
+	p := profile(g)
+	lim := func(max int64, unlimited bool) quotav1.OverrideLimit {
+		return quotav1.OverrideLimit{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: max, Unlimited: unlimited}
+	}
+	const above = `above the raise ceiling of 500 Requests/Second that QuotaProfile "default" sets for group "messages-send-users"; ` +
+		`lowering and blocking are allowed, raising further needs the platform team to raise the ceiling`
+	cases := []struct {
+		name string
+		l    quotav1.OverrideLimit
+		want string
+	}{
+		{"raise to the ceiling", lim(500, false), ""},
+		{"lower", lim(10, false), ""},
+		{"block", lim(0, false), ""},
+		{"raise above", lim(501, false), `spec.overrides[0].limits[0].max: Invalid value: 501: ` + above},
+		{"unlimited", lim(0, true), `spec.overrides[0].limits[0].unlimited: Invalid value: true: ` + above},
+		{"another window, no ceiling", quotav1.OverrideLimit{Unit: quotav1.UnitRequests, Window: quotav1.WindowMinute, Max: 100000}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &quotav1.AppQuota{Spec: quotav1.AppQuotaSpec{AppID: "123", Profile: "default",
+				Overrides: []quotav1.Override{{Group: "messages-send-users", Limits: []quotav1.OverrideLimit{tc.l}}}}}
+			got := validation.AppQuota(a, validation.Reference{Profile: p}).ToAggregate()
+			switch {
+			case tc.want == "" && got != nil:
+				t.Errorf("got %v, want no error", got)
+			case tc.want != "" && (got == nil || got.Error() != tc.want):
+				t.Errorf("got  %v\nwant %s", got, tc.want)
+			}
+		})
+	}
+}

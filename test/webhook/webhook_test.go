@@ -276,3 +276,44 @@ func TestWebhookServesHTTP1Only(t *testing.T) {
 		t.Errorf("webhook server negotiated %q with a client offering h2 and http/1.1, want http/1.1 (HTTP/2 is off unless --enable-http2)", got)
 	}
 }
+
+// TestRaiseCeiling: a QuotaProfile's raiseCeiling bounds what an AppQuota may
+// raise to: above it kubectl prints the ceiling and who can lift it; up to it,
+// lowering and blocking go through; a ceiling under the default is refused
+// by the schema.
+func TestRaiseCeiling(t *testing.T) {
+	mustApply(t, `apiVersion: quota.appquota.io/v1alpha1
+kind: QuotaProfile
+metadata: {name: ceilinged}
+spec:
+  fallback: {limits: [{unit: Requests, window: Second, max: 100}]}
+  endpointGroups:
+  - {name: send, routes: [{method: POST, path: "/app-id/{app_id}/send"}], limits: [{unit: Requests, window: Second, max: 100, raiseCeiling: 500}]}
+`)
+	withProfile := func(name, appID, max string) string {
+		return strings.Replace(appQuota("team-b", name, appID, `  - {group: send, limits: [{unit: Requests, window: Second, max: `+max+`}]}`),
+			"overrides:", "profile: ceilinged\n  overrides:", 1)
+	}
+	out, ok := kubectl(t, withProfile("over", "7001", "501"), "create", "-f", "-")
+	want := fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "over",
+		`spec.overrides[0].limits[0].max: Invalid value: 501: above the raise ceiling of 500 Requests/Second that QuotaProfile "ceilinged" sets for group "send"; `+
+			`lowering and blocking are allowed, raising further needs the platform team to raise the ceiling`)
+	if ok || strings.TrimSpace(out) != want {
+		t.Errorf("a raise above the ceiling: kubectl printed\n  %s\nwant\n  %s", strings.TrimSpace(out), want)
+	}
+	for i, max := range []string{"500", "10", "0"} {
+		mustApply(t, withProfile(fmt.Sprintf("within-%d", i), fmt.Sprintf("700%d", i+2), max))
+	}
+	out, ok = kubectl(t, `apiVersion: quota.appquota.io/v1alpha1
+kind: QuotaProfile
+metadata: {name: low-ceiling}
+spec:
+  fallback: {limits: [{unit: Requests, window: Second, max: 100}]}
+  endpointGroups:
+  - {name: send, routes: [{method: POST, path: "/app-id/{app_id}/send"}], limits: [{unit: Requests, window: Second, max: 100, raiseCeiling: 50}]}
+`, "create", "-f", "-")
+	if ok || !strings.Contains(out, "spec.endpointGroups[0].limits[0].raiseCeiling: Invalid value") ||
+		!strings.Contains(out, "raiseCeiling must be at least max") {
+		t.Errorf("a ceiling under the default: kubectl printed\n%s", out)
+	}
+}
