@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+)
+
+func appName(i int) string { return fmt.Sprintf("app-%06d", i) }
+
+func (h *harness) appQuota(i int) *quotav1.AppQuota {
+	why := "fault injection"
+	if h.incompressible {
+		why = reason(i)
+	}
+	return &quotav1.AppQuota{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNamespace, Name: appName(i)},
+		Spec: quotav1.AppQuotaSpec{AppID: appName(i), Overrides: []quotav1.Override{{
+			Group:  h.groups[i%len(h.groups)],
+			Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowHour, Max: int64(1000 + i)}},
+			Reason: why,
+		}}},
+	}
+}
+
+// createApps creates AppQuotas [from, to) with workers concurrent creates.
+// A create refused while a fault is in progress (the webhook's replica
+// restarting) is tried again until timeout; one that already exists counts
+// as made.
+func (h *harness) createApps(ctx context.Context, from, to, workers int) error {
+	var next atomic.Int64
+	next.Store(int64(from))
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= to {
+					return
+				}
+				err := poll(ctx, "create "+appName(i), 2*time.Minute, func(ctx context.Context) (bool, error) {
+					err := h.c.Create(ctx, h.appQuota(i))
+					return err == nil || apierrors.IsAlreadyExists(err), err
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				h.created.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// editor changes the max of apps' overrides while a fault runs, and records
+// the last value the API server accepted for each app: the oracle checks
+// that each app ends with that value.
+type editor struct {
+	h        *harness
+	lo, hi   int // the apps edited: [lo, hi)
+	mu       sync.Mutex
+	accepted map[string]int64
+	edits    atomic.Int64
+	failed   atomic.Int64
+}
+
+func newEditor(h *harness, lo, hi int) *editor {
+	return &editor{h: h, lo: lo, hi: hi, accepted: map[string]int64{}}
+}
+
+// run edits random apps until ctx ends.
+func (e *editor) run(ctx context.Context, workers int) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := e.edit(ctx, e.lo+rand.IntN(e.hi-e.lo)); err != nil && ctx.Err() == nil {
+					// A refused edit is not recorded, so it cannot be lost; the
+					// fault is allowed to refuse writes for a while.
+					e.failed.Add(1)
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	return &wg
+}
+
+// edit raises app i's override max by one, a read-modify-write retried on
+// conflict. Each accepted update raises the value, so the last one accepted
+// is the largest recorded.
+func (e *editor) edit(ctx context.Context, i int) error {
+	var set int64
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var a quotav1.AppQuota
+		if err := e.h.c.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName(i)}, &a); err != nil {
+			return err
+		}
+		if len(a.Spec.Overrides) == 0 || len(a.Spec.Overrides[0].Limits) == 0 {
+			return errors.New(appName(i) + " has no override to edit")
+		}
+		set = a.Spec.Overrides[0].Limits[0].Max + 1
+		a.Spec.Overrides[0].Limits[0].Max = set
+		return e.h.c.Update(ctx, &a)
+	})
+	if err != nil {
+		return fmt.Errorf("edit %s: %w", appName(i), err)
+	}
+	e.mu.Lock()
+	e.accepted[appName(i)] = max(e.accepted[appName(i)], set)
+	e.mu.Unlock()
+	e.edits.Add(1)
+	return nil
+}
