@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -49,6 +51,7 @@ type harness struct {
 	bin      string
 	env      []string
 	extra    []string // flags added to both managers
+	logDir   string   // where the managers' logs are copied, if set
 	replicas [2]*replica
 	groups   []string
 	created  atomic.Int64 // AppQuotas createApps has made
@@ -76,7 +79,7 @@ type replica struct {
 
 func newHarness(ctx context.Context, log io.Writer, bin string, extra ...string) (*harness, error) {
 	ctrl.SetLogger(logr.Discard())
-	h := &harness{log: log, bin: bin, opts: wiring.DefaultOptions(), extra: extra, hashes: map[string]bool{}}
+	h := &harness{log: log, logDir: os.Getenv("FAULTS_LOG_DIR"), bin: bin, opts: wiring.DefaultOptions(), extra: extra, hashes: map[string]bool{}}
 	root, err := localcluster.RepoRoot()
 	if err != nil {
 		return nil, err
@@ -187,17 +190,25 @@ var hashRE = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
 func (h *harness) logWriter(r *replica) io.Writer {
 	pr, pw := io.Pipe()
 	go func() {
+		var copyTo io.Writer = io.Discard
+		if h.logDir != "" {
+			if f, err := os.OpenFile(filepath.Join(h.logDir, "manager-"+r.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+				defer f.Close()
+				copyTo = f
+			}
+		}
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
+			fmt.Fprintln(copyTo, line)
 			h.mu.Lock()
 			if strings.Contains(line, "wrote configuration") {
 				for _, m := range hashRE.FindAllString(line, -1) {
 					h.hashes[m] = true
 				}
 			}
-			if strings.Contains(line, "successfully acquired lease") {
+			if strings.Contains(strings.ToLower(line), "successfully acquired lease") {
 				r.leading = true
 			}
 			if strings.Contains(line, "the object has been modified") {
