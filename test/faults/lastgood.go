@@ -65,7 +65,9 @@ func lastGoodOnce(ctx context.Context, cfg Config, bin string, res *result) erro
 	if o.previous, _, _, err = h.stored(runCtx); err != nil {
 		return err
 	}
-	if len(o.previous.Shards) == 0 {
+	if shards, err := h.shardVersions(runCtx); err != nil {
+		return err
+	} else if len(shards) == 0 {
 		return fmt.Errorf("the configuration of %d apps is not sharded: the fault needs a sharded set", apps)
 	}
 	bad := client.ObjectKey{Namespace: appNamespace, Name: appName(0)}
