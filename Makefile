@@ -79,3 +79,7 @@ build: ## bin/manager and bin/kubectl-appquota.
 .PHONY: docker-build
 docker-build: ## The manager's container image (IMG=...).
 	docker build -t $(IMG) .
+
+.PHONY: faults
+faults: ## The fault-injection suite (test/faults); rewrites the table in docs/reliability.md. Takes a while.
+	assets=$$(hack/setup-envtest.sh) && KUBEBUILDER_ASSETS="$$assets" go run ./test/faults -out docs/reliability.md $(FAULTS_FLAGS)

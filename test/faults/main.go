@@ -31,7 +31,7 @@ type Config struct {
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good"}, Log: os.Stderr}
+	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage"}, Log: os.Stderr}
 }
 
 // faults are the faults by name, in the order a run takes them.
@@ -39,6 +39,7 @@ var faults = map[string]func(context.Context, Config, string) result{
 	"leader-kill": leaderKill,
 	"handover":    handover,
 	"last-good":   lastGood,
+	"hand-damage": handDamage,
 }
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas in each run")
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
-	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good")
+	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")

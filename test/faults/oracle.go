@@ -134,9 +134,14 @@ func diffApps(got, want map[string]quotaconfig.App) string {
 // settle polls the oracle until it holds (the recovery time is how long that
 // took from since) or timeout passes.
 func (o *oracle) settle(ctx context.Context, since time.Time, timeout time.Duration) (recovery time.Duration, lost int, err error) {
+	var said string
 	err = poll(ctx, "the oracle to hold", timeout, func(ctx context.Context) (bool, error) {
 		var cerr error
 		lost, cerr = o.check(ctx)
+		if cerr != nil && cerr.Error() != said {
+			said = cerr.Error()
+			fmt.Fprintf(o.h.log, "oracle: %v\n", cerr)
+		}
 		if cerr == nil && lost > 0 {
 			cerr = fmt.Errorf("%d apps do not hold their last accepted edit", lost)
 		}
