@@ -61,9 +61,8 @@ func leaderKillOnce(ctx context.Context, cfg Config, bin string, res *result) er
 		return err
 	}
 	o.editor = newEditor(h, 2, base) // apps 0 and 1 are deleted during the fault
-	editCtx, stopEdits := context.WithCancel(runCtx)
+	stopEdits := o.editor.run(runCtx, 4)
 	defer stopEdits()
-	edits := o.editor.run(editCtx, 4)
 
 	holder, err := h.holder(runCtx)
 	if err != nil {
@@ -97,7 +96,6 @@ func leaderKillOnce(ctx context.Context, cfg Config, bin string, res *result) er
 		return err
 	}
 	stopEdits()
-	edits.Wait()
 	end := time.Now()
 	recovery, lost, err := o.settle(runCtx, end, 5*time.Minute)
 	res.Lost += lost

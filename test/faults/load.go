@@ -79,20 +79,27 @@ type editor struct {
 	lo, hi   int // the apps edited: [lo, hi)
 	mu       sync.Mutex
 	accepted map[string]int64
-	edits    atomic.Int64
-	failed   atomic.Int64
+	// unknown are values an update tried to set and got an error other than
+	// a conflict for: the API server may have applied it all the same (the
+	// response lost on a connection cut by the fault).
+	unknown map[string]map[int64]bool
+	edits   atomic.Int64
+	failed  atomic.Int64
 }
 
 func newEditor(h *harness, lo, hi int) *editor {
-	return &editor{h: h, lo: lo, hi: hi, accepted: map[string]int64{}}
+	return &editor{h: h, lo: lo, hi: hi, accepted: map[string]int64{}, unknown: map[string]map[int64]bool{}}
 }
 
-// run edits random apps until ctx ends.
-func (e *editor) run(ctx context.Context, workers int) *sync.WaitGroup {
+// run edits random apps until stop is called, which returns once the edits
+// in flight are done. Requests are not cancelled: an update cancelled in
+// flight may still be applied, and then its value would not be known.
+func (e *editor) run(ctx context.Context, workers int) (stop func()) {
 	var wg sync.WaitGroup
+	var stopped atomic.Bool
 	for range workers {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for !stopped.Load() && ctx.Err() == nil {
 				if err := e.edit(ctx, e.lo+rand.IntN(e.hi-e.lo)); err != nil && ctx.Err() == nil {
 					// A refused edit is not recorded, so it cannot be lost; the
 					// fault is allowed to refuse writes for a while.
@@ -105,7 +112,10 @@ func (e *editor) run(ctx context.Context, workers int) *sync.WaitGroup {
 			}
 		})
 	}
-	return &wg
+	return func() {
+		stopped.Store(true)
+		wg.Wait()
+	}
 }
 
 // edit raises app i's override max by one, a read-modify-write retried on
@@ -123,7 +133,16 @@ func (e *editor) edit(ctx context.Context, i int) error {
 		}
 		set = a.Spec.Overrides[0].Limits[0].Max + 1
 		a.Spec.Overrides[0].Limits[0].Max = set
-		return e.h.c.Update(ctx, &a)
+		err := e.h.c.Update(ctx, &a)
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
+			e.mu.Lock()
+			if e.unknown[appName(i)] == nil {
+				e.unknown[appName(i)] = map[int64]bool{}
+			}
+			e.unknown[appName(i)][set] = true
+			e.mu.Unlock()
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("edit %s: %w", appName(i), err)
