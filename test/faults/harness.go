@@ -190,7 +190,7 @@ var hashRE = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
 func (h *harness) logWriter(r *replica) io.Writer {
 	pr, pw := io.Pipe()
 	go func() {
-		var copyTo io.Writer = io.Discard
+		copyTo := io.Discard
 		if h.logDir != "" {
 			if f, err := os.OpenFile(filepath.Join(h.logDir, "manager-"+r.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
 				defer f.Close()

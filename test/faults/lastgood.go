@@ -70,29 +70,14 @@ func lastGoodOnce(ctx context.Context, cfg Config, bin string, res *result) erro
 	} else if len(shards) == 0 {
 		return fmt.Errorf("the configuration of %d apps is not sharded: the fault needs a sharded set", apps)
 	}
-	bad := client.ObjectKey{Namespace: appNamespace, Name: appName(0)}
-	if err := h.update(runCtx, bad, func(a *quotav1.AppQuota) { a.Spec.Overrides[0].Group = "no-such-group" }); err != nil {
-		return err
-	}
-	if err := poll(runCtx, "the invalid AppQuota to report Ready=False", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		var a quotav1.AppQuota
-		if err := h.c.Get(ctx, bad, &a); err != nil {
-			return false, err
-		}
-		for _, c := range a.Status.Conditions {
-			if c.Type == quotav1.ConditionReady && c.ObservedGeneration == a.Generation && c.Status == metav1.ConditionFalse {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
+	if err := h.makeInvalid(runCtx, client.ObjectKey{Namespace: appNamespace, Name: appName(0)}); err != nil {
 		return err
 	}
 	allow, err := h.denyIndexUpdates(runCtx)
 	if err != nil {
 		return err
 	}
-	defer allow(context.WithoutCancel(runCtx))
+	defer func() { _ = allow(context.WithoutCancel(runCtx)) }()
 	before, err := h.shardVersions(runCtx)
 	if err != nil {
 		return err
@@ -158,6 +143,26 @@ func lastGoodOnce(ctx context.Context, cfg Config, bin string, res *result) erro
 	res.Restarts += h.restarts() - restartsBefore
 	res.Stale += h.conflicts()
 	return nil
+}
+
+// makeInvalid turns an AppQuota invalid (an override of a group its profile
+// lacks) and waits until it reports Ready=False for that generation.
+func (h *harness) makeInvalid(ctx context.Context, key client.ObjectKey) error {
+	if err := h.update(ctx, key, func(a *quotav1.AppQuota) { a.Spec.Overrides[0].Group = "no-such-group" }); err != nil {
+		return err
+	}
+	return poll(ctx, "the invalid AppQuota to report Ready=False", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		var a quotav1.AppQuota
+		if err := h.c.Get(ctx, key, &a); err != nil {
+			return false, err
+		}
+		for _, c := range a.Status.Conditions {
+			if c.Type == quotav1.ConditionReady && c.ObservedGeneration == a.Generation && c.Status == metav1.ConditionFalse {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 // update applies change to an AppQuota, retrying on conflict.

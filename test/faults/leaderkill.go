@@ -23,7 +23,8 @@ type result struct {
 // create, with edits in flight, in a fresh run per repeat.
 func leaderKill(ctx context.Context, cfg Config, bin string) result {
 	res := result{Fault: "Leader SIGKILL mid-bulk",
-		Injection: fmt.Sprintf("SIGKILL of the leading manager at a random point of a bulk create of %d AppQuotas, with edits in flight; %d repeats", cfg.Apps, cfg.Repeats)}
+		Injection: fmt.Sprintf("SIGKILL of the leading manager at a random point of a bulk create of %d AppQuotas, "+
+			"with edits in flight; %d repeats", cfg.Apps, cfg.Repeats)}
 	for range cfg.Repeats {
 		if err := leaderKillOnce(ctx, cfg, bin, &res); err != nil {
 			res.Err = err

@@ -105,7 +105,7 @@ func (o *oracle) check(ctx context.Context) (lost int, err error) {
 		for name, v := range o.editor.accepted {
 			// An update whose outcome was unknown to the editor may have been
 			// applied: its value, above the last accepted one, is no loss.
-			if live[name] != v && !(live[name] > v && o.editor.unknown[name][live[name]]) {
+			if live[name] != v && (live[name] < v || !o.editor.unknown[name][live[name]]) {
 				lost++
 				if lost == 1 {
 					fmt.Fprintf(h.log, "oracle: %s holds %d, its last accepted edit set %d\n", name, live[name], v)

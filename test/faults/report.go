@@ -22,7 +22,8 @@ const (
 func table(cfg Config, results []result) string {
 	var b strings.Builder
 	b.WriteString("| fault | injected | recovery p50 / max | failover p50 / max (lease " + leaseDuration.String() +
-		", renew " + renewDeadline.String() + ", retry " + retryPeriod.String() + ") | updates lost | stale or conflicting writes | manager restarts | result |\n")
+		", renew " + renewDeadline.String() + ", retry " + retryPeriod.String() +
+		") | updates lost | stale or conflicting writes | manager restarts | result |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		verdict := "held"
