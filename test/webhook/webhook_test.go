@@ -294,7 +294,7 @@ spec:
 		return strings.Replace(appQuota("team-b", name, appID, `  - {group: send, limits: [{unit: Requests, window: Second, max: `+max+`}]}`),
 			"overrides:", "profile: ceilinged\n  overrides:", 1)
 	}
-	out, ok := kubectl(t, withProfile("over", "7001", "501"), "create", "-f", "-")
+	out, ok := kubectl(t, withProfile("over", "ceil-over", "501"), "create", "-f", "-")
 	want := fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "over",
 		`spec.overrides[0].limits[0].max: Invalid value: 501: above the raise ceiling of 500 Requests/Second that QuotaProfile "ceilinged" sets for group "send"; `+
 			`lowering and blocking are allowed, raising further needs the platform team to raise the ceiling`)
@@ -302,7 +302,7 @@ spec:
 		t.Errorf("a raise above the ceiling: kubectl printed\n  %s\nwant\n  %s", strings.TrimSpace(out), want)
 	}
 	for i, max := range []string{"500", "10", "0"} {
-		mustApply(t, withProfile(fmt.Sprintf("within-%d", i), fmt.Sprintf("700%d", i+2), max))
+		mustApply(t, withProfile(fmt.Sprintf("within-%d", i), fmt.Sprintf("ceil-%d", i), max))
 	}
 	out, ok = kubectl(t, `apiVersion: quota.appquota.io/v1alpha1
 kind: QuotaProfile
