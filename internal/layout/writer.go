@@ -94,6 +94,10 @@ type Writer struct {
 	// stores every shard in slot 0.
 	Slot func(i, n int, hash string) int
 
+	// seed is Seed's shard count, taken by the next sharded layout of a
+	// Writer without shards of its own.
+	seed int
+
 	// applied is the Seq of the last Change written, 0 when the next Write
 	// must start from its document alone.
 	applied uint64
@@ -257,6 +261,10 @@ func (r *Writer) lay(header []byte, doc *quotaconfig.Document, shardName func(in
 		want *= 2
 	}
 	n := len(r.shards)
+	if n == 0 && r.seed > 0 {
+		n = r.seed
+	}
+	r.seed = 0
 	if n == 0 && r.compressed != nil {
 		n = 1
 	}
@@ -292,6 +300,17 @@ const RecentFactor = 16
 // so apps) keeps a small configuration readable with kubectl, while its
 // compressed form would be a few KB, no cheaper to write than the index.
 const PlainFactor = 4
+
+// Seed tells a Writer that starts on a stored configuration how many shards
+// it has (0: not sharded): the next Write starts from that count, as the
+// Writer that stored it would, instead of sizing a new layout. The same
+// document then lays out into the same objects, so a new leader writes
+// nothing when nothing changed. A Writer with shards of its own ignores it.
+func (r *Writer) Seed(shards int) {
+	if len(r.shards) == 0 {
+		r.seed = shards
+	}
+}
 
 // Compact makes the next Write fold the apps the index carries into their
 // shards, so that the stored layout is again every app in its shard.

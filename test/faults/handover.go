@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // observeQuiet is how long the index is watched, after a new leader took
@@ -51,6 +56,12 @@ func handoverOnce(ctx context.Context, h *harness, o *oracle, res *result) error
 		return err
 	}
 	if _, _, err := o.settle(ctx, time.Now(), 5*time.Minute); err != nil {
+		return fmt.Errorf("before the handover: %w", err)
+	}
+	// Quiet means folded too: an index still carrying recent apps is folded
+	// into its shards by whichever replica leads once --compact-after has
+	// passed, a write the old leader would have made as well.
+	if err := h.waitFolded(ctx, 5*time.Minute); err != nil {
 		return fmt.Errorf("before the handover: %w", err)
 	}
 	var rv string
@@ -103,4 +114,34 @@ func handoverOnce(ctx context.Context, h *harness, o *oracle, res *result) error
 	res.Restarts += h.restarts() - restartsBefore
 	res.Stale += h.conflicts() - conflictsBefore
 	return nil
+}
+
+// waitFolded waits until the stored index carries no recent apps (every app
+// in its shard), polling until timeout.
+func (h *harness) waitFolded(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var cm corev1.ConfigMap
+		err := h.c.Get(ctx, client.ObjectKey{Namespace: h.opts.Namespace, Name: h.opts.ConfigMapName}, &cm)
+		if err == nil {
+			var raw []byte
+			if raw, err = quotaconfig.FromConfigMap(cm.Data, cm.BinaryData); err == nil {
+				var index *quotaconfig.Document
+				if index, err = quotaconfig.Parse(raw); err == nil {
+					if len(index.Apps) == 0 && len(index.RemovedApps) == 0 || len(index.Shards) == 0 {
+						return nil
+					}
+					err = fmt.Errorf("the index still carries %d apps", len(index.Apps)+len(index.RemovedApps))
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the stored index was not folded within %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
