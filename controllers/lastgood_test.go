@@ -16,6 +16,7 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/layout"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -32,6 +33,47 @@ func createIncompressible(t *testing.T, ns, prefix string, n int) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// shardedWithInvalid sets up what the last-good tests start from: 60
+// AppQuotas with incompressible reasons in ns (createIncompressible) and
+// prefix-bad raised to 400; then the operator run with a budget of a third of
+// the compressed document and shardAbove (wiring.Options.ShardAboveBytes), so
+// that the configuration is sharded and every app in its shard; then
+// prefix-bad made invalid past the webhook, its last good entry kept. It
+// returns the options run with, the stored index and the invalid AppQuota.
+func shardedWithInvalid(t *testing.T, ns, prefix string, shardAbove int) (wiring.Options, quotaconfig.Document, *quotav1.AppQuota) {
+	t.Helper()
+	ctx := context.Background()
+	createIncompressible(t, ns, prefix, 60)
+	bad := appQuota(ns, "bad", prefix+"-bad", raise(sendGroup, 400))
+	if err := k8s.Create(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	applied(t, bad, prefix+"-bad", 400)
+	doc, _, err := document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := json.Marshal(doc)
+	gz, _ := layout.Compress(whole)
+	small := opts
+	small.MaxConfigBytes = len(gz) / 3
+	small.ShardAboveBytes = shardAbove
+	runWith(t, small)
+	var index quotaconfig.Document
+	eventually(t, wait, wantShardedIndex(&index))
+	eventually(t, wait, wantIndexCarriesNone)
+
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
+		t.Fatal(err)
+	}
+	bad.Spec.Overrides[0].Group = "messages-send-userz"
+	if err := k8s.Update(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, ready(client.ObjectKeyFromObject(bad), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+	return small, index, bad
 }
 
 // denyIndexUpdates makes the API server refuse every update of the named
@@ -109,35 +151,7 @@ func indexUpdate(opts ...client.UpdateOption) error {
 func TestHalfWrittenSetKeepsLastGood(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	createIncompressible(t, ns, "half", 60)
-	bad := appQuota(ns, "bad", "half-bad", raise(sendGroup, 400))
-	if err := k8s.Create(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
-	applied(t, bad, "half-bad", 400)
-	doc, _, err := document()
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole, _ := json.Marshal(doc)
-	gz, _ := layout.Compress(whole)
-	small := opts
-	small.MaxConfigBytes = len(gz) / 3
-	// Every change rewrites its shard, then the index.
-	small.ShardAboveBytes = 0
-	runWith(t, small)
-	var index quotaconfig.Document
-	eventually(t, wait, wantShardedIndex(&index))
-
-	// bad turns invalid: its last good entry stays.
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
-		t.Fatal(err)
-	}
-	bad.Spec.Overrides[0].Group = "messages-send-userz"
-	if err := k8s.Update(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, wait, ready(client.ObjectKeyFromObject(bad), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+	small, _, bad := shardedWithInvalid(t, ns, "half", 0)
 
 	// A change whose write stops after its shard.
 	before := shardConfigMaps(t)
@@ -195,32 +209,7 @@ func TestHalfWrittenSetKeepsLastGood(t *testing.T) {
 func TestUnverifiedSetHolds(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	createIncompressible(t, ns, "hold", 60)
-	bad := appQuota(ns, "bad", "hold-bad", raise(sendGroup, 400))
-	if err := k8s.Create(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
-	applied(t, bad, "hold-bad", 400)
-	doc, _, err := document()
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole, _ := json.Marshal(doc)
-	gz, _ := layout.Compress(whole)
-	small := opts
-	small.MaxConfigBytes = len(gz) / 3
-	runWith(t, small)
-	var index quotaconfig.Document
-	eventually(t, wait, wantShardedIndex(&index))
-	eventually(t, wait, wantIndexCarriesNone)
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
-		t.Fatal(err)
-	}
-	bad.Spec.Overrides[0].Group = "messages-send-userz"
-	if err := k8s.Update(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, wait, ready(client.ObjectKeyFromObject(bad), metav1.ConditionFalse, quotav1.ReasonInvalidSpec))
+	small, index, _ := shardedWithInvalid(t, ns, "hold", opts.ShardAboveBytes)
 
 	// The leader goes; a shard is damaged; a new leader comes.
 	stopOperator()
