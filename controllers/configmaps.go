@@ -98,14 +98,14 @@ func (r *QuotaReconciler) previousDocument(ours map[string]*corev1.ConfigMap) (*
 	return nil, previousUnverified, err
 }
 
-// slots returns the layout.Writer's Slot for a render that finds ours stored:
+// slots returns the layout.Writer's Slot for a render that finds ours stored,
+// whose index names refs (storedRefs; known false when it cannot be read):
 // a shard stays where the stored index names it while its content is the
 // same; a changed one goes to the slot of its position that the stored index
 // does not name, so that no write touches an object a stored index refers
 // to, and the set the index names stays complete until the index itself is
 // switched. When the index cannot be read, the slots that exist are avoided.
-func (r *QuotaReconciler) slots(ours map[string]*corev1.ConfigMap) func(i, n int, hash string) int {
-	refs, known := r.storedRefs(ours)
+func (r *QuotaReconciler) slots(ours map[string]*corev1.ConfigMap, refs []quotaconfig.ShardRef, known bool) func(i, n int, hash string) int {
 	named := make(map[string]bool, len(refs))
 	for _, ref := range refs {
 		named[ref.ConfigMap] = true

@@ -243,12 +243,12 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 			return r.hold(ctx, profiles.Items, changes, unreadable, apps, profs), nil
 		}
 	}
-	r.pub.writer.Slot = r.slots(ours)
+	refs, known := r.storedRefs(ours)
+	r.pub.writer.Slot = r.slots(ours, refs, known)
 	if prev == previousStored {
 		// A Writer starting on a stored set (a new leader, or after a failed
 		// write) keeps its shard count: the same document lays out into the
 		// same objects.
-		refs, _ := r.storedRefs(ours)
 		r.pub.writer.Seed(len(refs))
 	}
 	st, err := r.pub.lay(res, r.MaxConfigBytes, r.CompactAfter, r.shardName)
