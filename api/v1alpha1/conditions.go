@@ -46,3 +46,11 @@ const (
 	// enforces the limits but the gateways that read the ConfigMap.
 	ReasonNoEngineConnected = "NoEngineConnected"
 )
+
+// Reasons for the Ready condition about who may claim an appID.
+const (
+	// ReasonAppIDNotGranted: the AppQuota's namespace may not claim its appID
+	// (the Namespace's AppIDsAnnotation does not list it). Whatever the
+	// AppQuota's own last good version held stays; nothing else is written.
+	ReasonAppIDNotGranted = "AppIDNotGranted"
+)

@@ -17,6 +17,7 @@ import (
 	"github.com/appquota/appquota/internal/delta"
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/render"
+	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -37,8 +38,12 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 	newApp := func(appID string) *quotav1.AppQuota {
 		serial++
 		created = created.Add(time.Second)
+		ns := "t"
+		if serial%5 == 0 {
+			ns = "u" // a namespace whose grant changes
+		}
 		return &quotav1.AppQuota{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: fmt.Sprint("a", serial), UID: types.UID(fmt.Sprint("uid-", serial)),
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprint("a", serial), UID: types.UID(fmt.Sprint("uid-", serial)),
 				Generation: 1, CreationTimestamp: metav1.NewTime(created)},
 			Spec: quotav1.AppQuotaSpec{AppID: appID, Overrides: []quotav1.Override{{
 				Group:  groups[serial%len(groups)].Name,
@@ -46,6 +51,15 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 			}}},
 		}
 	}
+	// Namespace t may claim anything, u some prefixes, which change.
+	grantsOfU := []string{"app-1*,new-*", "pair-*,again-*,bad-*,app-2*"}
+	claims := func(v int) *render.Claims {
+		return &render.Claims{Version: fmt.Sprint(v), Grants: map[string]*validation.Grant{
+			"t": {Namespace: "t", Annotated: true, Entries: []string{"*"}},
+			"u": {Namespace: "u", Annotated: true, Entries: strings.Split(grantsOfU[v%2], ",")},
+		}}
+	}
+	grantVersion := 0
 	var apps []*quotav1.AppQuota
 	for i := range 60 {
 		apps = append(apps, newApp(fmt.Sprint("app-", i)))
@@ -131,9 +145,10 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 		},
 		func() { profiles[0].Generation++ },
 		func() { now = now.Add(time.Duration(rng.IntN(10)) * time.Minute) },
+		func() { grantVersion++ },
 	}
 	// Most steps change an AppQuota or two, as in production.
-	weights := []int{30, 8, 8, 4, 8, 4, 3, 2, 2, 4, 2, 1, 10, 1, 6}
+	weights := []int{30, 8, 8, 4, 8, 4, 3, 2, 2, 4, 2, 1, 10, 1, 6, 2}
 	total := 0
 	for _, w := range weights {
 		total += w
@@ -156,7 +171,8 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 				n -= w
 			}
 		}
-		want, err := new(render.Merger).Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Previous: previous, Now: now})
+		want, err := new(render.Merger).Merge(render.Input{DefaultProfile: "default", Profiles: profiles, AppQuotas: apps, Previous: previous, Now: now,
+			Claims: claims(grantVersion)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +198,7 @@ func TestMergeChangesMatchesFullMerge(t *testing.T) {
 			{told, render.Input{Changes: changes}},
 		} {
 			in := c.in
-			in.DefaultProfile, in.Profiles, in.PreviousIsLast, in.Now = "default", profiles, step > 0, now
+			in.DefaultProfile, in.Profiles, in.PreviousIsLast, in.Now, in.Claims = "default", profiles, step > 0, now, claims(grantVersion)
 			c.m.merge(t, step, in, want)
 		}
 		previous = want.Document

@@ -46,6 +46,41 @@ type Input struct {
 	PreviousIsLast bool
 	// Now decides which overrides have expired.
 	Now time.Time
+	// Claims, when set, says which namespaces may claim which app IDs: an
+	// AppQuota whose namespace may not claim its appID is invalid
+	// (ReasonAppIDNotGranted) and is no claim at all, so it takes the appID
+	// from nobody, whatever its age. Nil claims nothing of the kind (a
+	// manager run without --require-app-id-grants, an offline render).
+	Claims *Claims
+}
+
+// Claims is what every namespace may claim.
+type Claims struct {
+	// Grants are the namespaces' grants by namespace; a namespace missing
+	// here may claim nothing.
+	Grants map[string]*validation.Grant
+	// Version changes whenever Grants does: a merge of changes alone is
+	// valid only under the grants of the last merge.
+	Version string
+}
+
+// grant returns the grant of namespace ns, nil when c is nil.
+func (c *Claims) grant(ns string) *validation.Grant {
+	if c == nil {
+		return nil
+	}
+	if g := c.Grants[ns]; g != nil {
+		return g
+	}
+	return &validation.Grant{Namespace: ns}
+}
+
+// version is c's Version, "" for no claims.
+func (c *Claims) version() string {
+	if c == nil {
+		return ""
+	}
+	return "claims:" + c.Version
 }
 
 // Changes is how a caller that knows which AppQuotas changed (the controller,
@@ -213,6 +248,8 @@ type mergeState struct {
 	// Merger keeps it: doc).
 	res            *Result
 	defaultProfile string
+	// claims is the version of the grants merged under (Claims.version).
+	claims string
 	// profiles are the merged QuotaProfiles' versions (profileVersion) by name.
 	profiles map[string]string
 	// homeless are the owners (by appID, their key) of claimed appIDs that have
@@ -408,7 +445,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 	prev := r.previous(in)
 	// The next merge may update this one only if every profile is valid, none is
 	// being deleted and all come from the API server (see mergeState).
-	state := &mergeState{res: res, defaultProfile: in.DefaultProfile, profiles: map[string]string{}, dups: map[string]struct{}{}}
+	state := &mergeState{res: res, defaultProfile: in.DefaultProfile, claims: in.Claims.version(), profiles: map[string]string{}, dups: map[string]struct{}{}}
 	incremental := in.Previous == nil
 
 	// Profiles: valid ones as they are, invalid ones as they last were.
@@ -503,18 +540,40 @@ func (r *Merger) mergeAll(in Input) *Result {
 	res.Apps = make(map[string]*Outcome, len(apps))
 	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
 	owners := make(map[string]string, len(apps))
+	// permitted are the appIDs' owners among the claims their namespaces may
+	// make, found first: a claim that may not be made, older or not, keeps
+	// no last good entry of an appID someone may claim.
+	var permitted map[string]string
+	if in.Claims != nil {
+		permitted = make(map[string]string, len(apps))
+		for _, e := range apps {
+			if _, ok := permitted[e.a.Spec.AppID]; !ok && in.Claims.grant(e.a.Namespace).Allows(e.a.Spec.AppID) {
+				permitted[e.a.Spec.AppID] = e.key
+			}
+		}
+	}
 	for _, e := range apps {
 		a, key := e.a, e.key
 		profile := a.ProfileName()
 		keepDeleted(profile)
 		ref := validation.Reference{Profile: apiProfiles[profile], Index: index(apiProfiles[profile])}
-		if o, ok := owners[a.Spec.AppID]; ok {
+		grant := in.Claims.grant(a.Namespace)
+		// A claim its namespace may not make is no claim: it neither owns
+		// the appID nor makes another claim a duplicate.
+		denied := grant != nil && !grant.Allows(a.Spec.AppID)
+		_, claimed := permitted[a.Spec.AppID]
+		switch o, ok := owners[a.Spec.AppID]; {
+		case denied:
+			if claimed {
+				state.dups[a.Spec.AppID] = struct{}{}
+			}
+		case ok:
 			ref.AppIDOwner = o
 			state.dups[a.Spec.AppID] = struct{}{}
-		} else {
+		default:
 			owners[a.Spec.AppID] = key
 		}
-		app, inDoc, out := r.mergeApp(a, e.c, key, ref, version(ref.Profile), prev, in.Now, keepDeleted, &res.Expirations)
+		app, inDoc, out := r.mergeApp(a, e.c, key, ref, grant, denied && claimed, version(ref.Profile), prev, in.Now, keepDeleted, &res.Expirations)
 		if inDoc {
 			res.Document.Apps[a.Spec.AppID] = app
 		}
@@ -537,15 +596,27 @@ func (r *Merger) mergeAll(in Input) *Result {
 }
 
 // mergeApp works out one AppQuota's entry in the document (inDoc false: none)
-// and its outcome. keepProfile is called with the profile of a last good entry
-// it keeps, which the document must hold.
-func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, pv string, prev previousDoc,
-	now time.Time, keepProfile func(string), expired *[]Expiration) (app quotaconfig.App, inDoc bool, _ *Outcome) {
+// and its outcome. grant is what its namespace may claim (nil: anything);
+// claimed says that a claim its namespace may make holds the appID, so no
+// last good entry of this one's stays. keepProfile is called with the
+// profile of a last good entry it keeps, which the document must hold.
+func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, grant *validation.Grant, claimed bool, pv string,
+	prev previousDoc, now time.Time, keepProfile func(string), expired *[]Expiration) (app quotaconfig.App, inDoc bool, _ *Outcome) {
 	out := Outcome{Valid: true, Generation: a.Generation}
+	// The claim is checked apart from checkApp, whose result is remembered
+	// per generation while a grant can change under the same generation.
 	errs, all := r.checkApp(a, c, ref, pv)
+	var claim *field.Error
+	if grant != nil {
+		if claim = validation.Claim(a, *grant); claim != nil {
+			errs = append(field.ErrorList{claim}, errs...)
+		}
+	}
 	if len(errs) > 0 {
 		out = Outcome{Reason: quotav1.ReasonInvalidSpec, Message: errs.ToAggregate().Error(), Generation: a.Generation}
 		switch {
+		case claim != nil:
+			out.Reason = quotav1.ReasonAppIDNotGranted
 		case ref.AppIDOwner != "":
 			out.Reason = quotav1.ReasonDuplicateAppID
 		case ref.Profile == nil:
@@ -553,7 +624,7 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 		}
 		// The owner of a duplicated appID keeps its entry; anyone else keeps
 		// the last good entry only if it was theirs.
-		if last, ok := prev.app(a.Spec.AppID); ok && ref.AppIDOwner == "" && last.Source == key {
+		if last, ok := prev.app(a.Spec.AppID); ok && ref.AppIDOwner == "" && !claimed && last.Source == key {
 			out.KeptLastGood = true
 			keepProfile(last.Profile)
 			return last, true, r.shareOutcome(c, out)
@@ -609,7 +680,7 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 		return nil, nil
 	}
 	changed, removed, ok := r.changedApps(in)
-	if !ok || r.touchesSharedAppID(changed, removed) {
+	if !ok || r.touchesSharedAppID(changed, removed) || deniedClaim(in.Claims, changed) {
 		return nil, nil
 	}
 
@@ -659,7 +730,7 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 		ref := validation.Reference{Profile: profile, Index: indexes[a.ProfileName()]}
 		// s.profiles holds the version strings of the full merge, one per
 		// profile for every app that has it (not one string per app changed).
-		app, inDoc, out := r.mergeApp(a, c, c.key, ref, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
+		app, inDoc, out := r.mergeApp(a, c, c.key, ref, in.Claims.grant(a.Namespace), false, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
 			if _, ok := res.Document.Profiles[name]; !ok {
 				keptOther = true
 			}
@@ -704,7 +775,7 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 // no override has expired since.
 func (r *Merger) unchangedProfiles(in Input) (map[string]*quotav1.QuotaProfile, map[string]*validation.ProfileIndex, bool) {
 	s := r.last
-	if s == nil || r.doc == nil || !in.PreviousIsLast || in.DefaultProfile != s.defaultProfile ||
+	if s == nil || r.doc == nil || !in.PreviousIsLast || in.DefaultProfile != s.defaultProfile || in.Claims.version() != s.claims ||
 		(s.res.NextExpiry != nil && !in.Now.Before(*s.res.NextExpiry)) || len(in.Profiles) != len(s.profiles) {
 		return nil, nil, false
 	}
@@ -721,6 +792,17 @@ func (r *Merger) unchangedProfiles(in Input) (map[string]*quotav1.QuotaProfile, 
 		apiProfiles[p.Name], indexes[p.Name] = p, check.index
 	}
 	return apiProfiles, indexes, true
+}
+
+// deniedClaim reports whether a changed AppQuota makes a claim its
+// namespace may not: whether it keeps a last good entry depends on every
+// other claim on its appID, so everything is merged (such claims are rare:
+// a mistake or an attack).
+func deniedClaim(claims *Claims, changed []*quotav1.AppQuota) bool {
+	if claims == nil {
+		return false
+	}
+	return slices.ContainsFunc(changed, func(a *quotav1.AppQuota) bool { return !claims.grant(a.Namespace).Allows(a.Spec.AppID) })
 }
 
 // touchesSharedAppID reports whether a change involves another claim on its

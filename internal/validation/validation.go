@@ -10,6 +10,7 @@ package validation
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"slices"
 	"sort"
 	"time"
@@ -180,6 +181,9 @@ type Reference struct {
 	// AppIDOwner is the other AppQuota ("namespace/name") that already holds the
 	// appID, "" when none does.
 	AppIDOwner string
+	// Grant, when set, is what the AppQuota's namespace may claim (Claim);
+	// nil when the manager does not require grants.
+	Grant *Grant
 }
 
 // ProfileIndex is a profile's groups by name, for checking many AppQuotas
@@ -217,9 +221,14 @@ func (ref Reference) index() *ProfileIndex {
 // per user), and on its own (AppQuotaSpec).
 func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 	var errs field.ErrorList
+	if ref.Grant != nil {
+		if e := Claim(a, *ref.Grant); e != nil {
+			errs = append(errs, e)
+		}
+	}
 	if ref.AppIDOwner != "" {
 		errs = append(errs, field.Invalid(field.NewPath("spec", "appID"), a.Spec.AppID, fmt.Sprintf(
-			"already claimed by AppQuota %s; an app may have only one AppQuota", ref.AppIDOwner)))
+			"already claimed by %s; an app may have only one AppQuota", ownerShown(a, ref.AppIDOwner))))
 	}
 	profile := a.ProfileName()
 	if ref.Profile == nil {
@@ -238,6 +247,7 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 			continue
 		}
 		errs = append(errs, ceilingErrors(g, profile, i, o.Limits)...)
+		errs = append(errs, reasonErrors(g, profile, i, o)...)
 		var routes []quotaconfig.Route // the group's, converted when needed
 		for li, l := range o.Limits {
 			if l.ScopeOrDefault() != quotav1.ScopeUser {
@@ -434,4 +444,31 @@ func ceilingErrors(g *quotav1.EndpointGroup, profile string, i int, limits []quo
 		}
 	}
 	return errs
+}
+
+// reasonErrors requires a reason on override i (on group g of QuotaProfile
+// profile) when it raises a limit above the profile's: a raise is the sales
+// path, and its ticket or contract is what an audit asks for. Lowering,
+// blocking and limits the profile lacks need none.
+func reasonErrors(g *quotav1.EndpointGroup, profile string, i int, o quotav1.Override) field.ErrorList {
+	if o.Reason != "" {
+		return nil
+	}
+	for _, l := range o.Limits {
+		for _, pl := range g.Limits {
+			if pl.Unit != l.Unit || pl.Window != l.Window || pl.ScopeOrDefault() != l.ScopeOrDefault() {
+				continue
+			}
+			if l.Unlimited || l.Max > pl.Max {
+				to := strconv.FormatInt(l.Max, 10)
+				if l.Unlimited {
+					to = "unlimited"
+				}
+				return field.ErrorList{field.Required(overridePath(i).Child("reason"), fmt.Sprintf(
+					"required when an override raises a limit above its QuotaProfile's (%s/%s of group %q in QuotaProfile %q: %d to %s): "+
+						"name the ticket or contract, at most 256 characters", l.Unit, l.Window, g.Name, profile, pl.Max, to))}
+			}
+		}
+	}
+	return nil
 }

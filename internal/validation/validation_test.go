@@ -87,12 +87,31 @@ func TestAppQuota(t *testing.T) {
 			`spec.overrides[0].group: Invalid value: "totally-different": not a group of QuotaProfile "default"`},
 		{"per-user limit on a route without a user", []quotav1.Override{{Group: "messages-send-users", Limits: userLimit}}, validation.Reference{Profile: p},
 			`spec.overrides[0].limits[0].scope: Invalid value: "User": group "messages-send-users" has a route without a user parameter (POST /app-id/{app_id}/messages/users); use scope App`},
-		{"duplicate appID", nil, validation.Reference{Profile: p, AppIDOwner: "team-a/acme"},
-			`spec.appID: Invalid value: "123": already claimed by AppQuota team-a/acme; an app may have only one AppQuota`},
+		{"duplicate appID in another namespace: the owner is not named", nil, validation.Reference{Profile: p, AppIDOwner: "team-a/acme"},
+			`spec.appID: Invalid value: "123": already claimed by an AppQuota in another namespace; an app may have only one AppQuota`},
+		{"duplicate appID in the same namespace", nil, validation.Reference{Profile: p, AppIDOwner: "team-b/acme"},
+			`spec.appID: Invalid value: "123": already claimed by AppQuota acme in this namespace; an app may have only one AppQuota`},
+		{"raise without a reason", []quotav1.Override{{Group: "messages-send-users", Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 101}}}},
+			validation.Reference{Profile: p},
+			`spec.overrides[0].reason: Required value: required when an override raises a limit above its QuotaProfile's (Requests/Second of group "messages-send-users" in QuotaProfile "default": 100 to 101): name the ticket or contract, at most 256 characters`},
+		{"unlimited without a reason", []quotav1.Override{{Group: "messages-send-users", Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Unlimited: true}}}},
+			validation.Reference{Profile: p},
+			`spec.overrides[0].reason: Required value: required when an override raises a limit above its QuotaProfile's (Requests/Second of group "messages-send-users" in QuotaProfile "default": 100 to unlimited): name the ticket or contract, at most 256 characters`},
+		{"raise with a reason", []quotav1.Override{{Group: "messages-send-users", Reason: "SALES-1", Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 101}}}},
+			validation.Reference{Profile: p}, ""},
+		{"lower, block or a new window need no reason", []quotav1.Override{{Group: "messages-send-users", Limits: []quotav1.OverrideLimit{
+			{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: 0}, {Unit: quotav1.UnitRequests, Window: quotav1.WindowDay, Max: 1e6}}}},
+			validation.Reference{Profile: p}, ""},
+		{"namespace granted the ID", nil, validation.Reference{Profile: p, Grant: &validation.Grant{Namespace: "team-b", Annotated: true, Entries: []string{"1*"}}}, ""},
+		{"namespace not granted the ID", nil, validation.Reference{Profile: p, Grant: &validation.Grant{Namespace: "team-b", Annotated: true, Entries: []string{"acme", "acme-*"}}},
+			`spec.appID: Forbidden: namespace "team-b" may not claim app ID "123": its quota.appquota.io/app-ids annotation allows only "acme,acme-*"; ask the platform team to grant it`},
+		{"namespace without a grant", nil, validation.Reference{Profile: p, Grant: &validation.Grant{Namespace: "team-b"}},
+			`spec.appID: Forbidden: namespace "team-b" may not claim app ID "123": it has no quota.appquota.io/app-ids annotation, so it may claim none; the platform team grants app IDs to a namespace with that annotation (exact IDs, or prefixes ending in '*')`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &quotav1.AppQuota{Spec: quotav1.AppQuotaSpec{AppID: "123", Profile: "default", Overrides: tc.overrides}}
+			a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "team-b", Name: "mine"},
+				Spec: quotav1.AppQuotaSpec{AppID: "123", Profile: "default", Overrides: tc.overrides}}
 			got := validation.AppQuota(a, tc.ref).ToAggregate()
 			switch {
 			case tc.want == "" && got != nil:
@@ -131,7 +150,7 @@ func TestRaiseCeiling(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &quotav1.AppQuota{Spec: quotav1.AppQuotaSpec{AppID: "123", Profile: "default",
-				Overrides: []quotav1.Override{{Group: "messages-send-users", Limits: []quotav1.OverrideLimit{tc.l}}}}}
+				Overrides: []quotav1.Override{{Group: "messages-send-users", Reason: "SALES-42", Limits: []quotav1.OverrideLimit{tc.l}}}}}
 			got := validation.AppQuota(a, validation.Reference{Profile: p}).ToAggregate()
 			switch {
 			case tc.want == "" && got != nil:
@@ -140,5 +159,36 @@ func TestRaiseCeiling(t *testing.T) {
 				t.Errorf("got  %v\nwant %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestGrantAllows: the annotation's entries, as the CEL rule in
+// config/policy reads them too (test/webhook checks the two agree).
+func TestGrantAllows(t *testing.T) {
+	cases := []struct {
+		annotation string
+		present    bool
+		appID      string
+		want       bool
+	}{
+		{"", false, "acme", false},
+		{"", true, "acme", false},
+		{"acme", true, "acme", true},
+		{"acme", true, "acme2", false},
+		{" acme , beta ", true, "beta", true},
+		{"acme-*", true, "acme-eu", true},
+		{"acme-*", true, "acme", false},
+		{"*", true, "anything", true},
+		{",,", true, "acme", false},
+		{"1*,2", true, "19", true},
+	}
+	for _, tc := range cases {
+		ann := map[string]string{}
+		if tc.present {
+			ann[quotav1.AppIDsAnnotation] = tc.annotation
+		}
+		if got := validation.ParseGrant("ns", ann).Allows(tc.appID); got != tc.want {
+			t.Errorf("grant %q (present %v) allows %q: got %v, want %v", tc.annotation, tc.present, tc.appID, got, tc.want)
+		}
 	}
 }
