@@ -10,9 +10,9 @@ package validation
 import (
 	"fmt"
 	"math"
-	"strconv"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
