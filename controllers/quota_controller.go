@@ -51,8 +51,11 @@ const ShardSuffix = "-shard-"
 const (
 	EventOverridesApplied = "OverridesApplied"
 	EventOverrideExpired  = "OverrideExpired"
-	EventRejected         = "Rejected"
-	EventConfigTooLarge   = "ConfigTooLarge"
+	// EventLimitsChanged: an AppQuota's effective limits changed in the
+	// configuration written; the note says who, what, until when and why.
+	EventLimitsChanged  = "LimitsChanged"
+	EventRejected       = "Rejected"
+	EventConfigTooLarge = "ConfigTooLarge"
 	// EventEngineRejected: the rate-limit engine's configuration was not
 	// served (too large) or an instance refused it; the instances keep the
 	// last one. Recorded on the QuotaProfiles, which are few.
@@ -103,6 +106,10 @@ type QuotaReconciler struct {
 	// informer's), read directly: a List copies every object's struct into the
 	// list for every render.
 	AppQuotas toolscache.Store
+	// Grants, when set, makes the render require that an AppQuota's
+	// namespace may claim its appID (quotav1.AppIDsAnnotation); nil renders
+	// without grants (first claim wins).
+	Grants *Grants
 
 	// pub is the render loop's memory from one render to the next: the merge,
 	// the layout and what was written.
@@ -158,12 +165,16 @@ func (r *QuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// Status writes do not change generation; skipping them keeps our own status
 	// updates from triggering renders.
 	specOnly := builder.WithPredicates(predicate.GenerationChangedPredicate{})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("appquota").
 		Watches(&quotav1.QuotaProfile{}, input, specOnly).
 		Watches(&quotav1.AppQuota{}, appInput, specOnly).
-		Watches(&corev1.ConfigMap{}, fixed, builder.WithPredicates(ours)).
-		Complete(r)
+		Watches(&corev1.ConfigMap{}, fixed, builder.WithPredicates(ours))
+	if r.Grants != nil {
+		// Namespaces' metadata only: a grant lives in an annotation.
+		b = b.Watches(&corev1.Namespace{}, input, builder.OnlyMetadata, builder.WithPredicates(grantChanged))
+	}
+	return b.Complete(r)
 }
 
 // owns reports whether a ConfigMap in our namespace is the named one or one of
@@ -225,6 +236,12 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		ctrl.LoggerFrom(ctx).Info("the stored configuration does not verify", "err", unreadable.Error(),
 			"renderingFrom", map[previous]string{previousFallback: "the last document this replica merged", previousUnverified: "nothing"}[prev])
 	}
+	var claims *render.Claims
+	if r.Grants != nil {
+		if claims, err = r.Grants.Claims(ctx, r.Client); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	// From here a failure makes the next merge a full one, so the changes are
 	// taken now.
 	changes = r.takeChanges()
@@ -234,6 +251,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		Changes:        changes,
 		Previous:       prevDoc,
 		Now:            now,
+		Claims:         claims,
 	}, prev)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("render: %w", err)
@@ -270,6 +288,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		return ctrl.Result{}, err
 	}
 	r.reportExpirations(res, st)
+	r.reportChanges(res, st)
 	return ctrl.Result{RequeueAfter: r.pub.requeueAfter(r.now(), r.CompactAfter)}, nil
 }
 

@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -50,8 +52,10 @@ func AppIDBucket(appID string) string {
 var appIDSeed = maphash.MakeSeed()
 
 // SetupWithManager registers the index and both validators with mgr;
-// appQuotas is the manager's AppQuota informer.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscache.SharedIndexInformer) error {
+// appQuotas is the manager's AppQuota informer. requireGrants makes the
+// AppQuota webhook check that a namespace may claim the appID
+// (quotav1.AppIDsAnnotation), as the admission policy does.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscache.SharedIndexInformer, requireGrants bool) error {
 	indexer := mgr.GetFieldIndexer()
 	if err := indexer.IndexField(ctx, &quotav1.AppQuota{}, IndexAppIDBucket, func(o client.Object) []string {
 		return []string{AppIDBucket(o.(*quotav1.AppQuota).Spec.AppID)}
@@ -59,7 +63,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscach
 		return fmt.Errorf("index AppQuotas by appID: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.AppQuota{}).
-		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader()}).Complete(); err != nil {
+		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader(), RequireGrants: requireGrants}).Complete(); err != nil {
 		return fmt.Errorf("AppQuota webhook: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.QuotaProfile{}).
@@ -82,6 +86,9 @@ type AppQuotaValidator struct {
 	ProfileReader client.Reader
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// RequireGrants checks the namespace's grant (quotav1.AppIDsAnnotation),
+	// read through Reader (Namespaces' metadata).
+	RequireGrants bool
 }
 
 var _ admission.Validator[*quotav1.AppQuota] = &AppQuotaValidator{}
@@ -113,6 +120,9 @@ func (v *AppQuotaValidator) validate(ctx context.Context, old, a *quotav1.AppQuo
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
+	if req, err := admission.RequestFromContext(ctx); err == nil {
+		errs = append(errs, validation.ChangedBy(old, a, req.UserInfo.Username)...)
+	}
 	if len(errs) > 0 {
 		return warnings, apierrors.NewInvalid(quotav1.GroupVersion.WithKind("AppQuota").GroupKind(), a.Name, errs)
 	}
@@ -128,6 +138,12 @@ type Lookup interface {
 	AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (string, error)
 }
 
+// GrantLookup is a Lookup that also knows what a namespace may claim.
+type GrantLookup interface {
+	// Grant returns namespace's grant, nil when grants are not required.
+	Grant(ctx context.Context, namespace string) (*validation.Grant, error)
+}
+
 // AdmitAppQuota is the AppQuota webhook's admission sequence, which the CLI
 // runs offline too: it looks up the profile a names and the AppQuota that
 // already claims its appID, and validates a (old is the object an update
@@ -141,6 +157,11 @@ func AdmitAppQuota(ctx context.Context, l Lookup, old, a *quotav1.AppQuota, now 
 	}
 	if ref.AppIDOwner, err = l.AppIDOwner(ctx, a); err != nil {
 		return nil, nil, err
+	}
+	if gl, ok := l.(GrantLookup); ok {
+		if ref.Grant, err = gl.Grant(ctx, a.Namespace); err != nil {
+			return nil, nil, err
+		}
 	}
 	warnings, errs := validation.AppQuotaAdmission(old, a, ref, now)
 	return warnings, errs, nil
@@ -165,6 +186,19 @@ func (l clusterLookup) QuotaProfile(ctx context.Context, name string) (*quotav1.
 		return nil, nil
 	}
 	return nil, fmt.Errorf("read QuotaProfile %s: %w", name, err)
+}
+
+func (l clusterLookup) Grant(ctx context.Context, namespace string) (*validation.Grant, error) {
+	if !l.v.RequireGrants {
+		return nil, nil
+	}
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := l.v.Reader.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
+		return nil, fmt.Errorf("read Namespace %s: %w", namespace, err)
+	}
+	g := validation.ParseGrant(namespace, ns.Annotations)
+	return &g, nil
 }
 
 func (l clusterLookup) AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (string, error) {

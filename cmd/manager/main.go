@@ -67,6 +67,9 @@ func main() {
 		return err
 	})
 	flag.IntVar(&opts.StatusBurst, "status-burst", opts.StatusBurst, "Burst of AppQuota status writes above --status-qps.")
+	flag.BoolVar(&opts.RequireAppIDGrants, "require-app-id-grants", true,
+		"Accept an AppQuota only when its Namespace's quota.appquota.io/app-ids annotation grants its appID (webhook and render); "+
+			"false: any namespace may claim any unclaimed appID.")
 	flag.DurationVar(&opts.ClockOffset, "clock-offset", 0,
 		"Testing only: shifts the clock that decides when overrides expire, to inject clock skew between replicas.")
 	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")

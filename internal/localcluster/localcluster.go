@@ -283,14 +283,18 @@ func (c *Cluster) Client() (client.Client, error) {
 	return client.New(c.Config, client.Options{Scheme: c.Scheme})
 }
 
-// CreateNamespaces creates the namespaces that do not exist yet.
+// CreateNamespaces creates the namespaces that do not exist yet, each
+// granted every app ID (quota.appquota.io/app-ids: "*"), as a platform team
+// grants its tenants' namespaces theirs: the manager requires a grant by
+// default. Tests of the grants make namespaces of their own.
 func (c *Cluster) CreateNamespaces(ctx context.Context, names ...string) error {
 	cl, err := c.Client()
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
-		err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
+		err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n,
+			Annotations: map[string]string{"quota.appquota.io/app-ids": "*"}}})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("localcluster: create namespace %s: %w", n, err)
 		}

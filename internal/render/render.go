@@ -125,6 +125,12 @@ type Result struct {
 	// Expirations are the overrides the previous document held that this
 	// merge dropped for having expired.
 	Expirations []Expiration
+	// Before are the entries, in the Merger's last document, of the apps
+	// this merge changed (Change.Apps; nil for an app that had none), for
+	// telling what changed (internal/audit). Nil on a Merger's first merge,
+	// and when more than MaxBefore apps changed: a bulk load is not told app
+	// by app.
+	Before map[string]*quotaconfig.App
 	// Data is the document's canonical JSON, Hash "sha256:<hex>" of Data; Render
 	// sets them, Merge does not (the controller stores the document with Store).
 	Data []byte
@@ -147,6 +153,9 @@ type Result struct {
 	// document changes then, so the controller renders again.
 	NextExpiry *time.Time
 }
+
+// MaxBefore bounds Result.Before.
+const MaxBefore = 256
 
 // Expiration is an override that left the document at its expiresAt.
 type Expiration struct {
@@ -392,6 +401,16 @@ func (r *Merger) Merge(in Input) (*Result, error) {
 	}
 	r.seq++
 	ch.Seq, ch.Document = r.seq, res.Document
+	if r.doc != nil && len(ch.Apps) <= MaxBefore {
+		res.Before = make(map[string]*quotaconfig.App, len(ch.Apps))
+		for _, id := range ch.Apps {
+			if a, ok := r.lastApp(id); ok {
+				res.Before[id] = &a
+			} else {
+				res.Before[id] = nil
+			}
+		}
+	}
 	res.Change, r.doc = ch, res.Document
 	return res, nil
 }

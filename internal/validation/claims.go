@@ -83,3 +83,22 @@ func ownerShown(a *quotav1.AppQuota, owner string) string {
 	}
 	return "an AppQuota in another namespace"
 }
+
+// ChangedBy refuses a quotav1.ChangedByAnnotation that a request by user
+// sets to anyone else: the API server stamps it (config/policy's
+// MutatingAdmissionPolicy) on every change to the spec and keeps it
+// otherwise, so a value that is new in this request and not the requester's
+// is a forgery. old is nil on create.
+func ChangedBy(old, a *quotav1.AppQuota, user string) field.ErrorList {
+	v, ok := a.Annotations[quotav1.ChangedByAnnotation]
+	if !ok || v == user {
+		return nil
+	}
+	if old != nil {
+		if ov, had := old.Annotations[quotav1.ChangedByAnnotation]; had && ov == v {
+			return nil
+		}
+	}
+	return field.ErrorList{field.Forbidden(field.NewPath("metadata", "annotations").Key(quotav1.ChangedByAnnotation), fmt.Sprintf(
+		"records who changed the AppQuota and is stamped by the API server; it may be set only to the requester's own name (%q)", user))}
+}

@@ -101,6 +101,11 @@ type Options struct {
 	// DisableWebhook leaves the admission webhook out (tests that need to create
 	// objects a webhook would refuse, as if it had been down).
 	DisableWebhook bool
+	// RequireAppIDGrants makes the webhook and the render require that an
+	// AppQuota's namespace may claim its appID (quota.appquota.io/app-ids on
+	// the Namespace, docs/security.md). The manager binary's flag defaults
+	// to true; in process it is off unless asked for.
+	RequireAppIDGrants bool
 }
 
 // DefaultOptions returns the defaults the manager's flags start from.
@@ -294,6 +299,9 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		AppQuotas:        appQuotas.GetStore(),
 		Engine:           engine,
 	}
+	if o.RequireAppIDGrants {
+		r.Grants = &controllers.Grants{}
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
@@ -306,7 +314,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("set up status controller: %w", err)
 	}
 	if !o.DisableWebhook {
-		if err := webhook.SetupWithManager(context.Background(), mgr, appQuotas); err != nil {
+		if err := webhook.SetupWithManager(context.Background(), mgr, appQuotas, o.RequireAppIDGrants); err != nil {
 			return fmt.Errorf("set up webhook: %w", err)
 		}
 	}
