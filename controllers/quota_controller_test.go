@@ -45,7 +45,7 @@ var (
 	cluster *localcluster.Cluster
 	// No webhook: these tests create objects it would refuse, as happens when it
 	// is down or was installed after them, to prove the controller copes.
-	opts = func() wiring.Options { o := wiring.DefaultOptions(); o.DisableWebhook = true; return o }()
+	opts = func() wiring.Options { o := wiring.DefaultOptions(); o.DisableWebhook, o.RequireAppIDGrants = true, true; return o }()
 	// stopOperator stops the operator TestMain started (tests may swap it).
 	stopOperator func()
 )
@@ -118,7 +118,8 @@ func namespace(t *testing.T) string {
 	if len(name) > 50 {
 		name = name[:50]
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	// Granted every app ID: the grants have tests of their own.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{quotav1.AppIDsAnnotation: "*"}}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func appQuota(ns, name, appID string, overrides ...quotav1.Override) *quotav1.Ap
 }
 
 func raise(group string, max int64) quotav1.Override {
-	return quotav1.Override{Group: group, Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: max}}}
+	return quotav1.Override{Group: group, Reason: "TICKET-1", Limits: []quotav1.OverrideLimit{{Unit: quotav1.UnitRequests, Window: quotav1.WindowSecond, Max: max}}}
 }
 
 // eventually polls cond until it returns nil or the deadline passes.
@@ -481,7 +482,7 @@ func TestDuplicateAppIDReportedOnNewer(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := meta.FindStatusCondition(got.Status.Conditions, quotav1.ConditionReady).Message
-	if want := fmt.Sprintf(`spec.appID: Invalid value: "dup-1": already claimed by AppQuota %s/older; an app may have only one AppQuota`, ns); msg != want {
+	if want := `spec.appID: Invalid value: "dup-1": already claimed by AppQuota older in this namespace; an app may have only one AppQuota`; msg != want {
 		t.Errorf("Ready message:\n got  %s\n want %s", msg, want)
 	}
 	if err := wantLimit("dup-1", 250)(); err != nil {
