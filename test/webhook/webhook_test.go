@@ -27,9 +27,13 @@ var cluster *localcluster.Cluster
 
 func TestMain(m *testing.M) {
 	opts := wiring.DefaultOptions()
+	opts.RequireAppIDGrants = true
 	os.Exit(operatortest.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
 		cluster = c
-		return c.CreateNamespaces(context.Background(), "team-a", "team-b")
+		if err := c.CreateNamespaces(context.Background(), "team-a", "team-b"); err != nil {
+			return err
+		}
+		return installPolicies(c)
 	}))
 }
 
@@ -77,7 +81,17 @@ spec:
     - {unit: Requests, window: Day, max: 50}
 `
 
+// appQuota is an AppQuota manifest; each override without a reason gets one,
+// which a raise needs (TestRejections checks the one refused without).
 func appQuota(ns, name, appID, overrides string) string {
+	var lines []string
+	for l := range strings.SplitSeq(overrides, "\n") {
+		if !strings.Contains(l, "reason:") {
+			l = strings.Replace(l, "{group:", "{reason: TICKET-1, group:", 1)
+		}
+		lines = append(lines, l)
+	}
+	overrides = strings.Join(lines, "\n")
 	return fmt.Sprintf(`apiVersion: quota.appquota.io/v1alpha1
 kind: AppQuota
 metadata: {name: %s, namespace: %s}
@@ -104,9 +118,11 @@ func TestRejections(t *testing.T) {
 		{"group not in the profile, with a suggestion", appQuota("team-b", "g", "6002", `  - {group: messages-send-user, limits: [{unit: Requests, window: Second, max: 200}]}`),
 			fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "g", `spec.overrides[0].group: Invalid value: "messages-send-user": not a group of QuotaProfile "default"; did you mean "messages-send-users"?`)},
 		{"appID already claimed in another namespace", appQuota("team-b", "dup", "5000", `  - {group: messages-send-users, limits: [{unit: Requests, window: Second, max: 300}]}`),
-			fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "dup", `spec.appID: Invalid value: "5000": already claimed by AppQuota team-a/taken; an app may have only one AppQuota`)},
+			fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "dup", `spec.appID: Invalid value: "5000": already claimed by an AppQuota in another namespace; an app may have only one AppQuota`)},
 		{"expiresAt in the past on create", appQuota("team-b", "old", "6003", fmt.Sprintf(`  - {group: messages-send-users, limits: [{unit: Requests, window: Second, max: 300}], expiresAt: "%s"}`, past)),
 			fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "old", fmt.Sprintf(`spec.overrides[0].expiresAt: Invalid value: "%s": already in the past: the override would never apply; use a future instant, or omit expiresAt for a permanent override`, past))},
+		{"a raise without a reason", appQuota("team-b", "r", "6005", `  - {reason: "", group: messages-send-users, limits: [{unit: Requests, window: Second, max: 300}]}`),
+			fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "r", `spec.overrides[0].reason: Required value: required when an override raises a limit above its QuotaProfile's (Requests/Second of group "messages-send-users" in QuotaProfile "default": 100 to 300): name the ticket or contract, at most 256 characters`)},
 		{"per-user limit on a group without a user parameter", appQuota("team-b", "u", "6004", `  - {group: messages-send-users, limits: [{unit: Requests, window: Minute, scope: User, max: 10}]}`),
 			fmt.Sprintf(denied, "vappquota.quota.appquota.io", "AppQuota", "u", `spec.overrides[0].limits[0].scope: Invalid value: "User": group "messages-send-users" has a route without a user parameter (POST /app-id/{app_id}/messages/users); use scope App`)},
 		{"two groups a gateway cannot tell apart", `apiVersion: quota.appquota.io/v1alpha1
