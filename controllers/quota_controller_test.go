@@ -45,7 +45,11 @@ var (
 	cluster *localcluster.Cluster
 	// No webhook: these tests create objects it would refuse, as happens when it
 	// is down or was installed after them, to prove the controller copes.
-	opts = func() wiring.Options { o := wiring.DefaultOptions(); o.DisableWebhook, o.RequireAppIDGrants = true, true; return o }()
+	opts = func() wiring.Options {
+		o := wiring.DefaultOptions()
+		o.DisableWebhook, o.RequireAppIDGrants = true, true
+		return o
+	}()
 	// stopOperator stops the operator TestMain started (tests may swap it).
 	stopOperator func()
 )

@@ -44,7 +44,7 @@ func TestAdmitAppQuota(t *testing.T) {
 		t.Errorf("asked %s", got)
 	}
 	l = &fakeLookup{profiles: map[string]*quotav1.QuotaProfile{"default": {ObjectMeta: metav1.ObjectMeta{Name: "default"}}}, owner: "other/y"}
-	if _, errs, err = AdmitAppQuota(context.Background(), l, nil, a, time.Now()); err != nil || len(errs) != 1 || !strings.Contains(errs[0].Error(), "already claimed by AppQuota other/y") {
+	if _, errs, err = AdmitAppQuota(context.Background(), l, nil, a, time.Now()); err != nil || len(errs) != 1 || !strings.Contains(errs[0].Error(), "already claimed by an AppQuota in another namespace") {
 		t.Errorf("appID claimed: errs %v, err %v", errs, err)
 	}
 	l.owner = ""

@@ -16,9 +16,9 @@ import (
 
 // Change is one limit of one group whose effective value changed.
 type Change struct {
-	Group                string
-	Unit, Window, Scope  string
-	From, To             Value
+	Group               string
+	Unit, Window, Scope string
+	From, To            Value
 	// Until is the new override's expiry, nil when it has none or none applies.
 	Until *time.Time
 	// Reason is the new override's reason ("" when the change removed it).

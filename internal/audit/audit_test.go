@@ -15,11 +15,15 @@ func TestChanges(t *testing.T) {
 		{Name: "delete", Limits: []quotaconfig.Limit{{Unit: "Requests", Window: "Minute", Scope: "User", Max: 5}}},
 	}}}
 	until := time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)
-	app := func(o ...quotaconfig.Override) *quotaconfig.App { return &quotaconfig.App{Profile: "default", Overrides: o} }
+	app := func(o ...quotaconfig.Override) *quotaconfig.App {
+		return &quotaconfig.App{Profile: "default", Overrides: o}
+	}
 	ov := func(group string, reason string, exp *time.Time, ls ...quotaconfig.Limit) quotaconfig.Override {
 		return quotaconfig.Override{Group: group, Reason: reason, ExpiresAt: exp, Limits: ls}
 	}
-	rps := func(max int64) quotaconfig.Limit { return quotaconfig.Limit{Unit: "Requests", Window: "Second", Scope: "App", Max: max} }
+	rps := func(max int64) quotaconfig.Limit {
+		return quotaconfig.Limit{Unit: "Requests", Window: "Second", Scope: "App", Max: max}
+	}
 	cases := []struct {
 		name          string
 		before, after *quotaconfig.App

@@ -209,7 +209,7 @@ spec: {appID: "1"}
 	}
 	out, stderr, code = run("validate", "-f", dir)
 	want := `AppQuota team/one is invalid: spec.overrides[0].group: Invalid value: "b": not a group of QuotaProfile "default"
-AppQuota team/two is invalid: spec.appID: Invalid value: "1": already claimed by AppQuota team/one; an app may have only one AppQuota
+AppQuota team/two is invalid: spec.appID: Invalid value: "1": already claimed by AppQuota one in this namespace; an app may have only one AppQuota
 `
 	if code != 1 || out != want || stderr != "error: 2 of 3 objects are invalid\n" {
 		t.Errorf("exit %d\nstdout:\n%s\nstderr: %s\nwant stdout:\n%s", code, out, stderr, want)
