@@ -60,6 +60,7 @@ func run(ctx context.Context) error {
 	}()
 
 	opts := wiring.DefaultOptions()
+	opts.RequireAppIDGrants = true // as the manager binary
 	if opts.XDSBindAddress, err = supervise.FreeAddr(); err != nil {
 		return err
 	}
@@ -78,6 +79,10 @@ func run(ctx context.Context) error {
 		cmd := exec.CommandContext(ctx, cluster.Kubectl(), append([]string{"--kubeconfig", cluster.KubeconfigPath}, args...)...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		return cmd
+	}
+	fmt.Println("Applying config/policy (app ID grants, changed-by stamp) ...")
+	if err := kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "policy")).Run(); err != nil {
+		return fmt.Errorf("kubectl apply -k config/policy: %w", err)
 	}
 	fmt.Println("Applying config/samples ...")
 	if err := kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "samples")).Run(); err != nil {
