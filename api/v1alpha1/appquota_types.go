@@ -38,7 +38,9 @@ type Override struct {
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// reason records why the override exists (a ticket, a contract), for people and
-	// for events.
+	// for the controller's LimitsChanged events. Required when the override raises a
+	// limit above its profile's (or lifts it with unlimited); lowering and blocking
+	// need none.
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	Reason string `json:"reason,omitempty"`
@@ -48,7 +50,9 @@ type Override struct {
 type AppQuotaSpec struct {
 	// appID is the app's ID as gateways see it in the {app_id} path segment: letters,
 	// digits, '.', '_' and '-', starting with a letter or digit, at most 64. It is
-	// immutable; one app has at most one AppQuota in the cluster.
+	// immutable; one app has at most one AppQuota in the cluster, and the namespace
+	// must be granted the ID by its quota.appquota.io/app-ids annotation (set by the
+	// platform team: exact IDs or prefixes ending in '*').
 	// +required
 	// +kubebuilder:validation:MaxLength=64
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')",message="must be letters, digits, '.', '_' or '-', starting with a letter or digit"
