@@ -75,6 +75,10 @@ type replica struct {
 	stopping bool
 	// conflicts counts "the object has been modified" errors this slot logged.
 	conflicts int
+	// started is when the running incarnation was launched, and backoff the
+	// wait before the next start after a quick exit (see supervise).
+	started time.Time
+	backoff time.Duration
 }
 
 func newHarness(ctx context.Context, log io.Writer, bin string, extra ...string) (*harness, error) {
@@ -152,12 +156,23 @@ func (h *harness) launch(r *replica) error {
 		return err
 	}
 	h.mu.Lock()
-	r.proc, r.leading = p, false
+	r.proc, r.leading, r.started = p, false, time.Now()
 	h.mu.Unlock()
 	return nil
 }
 
-// supervise starts the replica again whenever it exits, until ctx ends.
+// Restarts after quick exits back off as the kubelet's do, shorter: a
+// manager that cannot reach the API server exits at once, and restarting it
+// every 100 ms through a minute's outage would load the machine the faults
+// share with the control plane.
+const (
+	quickExit  = 10 * time.Second
+	maxBackoff = 8 * time.Second
+)
+
+// supervise starts the replica again whenever it exits, until ctx ends: at
+// once after a run of quickExit or longer, else after a backoff doubling
+// from 500 ms to maxBackoff.
 func (h *harness) supervise(ctx context.Context, r *replica) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -173,10 +188,21 @@ func (h *harness) supervise(ctx context.Context, r *replica) {
 		if !exited || stopping {
 			continue
 		}
-		fmt.Fprintf(h.log, "replica %s exited; starting it again\n", r.name)
 		h.mu.Lock()
 		r.restarts++
+		if time.Since(r.started) >= quickExit {
+			r.backoff = 0
+		} else {
+			r.backoff = min(max(2*r.backoff, 500*time.Millisecond), maxBackoff)
+		}
+		wait := r.backoff
 		h.mu.Unlock()
+		fmt.Fprintf(h.log, "replica %s exited; starting it again in %s\n", r.name, wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 		if err := h.launch(r); err != nil {
 			fmt.Fprintf(h.log, "replica %s: %v\n", r.name, err)
 		}

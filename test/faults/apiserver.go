@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/appquota/appquota/internal/localcluster"
+)
+
+// apiserverOutages are how long kube-apiserver stays down, in turn: under
+// the renew deadline (the leader should keep the Lease), past it (the leader
+// must step down), and past the lease duration several times over.
+var apiserverOutages = []time.Duration{5 * time.Second, 2 * renewDeadline, 60 * time.Second}
+
+// apiserverRestart stops kube-apiserver for each of apiserverOutages while the editor changes AppQuotas, and starts it
+// again on the same flags, port and certificates; after each the oracle must
+// hold. It is SIGKILLed, a crash: on SIGTERM it drains for up to a minute
+// with the managers' watches open, which would blur the outage's length.
+// Edits refused while it is down are retried by the editor, and only
+// the accepted ones count, so none of those may be lost.
+func apiserverRestart(ctx context.Context, cfg Config, bin string) result {
+	outages := make([]string, len(apiserverOutages))
+	for i, d := range apiserverOutages {
+		outages[i] = d.String()
+	}
+	res := result{Fault: "API server restart",
+		Injection: fmt.Sprintf("kube-apiserver SIGKILLed and kept down for %s in turn, then started on the same flags, port and certificates, "+
+			"with edits in flight, on %d AppQuotas; the failover time is from the API server answering again "+
+			"to a leader renewing the Lease, when the leader changed; %d repeats",
+			strings.Join(outages, ", "), cfg.Apps, cfg.Repeats)}
+	// What the managers see is the API server unavailable from the kill to
+	// its first ready answer: the outage plus its start, several seconds on
+	// a loaded machine.
+	var unavailable []time.Duration
+	for range cfg.Repeats {
+		if err := apiserverRestartOnce(ctx, cfg, bin, &res, &unavailable); err != nil {
+			res.Err = err
+			break
+		}
+	}
+	res.Injection += "; unavailable (kill to ready) p50 / max " + quantiles(unavailable)
+	return res
+}
+
+func apiserverRestartOnce(ctx context.Context, cfg Config, bin string, res *result, unavailable *[]time.Duration) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h, err := newHarness(runCtx, cfg.Log, bin)
+	if err != nil {
+		return err
+	}
+	defer h.stop()
+	if err := h.start(runCtx); err != nil {
+		return err
+	}
+	// Apps below reserved are deleted, one per outage, just before it, so
+	// that the deletion may reach the managers only through their relist.
+	reserved := len(apiserverOutages)
+	apps := max(cfg.Apps, reserved+2)
+	if err := h.createApps(runCtx, 0, apps, cfg.Workers); err != nil {
+		return err
+	}
+	o := &oracle{h: h}
+	if _, _, err := o.settle(runCtx, time.Now(), 5*time.Minute); err != nil {
+		return fmt.Errorf("before the fault: %w", err)
+	}
+	restartsBefore, conflictsBefore := h.restarts(), h.conflicts()
+	for i, outage := range apiserverOutages {
+		if err := apiserverOutage(runCtx, h, o, i, reserved, apps, outage, res, unavailable); err != nil {
+			return fmt.Errorf("API server down %s: %w", outage, err)
+		}
+	}
+	res.Restarts += h.restarts() - restartsBefore
+	res.Stale += h.conflicts() - conflictsBefore
+	return nil
+}
+
+// apiserverOutage is one outage: edits running, app del deleted, the API
+// server down for outage, then up again; the oracle must hold after it.
+func apiserverOutage(ctx context.Context, h *harness, o *oracle, del, reserved, apps int, outage time.Duration,
+	res *result, unavailables *[]time.Duration) error {
+	var err error
+	if o.previous, _, _, err = h.stored(ctx); err != nil {
+		return err
+	}
+	leader, err := h.waitLeader(ctx)
+	if err != nil {
+		return err
+	}
+	holder, err := h.holder(ctx)
+	if err != nil {
+		return err
+	}
+	restartsBefore := h.restarts()
+	o.editor = newEditor(h, reserved, apps)
+	stopEdits := o.editor.run(ctx, 4)
+	defer stopEdits()
+	if err := waitEdits(ctx, o.editor, 10); err != nil {
+		return err
+	}
+	if err := h.deleteApps(ctx, o, del, del+1); err != nil {
+		return err
+	}
+	down := time.Now()
+	if err := h.cluster.Kill(localcluster.APIServer, syscall.SIGKILL); err != nil {
+		return err
+	}
+	// The outage itself: nothing to wait for but its end.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(outage):
+	}
+	if err := h.cluster.Restart(localcluster.APIServer); err != nil {
+		return err
+	}
+	up := time.Now()
+	// The API server answers some seconds after it starts: the managers see
+	// it gone for longer than the outage.
+	unavailable := up.Sub(down)
+	*unavailables = append(*unavailables, unavailable)
+	fmt.Fprintf(h.log, "API server down %s, unavailable %s\n", outage, unavailable.Round(100*time.Millisecond))
+	failover, err := h.waitRenewed(ctx, up)
+	if err != nil {
+		return err
+	}
+	// The editor must get through again before it stops: edits after the
+	// outage are part of what must not be lost.
+	if err := waitEdits(ctx, o.editor, o.editor.edits.Load()+10); err != nil {
+		return err
+	}
+	stopEdits()
+	recovery, lost, err := o.settle(ctx, up, 5*time.Minute)
+	res.Lost += lost
+	res.Edits += o.editor.edits.Load()
+	if err != nil {
+		return err
+	}
+	res.Recovery = append(res.Recovery, recovery)
+	now, err := h.holder(ctx)
+	if err != nil {
+		return err
+	}
+	kept := now == holder && h.restarts() == restartsBefore && h.leader() == leader
+	// The leader renews every retry period and gives up renewDeadline after
+	// its last renewal: an API server back within renewDeadline-retryPeriod
+	// of going is back before a renewal that must succeed.
+	if unavailable < renewDeadline-retryPeriod && !kept {
+		return fmt.Errorf("the API server, unavailable %s (under the renew deadline less a retry period), "+
+			"changed the leader (%s → %s) or restarted a replica (%d restarts)",
+			unavailable.Round(100*time.Millisecond), holder, now, h.restarts()-restartsBefore)
+	}
+	if !kept {
+		res.Failover = append(res.Failover, failover)
+	}
+	return nil
+}
+
+// waitEdits waits until the editor has made n accepted edits.
+func waitEdits(ctx context.Context, e *editor, n int64) error {
+	return poll(ctx, fmt.Sprintf("%d accepted edits", n), 2*time.Minute, func(context.Context) (bool, error) {
+		return e.edits.Load() >= n, nil
+	})
+}
+
+// waitRenewed waits until a replica that logged acquiring the Lease runs and
+// the Lease was renewed after since, and returns how long after since that
+// was: the time without a working leader once the API server is back.
+func (h *harness) waitRenewed(ctx context.Context, since time.Time) (time.Duration, error) {
+	var at time.Time
+	err := poll(ctx, "a leader to renew the Lease", 2*leaseDuration+time.Minute, func(ctx context.Context) (bool, error) {
+		var l coordinationv1.Lease
+		if err := h.c.Get(ctx, client.ObjectKey{Namespace: h.opts.Namespace, Name: leaseName}, &l); err != nil {
+			return false, fmt.Errorf("read the Lease: %w", err)
+		}
+		at = time.Now()
+		return h.leader() != nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(since), nil
+	})
+	return at.Sub(since), err
+}
