@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/appquota/appquota/internal/localcluster"
@@ -18,9 +22,9 @@ import (
 // must step down), and past the lease duration several times over.
 var apiserverOutages = []time.Duration{5 * time.Second, 2 * renewDeadline, 60 * time.Second}
 
-// apiserverRestart stops kube-apiserver for each of apiserverOutages while the editor changes AppQuotas, and starts it
-// again on the same flags, port and certificates; after each the oracle must
-// hold. It is SIGKILLed, a crash: on SIGTERM it drains for up to a minute
+// apiserverRestart stops kube-apiserver for each of apiserverOutages while
+// the editor changes AppQuotas, and starts it again on the same flags, port
+// and certificates; after each the oracle must hold. It is SIGKILLed, a crash: on SIGTERM it drains for up to a minute
 // with the managers' watches open, which would blur the outage's length.
 // Edits refused while it is down are retried by the editor, and only
 // the accepted ones count, so none of those may be lost.
@@ -31,24 +35,33 @@ func apiserverRestart(ctx context.Context, cfg Config, bin string) result {
 	}
 	res := result{Fault: "API server restart",
 		Injection: fmt.Sprintf("kube-apiserver SIGKILLed and kept down for %s in turn, then started on the same flags, port and certificates, "+
-			"with edits in flight, on %d AppQuotas; the failover time is from the API server answering again "+
+			"with edits in flight, on %d AppQuotas; the failover time is from the API accepting writes again "+
 			"to a leader renewing the Lease, when the leader changed; %d repeats",
 			strings.Join(outages, ", "), cfg.Apps, cfg.Repeats)}
 	// What the managers see is the API server unavailable from the kill to
 	// its first ready answer: the outage plus its start, several seconds on
 	// a loaded machine.
+	return controlPlaneOutages(ctx, cfg, bin, res, localcluster.APIServer, apiserverOutages)
+}
+
+// controlPlaneOutages runs the outages of comp, in a fresh harness per
+// repeat, and adds to the row what the managers saw: the API unavailable
+// from the kill to the first write it accepts again, the outage plus the
+// restart (several seconds on a loaded machine).
+func controlPlaneOutages(ctx context.Context, cfg Config, bin string, res result, comp localcluster.Component, outages []time.Duration) result {
 	var unavailable []time.Duration
 	for range cfg.Repeats {
-		if err := apiserverRestartOnce(ctx, cfg, bin, &res, &unavailable); err != nil {
+		if err := outagesOnce(ctx, cfg, bin, &res, comp, outages, &unavailable); err != nil {
 			res.Err = err
 			break
 		}
 	}
-	res.Injection += "; unavailable (kill to ready) p50 / max " + quantiles(unavailable)
+	res.Injection += "; API unavailable (kill to a write accepted) p50 / max " + quantiles(unavailable)
 	return res
 }
 
-func apiserverRestartOnce(ctx context.Context, cfg Config, bin string, res *result, unavailable *[]time.Duration) error {
+func outagesOnce(ctx context.Context, cfg Config, bin string, res *result, comp localcluster.Component, outages []time.Duration,
+	unavailable *[]time.Duration) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	h, err := newHarness(runCtx, cfg.Log, bin)
@@ -61,7 +74,7 @@ func apiserverRestartOnce(ctx context.Context, cfg Config, bin string, res *resu
 	}
 	// Apps below reserved are deleted, one per outage, just before it, so
 	// that the deletion may reach the managers only through their relist.
-	reserved := len(apiserverOutages)
+	reserved := len(outages)
 	apps := max(cfg.Apps, reserved+2)
 	if err := h.createApps(runCtx, 0, apps, cfg.Workers); err != nil {
 		return err
@@ -71,9 +84,9 @@ func apiserverRestartOnce(ctx context.Context, cfg Config, bin string, res *resu
 		return fmt.Errorf("before the fault: %w", err)
 	}
 	restartsBefore, conflictsBefore := h.restarts(), h.conflicts()
-	for i, outage := range apiserverOutages {
-		if err := apiserverOutage(runCtx, h, o, i, reserved, apps, outage, res, unavailable); err != nil {
-			return fmt.Errorf("API server down %s: %w", outage, err)
+	for i, outage := range outages {
+		if err := h.outage(runCtx, o, comp, outage, i, reserved, apps, res, unavailable); err != nil {
+			return fmt.Errorf("%s down %s: %w", comp, outage, err)
 		}
 	}
 	res.Restarts += h.restarts() - restartsBefore
@@ -81,9 +94,9 @@ func apiserverRestartOnce(ctx context.Context, cfg Config, bin string, res *resu
 	return nil
 }
 
-// apiserverOutage is one outage: edits running, app del deleted, the API
-// server down for outage, then up again; the oracle must hold after it.
-func apiserverOutage(ctx context.Context, h *harness, o *oracle, del, reserved, apps int, outage time.Duration,
+// outage is one outage: edits running, app del deleted, comp SIGKILLed and
+// kept down for outage, then started again; the oracle must hold after it.
+func (h *harness) outage(ctx context.Context, o *oracle, comp localcluster.Component, outage time.Duration, del, reserved, apps int,
 	res *result, unavailables *[]time.Duration) error {
 	var err error
 	if o.previous, _, _, err = h.stored(ctx); err != nil {
@@ -108,7 +121,7 @@ func apiserverOutage(ctx context.Context, h *harness, o *oracle, del, reserved, 
 		return err
 	}
 	down := time.Now()
-	if err := h.cluster.Kill(localcluster.APIServer, syscall.SIGKILL); err != nil {
+	if err := h.cluster.Kill(comp, syscall.SIGKILL); err != nil {
 		return err
 	}
 	// The outage itself: nothing to wait for but its end.
@@ -117,15 +130,18 @@ func apiserverOutage(ctx context.Context, h *harness, o *oracle, del, reserved, 
 		return ctx.Err()
 	case <-time.After(outage):
 	}
-	if err := h.cluster.Restart(localcluster.APIServer); err != nil {
+	if err := h.cluster.Restart(comp); err != nil {
+		return err
+	}
+	// The managers see the API back when it accepts writes: after the API
+	// server's start, or its etcd client's reconnection.
+	if err := h.waitWritable(ctx); err != nil {
 		return err
 	}
 	up := time.Now()
-	// The API server answers some seconds after it starts: the managers see
-	// it gone for longer than the outage.
 	unavailable := up.Sub(down)
 	*unavailables = append(*unavailables, unavailable)
-	fmt.Fprintf(h.log, "API server down %s, unavailable %s\n", outage, unavailable.Round(100*time.Millisecond))
+	fmt.Fprintf(h.log, "%s down %s, API unavailable %s\n", comp, outage, unavailable.Round(100*time.Millisecond))
 	failover, err := h.waitRenewed(ctx, up)
 	if err != nil {
 		return err
@@ -149,10 +165,10 @@ func apiserverOutage(ctx context.Context, h *harness, o *oracle, del, reserved, 
 	}
 	kept := now == holder && h.restarts() == restartsBefore && h.leader() == leader
 	// The leader renews every retry period and gives up renewDeadline after
-	// its last renewal: an API server back within renewDeadline-retryPeriod
-	// of going is back before a renewal that must succeed.
+	// its last renewal: an API back within renewDeadline-retryPeriod of
+	// going is back before a renewal that must succeed.
 	if unavailable < renewDeadline-retryPeriod && !kept {
-		return fmt.Errorf("the API server, unavailable %s (under the renew deadline less a retry period), "+
+		return fmt.Errorf("the API, unavailable %s (under the renew deadline less a retry period), "+
 			"changed the leader (%s → %s) or restarted a replica (%d restarts)",
 			unavailable.Round(100*time.Millisecond), holder, now, h.restarts()-restartsBefore)
 	}
@@ -160,6 +176,23 @@ func apiserverOutage(ctx context.Context, h *harness, o *oracle, del, reserved, 
 		res.Failover = append(res.Failover, failover)
 	}
 	return nil
+}
+
+// waitWritable waits until the API server accepts a write (a probe
+// ConfigMap's update), which needs both it and etcd.
+func (h *harness) waitWritable(ctx context.Context) error {
+	probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: appNamespace, Name: "faults-probe"}}
+	n := 0
+	return poll(ctx, "the API to accept a write", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		n++
+		probe.Data = map[string]string{"n": strconv.Itoa(n)}
+		probe.ResourceVersion = ""
+		err := h.c.Update(ctx, probe)
+		if apierrors.IsNotFound(err) {
+			err = h.c.Create(ctx, probe)
+		}
+		return err == nil, err
+	})
 }
 
 // waitEdits waits until the editor has made n accepted edits.
