@@ -79,6 +79,8 @@ type replica struct {
 	// wait before the next start after a quick exit (see supervise).
 	started time.Time
 	backoff time.Duration
+	// writes counts the configurations this slot logged writing.
+	writes int
 }
 
 func newHarness(ctx context.Context, log io.Writer, bin string, extra ...string) (*harness, error) {
@@ -233,6 +235,7 @@ func (h *harness) logWriter(r *replica) io.Writer {
 				for _, m := range hashRE.FindAllString(line, -1) {
 					h.hashes[m] = true
 				}
+				r.writes++
 			}
 			if strings.Contains(strings.ToLower(line), "successfully acquired lease") {
 				r.leading = true

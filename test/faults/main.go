@@ -32,7 +32,7 @@ type Config struct {
 
 func defaultConfig() Config {
 	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage",
-		"apiserver-restart", "etcd-restart"}, Log: os.Stderr}
+		"apiserver-restart", "etcd-restart", "partition"}, Log: os.Stderr}
 }
 
 // faults are the faults by name, in the order a run takes them.
@@ -44,6 +44,7 @@ var faults = map[string]func(context.Context, Config, string) result{
 	// issue 29, item 2 (faults-a)
 	"apiserver-restart": apiserverRestart,
 	"etcd-restart":      etcdRestart,
+	"partition":         partition,
 }
 
 func main() {
@@ -52,7 +53,7 @@ func main() {
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
 	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage"+
-		", apiserver-restart, etcd-restart")
+		", apiserver-restart, etcd-restart, partition")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")
