@@ -58,6 +58,9 @@ type harness struct {
 	// incompressible gives the AppQuotas' overrides reasons that compress
 	// poorly, so that a small set shards.
 	incompressible bool
+	// replicaArgs are flags added to replica a's and b's own (clock-skew's
+	// clock offsets).
+	replicaArgs [2][]string
 	// hashes are every configuration hash a manager logged as written.
 	mu     sync.Mutex
 	hashes map[string]bool
@@ -119,8 +122,8 @@ func (h *harness) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.replicas[0] = &replica{name: "a"}
-	h.replicas[1] = &replica{name: "b", args: []string{"--webhook-port", strconv.Itoa(port)}}
+	h.replicas[0] = &replica{name: "a", args: h.replicaArgs[0]}
+	h.replicas[1] = &replica{name: "b", args: append([]string{"--webhook-port", strconv.Itoa(port)}, h.replicaArgs[1]...)}
 	for _, r := range h.replicas {
 		if err := h.launch(r); err != nil {
 			return err

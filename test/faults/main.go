@@ -32,7 +32,7 @@ type Config struct {
 
 func defaultConfig() Config {
 	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage",
-		"apiserver-restart", "etcd-restart", "partition"}, Log: os.Stderr}
+		"apiserver-restart", "etcd-restart", "partition", "clock-skew"}, Log: os.Stderr}
 }
 
 // faults are the faults by name, in the order a run takes them.
@@ -45,6 +45,7 @@ var faults = map[string]func(context.Context, Config, string) result{
 	"apiserver-restart": apiserverRestart,
 	"etcd-restart":      etcdRestart,
 	"partition":         partition,
+	"clock-skew":        clockSkew,
 }
 
 func main() {
@@ -53,7 +54,7 @@ func main() {
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
 	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage"+
-		", apiserver-restart, etcd-restart, partition")
+		", apiserver-restart, etcd-restart, partition, clock-skew")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")
