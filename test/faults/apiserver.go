@@ -38,9 +38,6 @@ func apiserverRestart(ctx context.Context, cfg Config, bin string) result {
 			"with edits in flight, on %d AppQuotas; the failover time is from the API accepting writes again "+
 			"to a leader renewing the Lease, when the leader changed; %d repeats",
 			strings.Join(outages, ", "), cfg.Apps, cfg.Repeats)}
-	// What the managers see is the API server unavailable from the kill to
-	// its first ready answer: the outage plus its start, several seconds on
-	// a loaded machine.
 	return controlPlaneOutages(ctx, cfg, bin, res, localcluster.APIServer, apiserverOutages)
 }
 
