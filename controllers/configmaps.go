@@ -235,6 +235,9 @@ func (r *QuotaReconciler) write(ctx context.Context, st *layout.Stored, existing
 			continue
 		}
 		wrote = true
+		if err := r.leaseHeld(); err != nil {
+			return wrote, fmt.Errorf("delete ConfigMap %s/%s, a shard no longer used: %w", cm.Namespace, name, err)
+		}
 		rv := r.resourceVersion(cm)
 		err := r.Delete(ctx, cm, client.Preconditions{UID: &cm.UID, ResourceVersion: &rv})
 		delete(r.pub.rv, name)
@@ -258,6 +261,9 @@ func (r *QuotaReconciler) write(ctx context.Context, st *layout.Stored, existing
 // finds different from its index and writes again.
 func (r *QuotaReconciler) fencedApply(ctx context.Context, apply *corev1ac.ConfigMapApplyConfiguration, cur *corev1.ConfigMap) error {
 	name := *apply.Name
+	if err := r.leaseHeld(); err != nil {
+		return fmt.Errorf("apply ConfigMap %s/%s: %w", *apply.Namespace, name, err)
+	}
 	if r.pub.rv == nil {
 		r.pub.rv = map[string]string{}
 	}
@@ -276,6 +282,15 @@ func (r *QuotaReconciler) fencedApply(ctx context.Context, apply *corev1ac.Confi
 		r.pub.rv[name] = *apply.ResourceVersion
 	}
 	return nil
+}
+
+// leaseHeld is nil when this replica may write: it renewed the leader Lease
+// recently, or runs without leader election.
+func (r *QuotaReconciler) leaseHeld() error {
+	if r.LeaseHeld == nil {
+		return nil
+	}
+	return r.LeaseHeld()
 }
 
 // resourceVersion is the version of cm our writes are conditioned on: the one

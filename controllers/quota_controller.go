@@ -96,6 +96,11 @@ type QuotaReconciler struct {
 	MinWriteInterval time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// LeaseHeld, when set, says whether this replica still holds the leader
+	// Lease; every write of the ConfigMaps checks it first, so that a
+	// replica resuming from a freeze does not write while it finds out it
+	// was deposed (wiring.LeaseLock). Nil: no check.
+	LeaseHeld func() error
 
 	// Board hands each render's result to the status controller.
 	Board *Board

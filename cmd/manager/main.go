@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -21,6 +22,9 @@ import (
 	"github.com/appquota/appquota/internal/metricsauth"
 	"github.com/appquota/appquota/internal/wiring"
 )
+
+// leaderElectionID names the leader election Lease.
+const leaderElectionID = "appquota-leader.quota.appquota.io"
 
 func main() {
 	opts := wiring.DefaultOptions()
@@ -121,6 +125,19 @@ func main() {
 	tlsOpts := wiring.ServerTLSOpts(enableHTTP2)
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(apiQPS), apiBurst
+	// The Lease lock is built here rather than by controller-runtime so that
+	// the controller can check, before each write, that this replica renewed
+	// it recently (wiring.LeaseLock: a replica resuming from a freeze must
+	// not write while it finds out it was deposed).
+	var leaseLock resourcelock.Interface
+	if leaderElect {
+		lock, err := wiring.NewLeaseLock(cfg, cmp.Or(leaderElectNS, opts.Namespace), leaderElectionID, renewDeadline)
+		if err != nil {
+			log.Error(err, "leader election")
+			os.Exit(1)
+		}
+		leaseLock, opts.LeaseHeld = lock, lock.Held
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		Metrics: metricsserver.Options{
@@ -134,8 +151,10 @@ func main() {
 		PprofBindAddress:        pprofAddr,
 		Cache:                   wiring.CacheOptions(opts),
 		LeaderElection:          leaderElect,
-		LeaderElectionID:        "appquota-leader.quota.appquota.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: cmp.Or(leaderElectNS, opts.Namespace),
+		// Used only with LeaderElection.
+		LeaderElectionResourceLockInterface: leaseLock,
 		// Hand the Lease over on SIGTERM instead of making the next leader wait
 		// out its duration: the manager exits once it stops leading, so nothing
 		// runs as a leader after the release.

@@ -66,6 +66,11 @@ type Cluster struct {
 
 	watchdog *exec.Cmd
 	tmpDir   string
+	output   bool
+	// args are the command lines of the components Kill stopped, and procs
+	// the processes Restart started again (restart.go).
+	args  map[Component][]string
+	procs map[Component]*restarted
 }
 
 // RepoRoot walks up from the working directory to the directory holding go.mod.
@@ -125,7 +130,7 @@ func Start(opts Options) (*Cluster, error) {
 		return nil, errors.New("localcluster: Options.Scheme is nil: pass the scheme of the types the tests use")
 	}
 
-	c := &Cluster{Scheme: scheme, AssetsDir: assets}
+	c := &Cluster{Scheme: scheme, AssetsDir: assets, output: opts.Output}
 	c.Env = &envtest.Environment{
 		Scheme:                   scheme,
 		BinaryAssetsDirectory:    assets,
@@ -197,6 +202,7 @@ func (c *Cluster) Kubectl() string { return filepath.Join(c.AssetsDir, "kubectl"
 
 // Stop stops kube-apiserver and etcd and removes their data.
 func (c *Cluster) Stop() error {
+	c.stopRestarted()
 	err := c.Env.Stop()
 	if c.watchdog != nil && c.watchdog.Process != nil {
 		_ = c.watchdog.Process.Kill()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -146,5 +147,74 @@ func testScheme(t *testing.T) *runtime.Scheme {
 func TestStartWithoutSchemeIsAnError(t *testing.T) {
 	if _, err := localcluster.Start(localcluster.Options{}); err == nil || !strings.Contains(err.Error(), "Scheme is nil") {
 		t.Fatalf("Start without a scheme: %v, want an error naming Options.Scheme", err)
+	}
+}
+
+// TestKillAndRestart proves what the fault suite relies on: the API server
+// and etcd, each stopped and started again by Kill and Restart, come back on
+// the same port, certificates and data (an object written before is read
+// after, with the old client), and Stop still leaves no process behind.
+func TestKillAndRestart(t *testing.T) {
+	cluster, err := localcluster.Start(localcluster.Options{Scheme: testScheme(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = cluster.Stop()
+		}
+	})
+	ctx := context.Background()
+	c, err := cluster.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "survivor", Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	if err := c.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		comp localcluster.Component
+		sig  syscall.Signal
+	}{{localcluster.APIServer, syscall.SIGTERM}, {localcluster.Etcd, syscall.SIGKILL}, {localcluster.APIServer, syscall.SIGKILL}} {
+		if err := cluster.Kill(step.comp, step.sig); err != nil {
+			t.Fatalf("kill %s: %v", step.comp, err)
+		}
+		if step.comp == localcluster.APIServer {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(cm), &corev1.ConfigMap{}); err == nil {
+				t.Fatalf("a read succeeded with %s stopped", step.comp)
+			}
+		}
+		if err := cluster.Restart(step.comp); err != nil {
+			t.Fatalf("restart %s: %v", step.comp, err)
+		}
+		// etcd restarted is reached by the API server's client again
+		// within its retries: poll.
+		var got corev1.ConfigMap
+		deadline := time.Now().Add(time.Minute)
+		for {
+			err = c.Get(ctx, client.ObjectKeyFromObject(cm), &got)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil || got.Data["k"] != "v" {
+			t.Fatalf("after restarting %s: read %+v, %v; want the object written before", step.comp, got.Data, err)
+		}
+	}
+	pids := localcluster.ControlPlanePIDs()
+	if len(pids) != 2 {
+		t.Fatalf("want etcd and kube-apiserver running after the restarts, found pids %v", pids)
+	}
+	stopped = true
+	if err := cluster.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+			t.Errorf("process %d still exists after Stop (kill -0: %v)", pid, err)
+		}
 	}
 }

@@ -98,6 +98,10 @@ type Options struct {
 	// overrides expire: a fault-injection knob for clock skew between
 	// replicas (test/faults); 0 in production.
 	ClockOffset time.Duration
+	// LeaseHeld, when set, is checked before each write of the ConfigMaps:
+	// a replica that has not renewed the leader Lease recently writes
+	// nothing (LeaseLock.Held). Nil without leader election.
+	LeaseHeld func() error
 	// DisableWebhook leaves the admission webhook out (tests that need to create
 	// objects a webhook would refuse, as if it had been down).
 	DisableWebhook bool
@@ -296,6 +300,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		CompactAfter:     o.CompactAfter,
 		MinWriteInterval: o.MinWriteInterval,
 		Now:              clock(o.ClockOffset),
+		LeaseHeld:        o.LeaseHeld,
 		AppQuotas:        appQuotas.GetStore(),
 		Engine:           engine,
 	}

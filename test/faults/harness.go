@@ -58,6 +58,9 @@ type harness struct {
 	// incompressible gives the AppQuotas' overrides reasons that compress
 	// poorly, so that a small set shards.
 	incompressible bool
+	// replicaArgs are flags added to replica a's and b's own (clock-skew's
+	// clock offsets).
+	replicaArgs [2][]string
 	// hashes are every configuration hash a manager logged as written.
 	mu     sync.Mutex
 	hashes map[string]bool
@@ -75,6 +78,12 @@ type replica struct {
 	stopping bool
 	// conflicts counts "the object has been modified" errors this slot logged.
 	conflicts int
+	// started is when the running incarnation was launched, and backoff the
+	// wait before the next start after a quick exit (see supervise).
+	started time.Time
+	backoff time.Duration
+	// writes counts the configurations this slot logged writing.
+	writes int
 }
 
 func newHarness(ctx context.Context, log io.Writer, bin string, extra ...string) (*harness, error) {
@@ -113,8 +122,8 @@ func (h *harness) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.replicas[0] = &replica{name: "a"}
-	h.replicas[1] = &replica{name: "b", args: []string{"--webhook-port", strconv.Itoa(port)}}
+	h.replicas[0] = &replica{name: "a", args: h.replicaArgs[0]}
+	h.replicas[1] = &replica{name: "b", args: append([]string{"--webhook-port", strconv.Itoa(port)}, h.replicaArgs[1]...)}
 	for _, r := range h.replicas {
 		if err := h.launch(r); err != nil {
 			return err
@@ -152,12 +161,23 @@ func (h *harness) launch(r *replica) error {
 		return err
 	}
 	h.mu.Lock()
-	r.proc, r.leading = p, false
+	r.proc, r.leading, r.started = p, false, time.Now()
 	h.mu.Unlock()
 	return nil
 }
 
-// supervise starts the replica again whenever it exits, until ctx ends.
+// Restarts after quick exits back off as the kubelet's do, shorter: a
+// manager that cannot reach the API server exits at once, and restarting it
+// every 100 ms through a minute's outage would load the machine the faults
+// share with the control plane.
+const (
+	quickExit  = 10 * time.Second
+	maxBackoff = 8 * time.Second
+)
+
+// supervise starts the replica again whenever it exits, until ctx ends: at
+// once after a run of quickExit or longer, else after a backoff doubling
+// from 500 ms to maxBackoff.
 func (h *harness) supervise(ctx context.Context, r *replica) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -173,10 +193,21 @@ func (h *harness) supervise(ctx context.Context, r *replica) {
 		if !exited || stopping {
 			continue
 		}
-		fmt.Fprintf(h.log, "replica %s exited; starting it again\n", r.name)
 		h.mu.Lock()
 		r.restarts++
+		if time.Since(r.started) >= quickExit {
+			r.backoff = 0
+		} else {
+			r.backoff = min(max(2*r.backoff, 500*time.Millisecond), maxBackoff)
+		}
+		wait := r.backoff
 		h.mu.Unlock()
+		fmt.Fprintf(h.log, "replica %s exited; starting it again in %s\n", r.name, wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 		if err := h.launch(r); err != nil {
 			fmt.Fprintf(h.log, "replica %s: %v\n", r.name, err)
 		}
@@ -207,6 +238,7 @@ func (h *harness) logWriter(r *replica) io.Writer {
 				for _, m := range hashRE.FindAllString(line, -1) {
 					h.hashes[m] = true
 				}
+				r.writes++
 			}
 			if strings.Contains(strings.ToLower(line), "successfully acquired lease") {
 				r.leading = true

@@ -31,7 +31,8 @@ type Config struct {
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage"}, Log: os.Stderr}
+	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage",
+		"apiserver-restart", "etcd-restart", "partition", "clock-skew"}, Log: os.Stderr}
 }
 
 // faults are the faults by name, in the order a run takes them.
@@ -40,6 +41,11 @@ var faults = map[string]func(context.Context, Config, string) result{
 	"handover":    handover,
 	"last-good":   lastGood,
 	"hand-damage": handDamage,
+	// issue 29, item 2 (faults-a)
+	"apiserver-restart": apiserverRestart,
+	"etcd-restart":      etcdRestart,
+	"partition":         partition,
+	"clock-skew":        clockSkew,
 }
 
 func main() {
@@ -47,7 +53,8 @@ func main() {
 	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas in each run")
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
-	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage")
+	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage"+
+		", apiserver-restart, etcd-restart, partition, clock-skew")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")

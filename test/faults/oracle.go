@@ -44,6 +44,9 @@ type oracle struct {
 	editor   *editor
 	// deleted are app IDs deleted during the fault.
 	deleted []string
+	// now is the clock the render is taken at, time.Now when nil: the
+	// leader's, when replicas' clocks differ (clock-skew).
+	now func() time.Time
 }
 
 // check returns nil when every property holds, else the first that does not.
@@ -65,8 +68,12 @@ func (o *oracle) check(ctx context.Context) (lost int, err error) {
 	if err := h.c.List(ctx, &apps); err != nil {
 		return 0, err
 	}
+	now := time.Now()
+	if o.now != nil {
+		now = o.now()
+	}
 	want, err := render.Render(render.Input{DefaultProfile: h.opts.DefaultProfile, Profiles: profiles.Items,
-		AppQuotas: render.Pointers(apps.Items), Previous: o.previous, Now: time.Now()})
+		AppQuotas: render.Pointers(apps.Items), Previous: o.previous, Now: now})
 	if err != nil {
 		return 0, fmt.Errorf("render the live objects: %w", err)
 	}
