@@ -140,7 +140,8 @@ func Changes(profiles map[string]quotaconfig.Profile, defaultProfile string, bef
 
 // effective returns the limits of groups as they apply to app, and app's
 // overrides by group.
-func effective(profiles map[string]quotaconfig.Profile, app *quotaconfig.App, groups map[string]struct{}) (map[key]Value, map[string]quotaconfig.Override) {
+func effective(profiles map[string]quotaconfig.Profile, app *quotaconfig.App,
+	groups map[string]struct{}) (map[key]Value, map[string]quotaconfig.Override) {
 	out := map[key]Value{}
 	overrides := map[string]quotaconfig.Override{}
 	for _, g := range profiles[app.Profile].Groups {

@@ -464,7 +464,8 @@ func (r *Merger) mergeAll(in Input) *Result {
 	prev := r.previous(in)
 	// The next merge may update this one only if every profile is valid, none is
 	// being deleted and all come from the API server (see mergeState).
-	state := &mergeState{res: res, defaultProfile: in.DefaultProfile, claims: in.Claims.version(), profiles: map[string]string{}, dups: map[string]struct{}{}}
+	state := &mergeState{res: res, defaultProfile: in.DefaultProfile, claims: in.Claims.version(),
+		profiles: map[string]string{}, dups: map[string]struct{}{}}
 	incremental := in.Previous == nil
 
 	// Profiles: valid ones as they are, invalid ones as they last were.
@@ -532,11 +533,6 @@ func (r *Merger) mergeAll(in Input) *Result {
 	keepDeleted(in.DefaultProfile)
 
 	// AppQuotas, oldest first: the oldest claim on an appID wins.
-	type entry struct {
-		a   *quotav1.AppQuota
-		c   *appCheck
-		key string
-	}
 	apps := make([]entry, 0, len(in.AppQuotas))
 	for _, a := range in.AppQuotas {
 		if a.DeletionTimestamp != nil {
@@ -559,18 +555,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 	res.Apps = make(map[string]*Outcome, len(apps))
 	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
 	owners := make(map[string]string, len(apps))
-	// permitted are the appIDs' owners among the claims their namespaces may
-	// make, found first: a claim that may not be made, older or not, keeps
-	// no last good entry of an appID someone may claim.
-	var permitted map[string]string
-	if in.Claims != nil {
-		permitted = make(map[string]string, len(apps))
-		for _, e := range apps {
-			if _, ok := permitted[e.a.Spec.AppID]; !ok && in.Claims.grant(e.a.Namespace).Allows(e.a.Spec.AppID) {
-				permitted[e.a.Spec.AppID] = e.key
-			}
-		}
-	}
+	permitted := in.Claims.permitted(apps)
 	for _, e := range apps {
 		a, key := e.a, e.key
 		profile := a.ProfileName()
@@ -612,6 +597,29 @@ func (r *Merger) mergeAll(in Input) *Result {
 		r.last = state
 	}
 	return res
+}
+
+// entry is an AppQuota in a full merge, with its record and key.
+type entry struct {
+	a   *quotav1.AppQuota
+	c   *appCheck
+	key string
+}
+
+// permitted returns the appIDs' owners among the claims their namespaces may
+// make (apps oldest first), nil for no claims: a claim that may not be made,
+// older or not, keeps no last good entry of an appID someone may claim.
+func (c *Claims) permitted(apps []entry) map[string]string {
+	if c == nil {
+		return nil
+	}
+	owners := make(map[string]string, len(apps))
+	for _, e := range apps {
+		if _, ok := owners[e.a.Spec.AppID]; !ok && c.grant(e.a.Namespace).Allows(e.a.Spec.AppID) {
+			owners[e.a.Spec.AppID] = e.key
+		}
+	}
+	return owners
 }
 
 // mergeApp works out one AppQuota's entry in the document (inDoc false: none)

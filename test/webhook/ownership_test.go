@@ -159,7 +159,7 @@ func TestChangedByStamped(t *testing.T) {
 		t.Fatal(out)
 	}
 	t.Cleanup(func() { _ = installPolicies(cluster) })
-	forged = strings.Replace(forged, "stamped", "forged", -1)
+	forged = strings.ReplaceAll(forged, "stamped", "forged")
 	forged = strings.Replace(forged, "6200", "6201", 1)
 	deadline := time.Now().Add(time.Minute)
 	for {
