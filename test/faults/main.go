@@ -25,13 +25,15 @@ import (
 // Config sizes a run.
 type Config struct {
 	Apps, Repeats, Workers int
+	// RMWEdits is how many read-modify-write edits the rmw fault makes.
+	RMWEdits int
 	// Faults are the names of the faults to run (see faults).
 	Faults []string
 	Log    io.Writer
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage"}, Log: os.Stderr}
+	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook"}, Log: os.Stderr}
 }
 
 // faults are the faults by name, in the order a run takes them.
@@ -40,6 +42,8 @@ var faults = map[string]func(context.Context, Config, string) result{
 	"handover":    handover,
 	"last-good":   lastGood,
 	"hand-damage": handDamage,
+	"rmw":         rmw,
+	"webhook":     webhookFault,
 }
 
 func main() {
@@ -47,7 +51,8 @@ func main() {
 	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas in each run")
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
-	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage")
+	flag.IntVar(&cfg.RMWEdits, "rmw-edits", cfg.RMWEdits, "read-modify-write edits the rmw fault makes")
+	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage, rmw, webhook")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")
