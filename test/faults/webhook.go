@@ -94,9 +94,7 @@ func webhookFault(ctx context.Context, cfg Config, bin string) result {
 		}
 		res.Recovery = append(res.Recovery, recovery)
 	}
-	o.editor.mu.Lock()
 	res.Edits = o.editor.edits.Load()
-	o.editor.mu.Unlock()
 	if res.Err == nil {
 		_, res.Lost, res.Err = o.settle(runCtx, time.Now(), 2*time.Minute)
 	}
