@@ -61,6 +61,11 @@ type harness struct {
 	// hashes are every configuration hash a manager logged as written.
 	mu     sync.Mutex
 	hashes map[string]bool
+
+	// readers are the gateway readers (readers.go), set once started.
+	readers *readers
+	// replicaArgs are flags added to one replica each (a, b), after extra.
+	replicaArgs [2][]string
 }
 
 // replica is one manager slot: the process running in it now, and how often
@@ -113,8 +118,8 @@ func (h *harness) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.replicas[0] = &replica{name: "a"}
-	h.replicas[1] = &replica{name: "b", args: []string{"--webhook-port", strconv.Itoa(port)}}
+	h.replicas[0] = &replica{name: "a", args: h.replicaArgs[0]}
+	h.replicas[1] = &replica{name: "b", args: append([]string{"--webhook-port", strconv.Itoa(port)}, h.replicaArgs[1]...)}
 	for _, r := range h.replicas {
 		if err := h.launch(r); err != nil {
 			return err
@@ -128,10 +133,13 @@ func (h *harness) start(ctx context.Context) error {
 	for _, g := range profile.Spec.EndpointGroups {
 		h.groups = append(h.groups, g.Name)
 	}
-	return poll(ctx, "create the default profile (a webhook must answer)", 2*time.Minute, func(ctx context.Context) (bool, error) {
+	if err := poll(ctx, "create the default profile (a webhook must answer)", 2*time.Minute, func(ctx context.Context) (bool, error) {
 		err := h.c.Create(ctx, profile.DeepCopy())
 		return err == nil, err
-	})
+	}); err != nil {
+		return err
+	}
+	return h.startReaders(ctx)
 }
 
 func freePort() (int, error) {
@@ -290,6 +298,10 @@ func (h *harness) stop() {
 		_ = p.Stop()
 	}
 	_ = h.cluster.Stop()
+	if rs := h.gatewayReaders(); rs != nil {
+		rs.summary(h.log)
+		rs.remove()
+	}
 }
 
 func readCatalog() (*quotav1.QuotaProfile, error) {

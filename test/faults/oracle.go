@@ -152,5 +152,16 @@ func (o *oracle) settle(ctx context.Context, since time.Time, timeout time.Durat
 		}
 		return cerr == nil, cerr
 	})
-	return time.Since(since), lost, err
+	recovery = time.Since(since)
+	if err != nil {
+		return recovery, lost, err
+	}
+	// What gateways see, once the stored configuration is right: not part of
+	// the recovery, which is the manager's; a reader's lag is its kubelet's.
+	if rs := o.h.gatewayReaders(); rs != nil {
+		if err := rs.settle(ctx, 2*time.Minute); err != nil {
+			return recovery, lost, err
+		}
+	}
+	return recovery, lost, nil
 }
