@@ -33,17 +33,18 @@ type Config struct {
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook"}, Log: os.Stderr}
+	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook", "engine-restart"}, Log: os.Stderr}
 }
 
 // faults are the faults by name, in the order a run takes them.
 var faults = map[string]func(context.Context, Config, string) result{
-	"leader-kill": leaderKill,
-	"handover":    handover,
-	"last-good":   lastGood,
-	"hand-damage": handDamage,
-	"rmw":         rmw,
-	"webhook":     webhookFault,
+	"leader-kill":    leaderKill,
+	"handover":       handover,
+	"last-good":      lastGood,
+	"hand-damage":    handDamage,
+	"rmw":            rmw,
+	"webhook":        webhookFault,
+	"engine-restart": engineRestart,
 }
 
 func main() {
@@ -52,7 +53,7 @@ func main() {
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
 	flag.IntVar(&cfg.RMWEdits, "rmw-edits", cfg.RMWEdits, "read-modify-write edits the rmw fault makes")
-	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage, rmw, webhook")
+	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage, rmw, webhook, engine-restart")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")
