@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/engine"
@@ -67,12 +68,14 @@ func engineRestart(ctx context.Context, cfg Config, bin string) result {
 		return res
 	}
 	defer e.stop()
-	apps := max(cfg.Apps, 2)
+	apps := max(cfg.Apps, 3)
 	if err := h.createApps(runCtx, 0, apps, cfg.Workers); err != nil {
 		res.Err = err
 		return res
 	}
-	o := &oracle{h: h, editor: newEditor(h, 1, apps)} // app 0 is the counters'
+	// App 0 is the counters', app 1 the one whose Enforced is checked while
+	// no engine is connected.
+	o := &oracle{h: h, editor: newEditor(h, 2, apps)}
 	if _, err := e.settle(runCtx, o, time.Now()); err != nil {
 		res.Err = fmt.Errorf("before the fault: %w", err)
 		return res
@@ -281,11 +284,36 @@ func (e *enforcement) ratelimitOnce(ctx context.Context, o *oracle) (time.Durati
 	}); err != nil {
 		return 0, err
 	}
+	if err := e.notEnforcedWhileDown(ctx, o); err != nil {
+		return 0, err
+	}
 	if err := e.rl.Restart(ctx); err != nil {
 		return 0, err
 	}
 	stopEdits()
 	return e.settle(ctx, o, killed)
+}
+
+// notEnforcedWhileDown edits app 1 while no ratelimit is connected and
+// checks that once the change is stored (Ready for its generation) it is not
+// reported Enforced: nothing could have acknowledged it.
+func (e *enforcement) notEnforcedWhileDown(ctx context.Context, o *oracle) error {
+	if err := o.editor.edit(ctx, 1); err != nil {
+		return err
+	}
+	key := client.ObjectKey{Namespace: appNamespace, Name: appName(1)}
+	if err := e.h.waitReady(ctx, key, metav1.ConditionTrue); err != nil {
+		return err
+	}
+	var a quotav1.AppQuota
+	if err := e.h.c.Get(ctx, key, &a); err != nil {
+		return err
+	}
+	if c := meta.FindStatusCondition(a.Status.Conditions, quotav1.ConditionEnforced); c != nil &&
+		c.ObservedGeneration == a.Generation && c.Status == metav1.ConditionTrue {
+		return fmt.Errorf("AppQuota %s reports Enforced=True for generation %d, stored while no ratelimit was connected: %+v", key, a.Generation, c)
+	}
+	return nil
 }
 
 // redisOnce measures app 0's counter, SIGKILLs redis-server and starts it

@@ -285,8 +285,13 @@ func (h *harness) written(hash string) bool {
 	return h.hashes[hash]
 }
 
-// stop ends both replicas (SIGTERM) and the control plane.
+// stop ends the gateway readers, both replicas (SIGTERM) and the control
+// plane.
 func (h *harness) stop() {
+	if rs := h.gatewayReaders(); rs != nil {
+		rs.stop()
+		rs.summary(h.log)
+	}
 	for _, r := range h.replicas {
 		if r == nil {
 			continue
@@ -298,10 +303,6 @@ func (h *harness) stop() {
 		_ = p.Stop()
 	}
 	_ = h.cluster.Stop()
-	if rs := h.gatewayReaders(); rs != nil {
-		rs.summary(h.log)
-		rs.remove()
-	}
 }
 
 func readCatalog() (*quotav1.QuotaProfile, error) {

@@ -35,9 +35,11 @@ var readerPeriods = []time.Duration{700 * time.Millisecond, 1500 * time.Millisec
 // no reader ever loaded a configuration no manager wrote, and that each ends
 // with the stored one.
 type readers struct {
-	h    *harness
-	dir  string
-	list []*reader
+	h      *harness
+	dir    string
+	list   []*reader
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu sync.Mutex
 	// fed maps the key of a document (docKey) that a fed version holds, when
@@ -75,14 +77,17 @@ func (h *harness) startReaders(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rs := &readers{h: h, dir: dir, fed: map[string]string{}, versionDocs: map[string]string{}}
+	// The readers end before the control plane does (stop), so that they do
+	// not report its absence.
+	ctx, cancel := context.WithCancel(ctx)
+	rs := &readers{h: h, dir: dir, cancel: cancel, fed: map[string]string{}, versionDocs: map[string]string{}}
 	for i, p := range readerPeriods {
 		r := &reader{name: fmt.Sprintf("gateway-%d", i), dir: filepath.Join(dir, fmt.Sprintf("gateway-%d", i)), period: p}
 		if err := os.MkdirAll(r.dir, 0o755); err != nil {
 			return err
 		}
 		rs.list = append(rs.list, r)
-		go rs.run(ctx, r)
+		rs.wg.Go(func() { rs.run(ctx, r) })
 	}
 	h.mu.Lock()
 	h.readers = rs
@@ -130,11 +135,11 @@ func (rs *readers) startWatcher(ctx context.Context, r *reader) {
 	r.watcher = w
 	r.mu.Unlock()
 	rs.loaded(r, w.Current())
-	go func() {
+	rs.wg.Go(func() {
 		if err := w.Run(ctx); err != nil {
 			fmt.Fprintf(rs.h.log, "reader %s: %v\n", r.name, err)
 		}
-	}()
+	})
 }
 
 // loaded records a configuration the Watcher made current.
@@ -349,8 +354,12 @@ func (rs *readers) summary(w io.Writer) {
 	}
 }
 
-// remove deletes the readers' volumes.
-func (rs *readers) remove() { _ = os.RemoveAll(rs.dir) }
+// stop ends the readers and deletes their volumes.
+func (rs *readers) stop() {
+	rs.cancel()
+	rs.wg.Wait()
+	_ = os.RemoveAll(rs.dir)
+}
 
 // gatewayReaders are the harness's readers, nil before they start.
 func (h *harness) gatewayReaders() *readers {
