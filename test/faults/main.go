@@ -5,8 +5,9 @@
 // its markers.
 //
 // harness.go runs the control plane and the supervised replicas, load.go the
-// creates and the edits in flight, oracle.go what must hold after a fault,
-// report.go the table; each fault has its own file.
+// creates and the edits in flight, readers.go the gateway readers every
+// fault runs, oracle.go what must hold after a fault, report.go the table;
+// each fault has its own file.
 package main
 
 import (
