@@ -91,7 +91,7 @@ func engineRestart(ctx context.Context, cfg Config, bin string) result {
 		res.Recovery = append(res.Recovery, recovery)
 		recovery, note, err := e.redisOnce(runCtx, o)
 		if err != nil {
-			res.Err = fmt.Errorf("Redis restart: %w", err)
+			res.Err = fmt.Errorf("redis-server restart: %w", err)
 			break
 		}
 		res.Recovery = append(res.Recovery, recovery)
@@ -375,13 +375,14 @@ func (e *enforcement) redisOnce(ctx context.Context, o *oracle) (time.Duration, 
 		return 0, "", err
 	}
 	var what string
-	switch {
-	case after == max-1:
+	switch after {
+	case max - 1:
 		what = fmt.Sprintf("counter reset: %d of %d/hour left after %d calls, %d after 1 call once Redis restarted", before, max, engineHits, after)
-	case after == before-1:
+	case before - 1:
 		what = fmt.Sprintf("counter kept: %d of %d/hour left after %d calls, %d after one more", before, max, engineHits, after)
 	default:
-		return 0, "", fmt.Errorf("counter neither reset nor kept: %d of %d/hour left after %d calls, %d after one more call across the Redis restart", before, max, engineHits, after)
+		return 0, "", fmt.Errorf("counter neither reset nor kept: %d of %d/hour left after %d calls, %d after one more call across the Redis restart",
+			before, max, engineHits, after)
 	}
 	return recovery, fmt.Sprintf("Redis restart: %s; %d calls answered with an error first, ratelimit exited %d times", what, failed, rlRestarts), nil
 }

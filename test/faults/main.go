@@ -34,7 +34,8 @@ type Config struct {
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook", "engine-restart"}, Log: os.Stderr}
+	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Log: os.Stderr,
+		Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook", "engine-restart"}}
 }
 
 // faults are the faults by name, in the order a run takes them.
@@ -54,7 +55,8 @@ func main() {
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
 	flag.IntVar(&cfg.RMWEdits, "rmw-edits", cfg.RMWEdits, "read-modify-write edits the rmw fault makes")
-	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage, rmw, webhook, engine-restart")
+	only := flag.String("faults", strings.Join(cfg.Faults, ","),
+		"comma-separated faults to run: leader-kill, handover, last-good, hand-damage, rmw, webhook, engine-restart")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")

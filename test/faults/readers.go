@@ -50,9 +50,6 @@ type readers struct {
 	// document it loads ("" when it does not), so that readers fed the same
 	// version load it once.
 	versionDocs map[string]string
-	// bad is the first configuration a reader loaded that no fed version
-	// holds (its docKey), with when.
-	bad string
 }
 
 // reader is one gateway pod.

@@ -120,7 +120,7 @@ func webhookOnce(ctx context.Context, h *harness, o *oracle, m webhookMode, i in
 	}); err != nil {
 		return 0, err
 	}
-	addr := "127.0.0.1:1" // replaced below
+	var addr string
 	if m.hang {
 		l, err := hangingListener()
 		if err != nil {
@@ -391,7 +391,9 @@ func (l *holdingListener) Close() error {
 // at addr with the failure policy given, and returns once a write shows the
 // change in force; restore puts the configurations back as they were and
 // returns once the webhook refuses a duplicate appID again.
-func (h *harness) breakWebhook(ctx context.Context, addr string, policy admissionv1.FailurePolicyType) (restore func(context.Context) error, err error) {
+func (h *harness) breakWebhook(
+	ctx context.Context, addr string, policy admissionv1.FailurePolicyType,
+) (restore func(context.Context) error, err error) {
 	var list admissionv1.ValidatingWebhookConfigurationList
 	if err := h.c.List(ctx, &list); err != nil {
 		return nil, fmt.Errorf("list the webhook configurations: %w", err)
