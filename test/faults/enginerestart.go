@@ -273,7 +273,6 @@ func diffLimits(got, want []string) error {
 func (e *enforcement) ratelimitOnce(ctx context.Context, o *oracle) (time.Duration, error) {
 	stopEdits := o.editor.run(ctx, 2)
 	defer stopEdits()
-	killed := time.Now()
 	if err := e.rl.Kill(); err != nil {
 		return 0, err
 	}
@@ -287,11 +286,14 @@ func (e *enforcement) ratelimitOnce(ctx context.Context, o *oracle) (time.Durati
 	if err := e.notEnforcedWhileDown(ctx, o); err != nil {
 		return 0, err
 	}
+	// The recovery counts from the start of the new process: the time it
+	// was down is the fault's, chosen here.
+	started := time.Now()
 	if err := e.rl.Restart(ctx); err != nil {
 		return 0, err
 	}
 	stopEdits()
-	return e.settle(ctx, o, killed)
+	return e.settle(ctx, o, started)
 }
 
 // notEnforcedWhileDown edits app 1 while no ratelimit is connected and
@@ -340,10 +342,10 @@ func (e *enforcement) redisOnce(ctx context.Context, o *oracle) (time.Duration, 
 			return 0, "", err
 		}
 	}
-	killed := time.Now()
 	if err := e.redis.Kill(); err != nil {
 		return 0, "", err
 	}
+	started := time.Now()
 	if err := e.redis.Restart(ctx); err != nil {
 		return 0, "", err
 	}
@@ -370,7 +372,7 @@ func (e *enforcement) redisOnce(ctx context.Context, o *oracle) (time.Duration, 
 	if !time.Now().Truncate(time.Hour).Equal(hour) {
 		return 0, "", errors.New("the counters' hour window ended during the measurement: run again")
 	}
-	recovery, err := e.settle(ctx, o, killed)
+	recovery, err := e.settle(ctx, o, started)
 	if err != nil {
 		return 0, "", err
 	}
