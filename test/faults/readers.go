@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/appquota/appquota/controllers"
@@ -169,16 +172,33 @@ func docKey(d *quotaconfig.Document) (string, error) {
 // kubelet keeps a volume whose ConfigMap is gone.
 func (rs *readers) sync(ctx context.Context, r *reader) error {
 	h := rs.h
-	var names corev1.ConfigMapList
+	// The names only: the volume names its ConfigMaps, the list stands in
+	// for that (shards come and go with the set's size).
+	var names metav1.PartialObjectMetadataList
+	names.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
 	if err := h.c.List(ctx, &names, client.InNamespace(h.opts.Namespace)); err != nil {
 		return fmt.Errorf("list the ConfigMaps: %w", err)
 	}
+	var mounted []string
+	for _, m := range names.Items {
+		if m.Name == h.opts.ConfigMapName || strings.HasPrefix(m.Name, h.opts.ConfigMapName+controllers.ShardSuffix) {
+			mounted = append(mounted, m.Name)
+		}
+	}
+	// The index first, then its shards, each read on its own.
+	slices.SortFunc(mounted, func(a, b string) int {
+		return cmp.Compare(boolInt(a != h.opts.ConfigMapName), boolInt(b != h.opts.ConfigMapName))
+	})
 	files := map[string][]byte{}
 	var indexHash string
 	found := false
-	for _, cm := range names.Items {
-		if cm.Name != h.opts.ConfigMapName && !strings.HasPrefix(cm.Name, h.opts.ConfigMapName+controllers.ShardSuffix) {
-			continue
+	for _, name := range mounted {
+		var cm corev1.ConfigMap
+		if err := h.c.Get(ctx, client.ObjectKey{Namespace: h.opts.Namespace, Name: name}, &cm); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue // gone since the list: not in this version
+			}
+			return fmt.Errorf("read ConfigMap %s: %w", name, err)
 		}
 		if cm.Name == h.opts.ConfigMapName {
 			found, indexHash = true, cm.Data[quotaconfig.HashKey]
@@ -201,6 +221,13 @@ func (rs *readers) sync(ctx context.Context, r *reader) error {
 	r.last = files
 	rs.record(filepath.Join(r.dir, version), files, indexHash)
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // record notes the document a fed version loads to, if it loads.
