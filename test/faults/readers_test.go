@@ -83,3 +83,24 @@ func TestDumpConfigMatchesRatelimit(t *testing.T) {
 		t.Errorf("a changed limit: %v, want one missing and one extra", err)
 	}
 }
+
+// TestReadersCheck: a reader that loaded a document no version fed to it
+// holds, or one stored under an index no manager logged writing, fails the
+// check; one that loaded only written versions passes.
+func TestReadersCheck(t *testing.T) {
+	h := &harness{hashes: map[string]bool{"sha256:written": true}}
+	r := &reader{name: "gateway-0"}
+	rs := &readers{h: h, list: []*reader{r}, fed: map[string]string{"doc-a": "sha256:written", "doc-b": "sha256:foreign"}}
+	r.loaded = []string{"doc-a"}
+	if err := rs.check(); err != nil {
+		t.Errorf("a written version: %v", err)
+	}
+	r.loaded = []string{"doc-a", "doc-b"}
+	if err := rs.check(); err == nil || !strings.Contains(err.Error(), "no manager logged writing") {
+		t.Errorf("a version under an index no manager wrote: %v, want an error", err)
+	}
+	r.loaded = []string{"doc-a", "doc-c"}
+	if err := rs.check(); err == nil || !strings.Contains(err.Error(), "no version of its volume holds") {
+		t.Errorf("a document never fed: %v, want an error", err)
+	}
+}
