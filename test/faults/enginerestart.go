@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,7 +82,7 @@ func engineRestart(ctx context.Context, cfg Config, bin string) result {
 		return res
 	}
 	restartsBefore, conflictsBefore := h.restarts(), h.conflicts()
-	var notes []string
+	var counters []counterMeasure
 	for range cfg.Repeats {
 		recovery, err := e.ratelimitOnce(runCtx, o)
 		if err != nil {
@@ -89,19 +90,19 @@ func engineRestart(ctx context.Context, cfg Config, bin string) result {
 			break
 		}
 		res.Recovery = append(res.Recovery, recovery)
-		recovery, note, err := e.redisOnce(runCtx, o)
+		recovery, m, err := e.redisOnce(runCtx, o)
 		if err != nil {
 			res.Err = fmt.Errorf("redis-server restart: %w", err)
 			break
 		}
 		res.Recovery = append(res.Recovery, recovery)
-		notes = append(notes, note)
+		counters = append(counters, m)
 	}
 	res.Edits = o.editor.edits.Load()
 	if res.Err == nil {
 		_, res.Lost, res.Err = o.settle(runCtx, time.Now(), 2*time.Minute)
 	}
-	res.Note = strings.Join(notes, "; ")
+	res.Note = counterNote(counters)
 	res.Restarts = h.restarts() - restartsBefore
 	res.Stale = h.conflicts() - conflictsBefore
 	return res
@@ -321,33 +322,33 @@ func (e *enforcement) notEnforcedWhileDown(ctx context.Context, o *oracle) error
 // redisOnce measures app 0's counter, SIGKILLs redis-server and starts it
 // again (empty, as deployed: no snapshot, no append-only file), counts the
 // calls ratelimit answers with an error until it counts again, and measures
-// the counter again. The note says what the counter did.
-func (e *enforcement) redisOnce(ctx context.Context, o *oracle) (time.Duration, string, error) {
+// the counter again.
+func (e *enforcement) redisOnce(ctx context.Context, o *oracle) (time.Duration, counterMeasure, error) {
 	doc, _, _, err := e.h.stored(ctx)
 	if err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
 	cfg, err := quotaconfig.Compile(doc)
 	if err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
 	req, max, err := e.callOf(cfg, 0)
 	if err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
 	hour := time.Now().Truncate(time.Hour)
 	var before uint32
 	for range engineHits {
 		if before, err = e.remaining(ctx, req, max); err != nil {
-			return 0, "", err
+			return 0, counterMeasure{}, err
 		}
 	}
 	if err := e.redis.Kill(); err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
 	started := time.Now()
 	if err := e.redis.Restart(ctx); err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
 	failed, rlRestarts := 0, 0
 	var after uint32
@@ -367,26 +368,53 @@ func (e *enforcement) redisOnce(ctx context.Context, o *oracle) (time.Duration, 
 		}
 		return err == nil, err
 	}); err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
 	if !time.Now().Truncate(time.Hour).Equal(hour) {
-		return 0, "", errors.New("the counters' hour window ended during the measurement: run again")
+		return 0, counterMeasure{}, errors.New("the counters' hour window ended during the measurement: run again")
 	}
 	recovery, err := e.settle(ctx, o, started)
 	if err != nil {
-		return 0, "", err
+		return 0, counterMeasure{}, err
 	}
-	var what string
+	m := counterMeasure{max: max, before: before, after: after, failed: failed, exits: rlRestarts}
 	switch after {
 	case max - 1:
-		what = fmt.Sprintf("counter reset: %d of %d/hour left after %d calls, %d after 1 call once Redis restarted", before, max, engineHits, after)
+		m.reset = true
 	case before - 1:
-		what = fmt.Sprintf("counter kept: %d of %d/hour left after %d calls, %d after one more", before, max, engineHits, after)
 	default:
-		return 0, "", fmt.Errorf("counter neither reset nor kept: %d of %d/hour left after %d calls, %d after one more call across the Redis restart",
+		return 0, m, fmt.Errorf("counter neither reset nor kept: %d of %d/hour left after %d calls, %d after one more call across the Redis restart",
 			before, max, engineHits, after)
 	}
-	return recovery, fmt.Sprintf("Redis restart: %s; %d calls answered with an error first, ratelimit exited %d times", what, failed, rlRestarts), nil
+	return recovery, m, nil
+}
+
+// counterMeasure is what one Redis restart did to app 0's hourly counter.
+type counterMeasure struct {
+	max, before, after uint32 // the limit, what was left before the restart and after one call past it
+	reset              bool   // after is max-1: counting started again from zero
+	failed             int    // calls answered with an error before ratelimit counted again
+	exits              int    // times ratelimit exited meanwhile
+}
+
+// counterNote sums up the Redis restarts for the result.
+func counterNote(ms []counterMeasure) string {
+	if len(ms) == 0 {
+		return ""
+	}
+	resets, exits := 0, 0
+	var failed []string
+	for _, m := range ms {
+		if m.reset {
+			resets++
+		}
+		exits += m.exits
+		failed = append(failed, strconv.Itoa(m.failed))
+	}
+	m := ms[len(ms)-1]
+	return fmt.Sprintf("Redis restarts: counters reset in %d of %d (e.g. %d of %d/hour left before, %d after one more call); "+
+		"calls answered with an error before counting again: %s; ratelimit exits: %d",
+		resets, len(ms), m.before, m.max, m.after, strings.Join(failed, ", "), exits)
 }
 
 // callOf is a call of app i on a route of its overridden group, and the
