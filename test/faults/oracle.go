@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -65,8 +66,15 @@ func (o *oracle) check(ctx context.Context) (lost int, err error) {
 	if err := h.c.List(ctx, &apps); err != nil {
 		return 0, err
 	}
+	// The managers run with --require-app-id-grants (its default): the
+	// render is given the namespaces' grants, read as the render loop reads
+	// them.
+	claims, err := (&controllers.Grants{}).Claims(ctx, h.c)
+	if err != nil {
+		return 0, err
+	}
 	want, err := render.Render(render.Input{DefaultProfile: h.opts.DefaultProfile, Profiles: profiles.Items,
-		AppQuotas: render.Pointers(apps.Items), Previous: o.previous, Now: time.Now()})
+		AppQuotas: render.Pointers(apps.Items), Previous: o.previous, Now: time.Now(), Claims: claims})
 	if err != nil {
 		return 0, fmt.Errorf("render the live objects: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -61,7 +62,8 @@ func webhookFault(ctx context.Context, cfg Config, bin string) result {
 	}
 	res := result{Fault: "Webhook unreachable",
 		Injection: fmt.Sprintf("on %d AppQuotas, with edits in flight, the webhook configuration pointed in turn at: %s; "+
-			"under Ignore, an AppQuota made invalid, a duplicate appID, two new claims on one appID and a missing profile sent",
+			"under Ignore, an AppQuota made invalid, a duplicate appID, two new claims on one appID, a missing profile and "+
+			"claims from a namespace granted no appID sent",
 			cfg.Apps, strings.Join(names, "; "))}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -73,6 +75,11 @@ func webhookFault(ctx context.Context, cfg Config, bin string) result {
 	defer h.stop()
 	if err := h.start(runCtx); err != nil {
 		res.Err = err
+		return res
+	}
+	// Not through CreateNamespaces, which grants every appID.
+	if err := h.c.Create(runCtx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ungrantedNamespace}}); err != nil {
+		res.Err = fmt.Errorf("create namespace %s: %w", ungrantedNamespace, err)
 		return res
 	}
 	apps := max(cfg.Apps, webhookSpecial*len(webhookModes)+10)
@@ -256,17 +263,23 @@ func dupName(i int) string { return fmt.Sprintf("dup-%d", i) } // that second cl
 func pairName(i int, s string) string {
 	return fmt.Sprintf("pair-%d-%s", i, s) // two new claims on one new appID
 }
-func pairAppID(i int) string      { return fmt.Sprintf("pair-%d", i) }
-func noProfileName(i int) string  { return fmt.Sprintf("no-profile-%d", i) }
-func noProfileAppID(i int) string { return fmt.Sprintf("no-profile-%d", i) }
+func pairAppID(i int) string         { return fmt.Sprintf("pair-%d", i) }
+func noProfileName(i int) string     { return fmt.Sprintf("no-profile-%d", i) }
+func noProfileAppID(i int) string    { return fmt.Sprintf("no-profile-%d", i) }
+func ungrantedNewAppID(i int) string { return fmt.Sprintf("ungranted-%d", i) }
+
+// ungrantedNamespace has no quota.appquota.io/app-ids annotation: it may
+// claim no appID, which the webhook checks and, past it, the render.
+const ungrantedNamespace = "faults-ungranted"
 
 // Override maxima of the two claims of a pair, so the entry tells which won.
 const pairFirstMax, pairSecondMax = 111, 222
 
 // sendPastWebhook sends, under an ignored webhook, what only the webhook
 // refuses: an existing AppQuota made invalid, a second claim on an existing
-// app's appID, two claims on one new appID (the first created first), and a
-// new AppQuota naming a profile that does not exist. The CRD's CEL rules
+// app's appID, two claims on one new appID (the first created first), a
+// new AppQuota naming a profile that does not exist, and claims from a
+// namespace granted no appID. The CRD's CEL rules
 // still apply, so each is valid on its own.
 func (h *harness) sendPastWebhook(ctx context.Context, i int) error {
 	if err := h.update(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName(invalidApp(i))}, func(a *quotav1.AppQuota) {
@@ -283,7 +296,13 @@ func (h *harness) sendPastWebhook(ctx context.Context, i int) error {
 	first.Spec.Overrides[0].Limits[0].Max, second.Spec.Overrides[0].Limits[0].Max = pairFirstMax, pairSecondMax
 	noProfile := h.appQuota(0)
 	noProfile.Name, noProfile.Spec.AppID, noProfile.Spec.Profile = noProfileName(i), noProfileAppID(i), "no-such-profile"
-	for _, a := range []*quotav1.AppQuota{dup, first, second, noProfile} {
+	// Two claims from a namespace granted nothing: one on a new appID, one
+	// on an existing app's. Neither is a claim: no entry, and the app stays
+	// with its AppQuota.
+	ungrantedNew, ungrantedTaken := h.appQuota(0), h.appQuota(claimedApp(i))
+	ungrantedNew.Namespace, ungrantedNew.Name, ungrantedNew.Spec.AppID = ungrantedNamespace, fmt.Sprintf("new-%d", i), ungrantedNewAppID(i)
+	ungrantedTaken.Namespace, ungrantedTaken.Name = ungrantedNamespace, fmt.Sprintf("taken-%d", i)
+	for _, a := range []*quotav1.AppQuota{dup, first, second, noProfile, ungrantedNew, ungrantedTaken} {
 		if err := h.c.Create(ctx, a); err != nil {
 			return fmt.Errorf("create %s past the webhook: %w", a.Name, err)
 		}
@@ -321,8 +340,15 @@ func (h *harness) checkPastWebhook(ctx context.Context, o *oracle, i int) error 
 	if got, ok := doc.Apps[noProfileAppID(i)]; ok {
 		errs = append(errs, fmt.Errorf("app %s, whose profile does not exist, has an entry: %+v", noProfileAppID(i), got))
 	}
-	for _, name := range []string{appName(invalidApp(i)), dupName(i), pairName(i, "b"), noProfileName(i)} {
-		if err := h.waitReady(ctx, client.ObjectKey{Namespace: appNamespace, Name: name}, metav1.ConditionFalse); err != nil {
+	if got, ok := doc.Apps[ungrantedNewAppID(i)]; ok {
+		errs = append(errs, fmt.Errorf("app %s, claimed only from a namespace granted nothing, has an entry: %+v", ungrantedNewAppID(i), got))
+	}
+	for _, key := range []client.ObjectKey{
+		{Namespace: appNamespace, Name: appName(invalidApp(i))}, {Namespace: appNamespace, Name: dupName(i)},
+		{Namespace: appNamespace, Name: pairName(i, "b")}, {Namespace: appNamespace, Name: noProfileName(i)},
+		{Namespace: ungrantedNamespace, Name: fmt.Sprintf("new-%d", i)}, {Namespace: ungrantedNamespace, Name: fmt.Sprintf("taken-%d", i)},
+	} {
+		if err := h.waitReady(ctx, key, metav1.ConditionFalse); err != nil {
 			errs = append(errs, err)
 		}
 	}
