@@ -64,6 +64,9 @@ type harness struct {
 	// hashes are every configuration hash a manager logged as written.
 	mu     sync.Mutex
 	hashes map[string]bool
+
+	// readers are the gateway readers (readers.go), set once started.
+	readers *readers
 }
 
 // replica is one manager slot: the process running in it now, and how often
@@ -137,10 +140,13 @@ func (h *harness) start(ctx context.Context) error {
 	for _, g := range profile.Spec.EndpointGroups {
 		h.groups = append(h.groups, g.Name)
 	}
-	return poll(ctx, "create the default profile (a webhook must answer)", 2*time.Minute, func(ctx context.Context) (bool, error) {
+	if err := poll(ctx, "create the default profile (a webhook must answer)", 2*time.Minute, func(ctx context.Context) (bool, error) {
 		err := h.c.Create(ctx, profile.DeepCopy())
 		return err == nil, err
-	})
+	}); err != nil {
+		return err
+	}
+	return h.startReaders(ctx)
 }
 
 func freePort() (int, error) {
@@ -309,8 +315,13 @@ func (h *harness) written(hash string) bool {
 	return h.hashes[hash]
 }
 
-// stop ends both replicas (SIGTERM) and the control plane.
+// stop ends the gateway readers, both replicas (SIGTERM) and the control
+// plane.
 func (h *harness) stop() {
+	if rs := h.gatewayReaders(); rs != nil {
+		rs.stop()
+		rs.summary(h.log)
+	}
 	for _, r := range h.replicas {
 		if r == nil {
 			continue

@@ -16,7 +16,10 @@ type result struct {
 	Recovery, Failover    []time.Duration
 	Lost, Stale, Restarts int
 	Edits                 int64
-	Err                   error
+	// Note is what the fault measured beyond the table's columns (rates,
+	// counts), printed after its verdict.
+	Note string
+	Err  error
 }
 
 // leaderKill is fault 1: SIGKILL of the leader at a random point of a bulk

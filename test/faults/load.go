@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -85,6 +86,12 @@ type editor struct {
 	unknown map[string]map[int64]bool
 	edits   atomic.Int64
 	failed  atomic.Int64
+	// conflicts counts the updates the API server refused as conflicting
+	// (another write since the read), each then retried.
+	conflicts atomic.Int64
+	// backoff paces the conflict retries of an edit; zero means
+	// retry.DefaultRetry.
+	backoff wait.Backoff
 }
 
 func newEditor(h *harness, lo, hi int) *editor {
@@ -123,7 +130,11 @@ func (e *editor) run(ctx context.Context, workers int) (stop func()) {
 // is the largest recorded.
 func (e *editor) edit(ctx context.Context, i int) error {
 	var set int64
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	backoff := e.backoff
+	if backoff.Steps == 0 {
+		backoff = retry.DefaultRetry
+	}
+	err := retry.RetryOnConflict(backoff, func() error {
 		var a quotav1.AppQuota
 		if err := e.h.c.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName(i)}, &a); err != nil {
 			return err
@@ -134,6 +145,9 @@ func (e *editor) edit(ctx context.Context, i int) error {
 		set = a.Spec.Overrides[0].Limits[0].Max + 1
 		a.Spec.Overrides[0].Limits[0].Max = set
 		err := e.h.c.Update(ctx, &a)
+		if apierrors.IsConflict(err) {
+			e.conflicts.Add(1)
+		}
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
 			e.mu.Lock()
 			if e.unknown[appName(i)] == nil {

@@ -5,8 +5,9 @@
 // its markers.
 //
 // harness.go runs the control plane and the supervised replicas, load.go the
-// creates and the edits in flight, oracle.go what must hold after a fault,
-// report.go the table; each fault has its own file.
+// creates and the edits in flight, readers.go the gateway readers every
+// fault runs, oracle.go what must hold after a fault, report.go the table;
+// each fault has its own file.
 package main
 
 import (
@@ -25,23 +26,28 @@ import (
 // Config sizes a run.
 type Config struct {
 	Apps, Repeats, Workers int
+	// RMWEdits is how many read-modify-write edits the rmw fault makes.
+	RMWEdits int
 	// Faults are the names of the faults to run (see faults).
 	Faults []string
 	Log    io.Writer
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, Faults: []string{"leader-kill", "handover", "last-good", "hand-damage",
-		"apiserver-restart", "etcd-restart", "partition", "clock-skew"}, Log: os.Stderr}
+	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Log: os.Stderr,
+		Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook", "engine-restart",
+			"apiserver-restart", "etcd-restart", "partition", "clock-skew"}}
 }
 
 // faults are the faults by name, in the order a run takes them.
 var faults = map[string]func(context.Context, Config, string) result{
-	"leader-kill": leaderKill,
-	"handover":    handover,
-	"last-good":   lastGood,
-	"hand-damage": handDamage,
-	// issue 29, item 2 (faults-a)
+	"leader-kill":       leaderKill,
+	"handover":          handover,
+	"last-good":         lastGood,
+	"hand-damage":       handDamage,
+	"rmw":               rmw,
+	"webhook":           webhookFault,
+	"engine-restart":    engineRestart,
 	"apiserver-restart": apiserverRestart,
 	"etcd-restart":      etcdRestart,
 	"partition":         partition,
@@ -53,8 +59,10 @@ func main() {
 	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas in each run")
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
-	only := flag.String("faults", strings.Join(cfg.Faults, ","), "comma-separated faults to run: leader-kill, handover, last-good, hand-damage"+
-		", apiserver-restart, etcd-restart, partition, clock-skew")
+	flag.IntVar(&cfg.RMWEdits, "rmw-edits", cfg.RMWEdits, "read-modify-write edits the rmw fault makes")
+	only := flag.String("faults", strings.Join(cfg.Faults, ","),
+		"comma-separated faults to run: leader-kill, handover, last-good, hand-damage, rmw, webhook, engine-restart, "+
+			"apiserver-restart, etcd-restart, partition, clock-skew")
 	out := flag.String("out", "", "also write the table into this file, between its markers")
 	flag.Parse()
 	cfg.Faults = strings.Split(*only, ",")

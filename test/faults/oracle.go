@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/controllers"
 	"github.com/appquota/appquota/internal/render"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -72,8 +73,15 @@ func (o *oracle) check(ctx context.Context) (lost int, err error) {
 	if o.now != nil {
 		now = o.now()
 	}
+	// The managers run with --require-app-id-grants (its default): the
+	// render is given the namespaces' grants, read as the render loop reads
+	// them.
+	claims, err := (&controllers.Grants{}).Claims(ctx, h.c)
+	if err != nil {
+		return 0, err
+	}
 	want, err := render.Render(render.Input{DefaultProfile: h.opts.DefaultProfile, Profiles: profiles.Items,
-		AppQuotas: render.Pointers(apps.Items), Previous: o.previous, Now: now})
+		AppQuotas: render.Pointers(apps.Items), Previous: o.previous, Now: now, Claims: claims})
 	if err != nil {
 		return 0, fmt.Errorf("render the live objects: %w", err)
 	}
@@ -159,5 +167,16 @@ func (o *oracle) settle(ctx context.Context, since time.Time, timeout time.Durat
 		}
 		return cerr == nil, cerr
 	})
-	return time.Since(since), lost, err
+	recovery = time.Since(since)
+	if err != nil {
+		return recovery, lost, err
+	}
+	// What gateways see, once the stored configuration is right: not part of
+	// the recovery, which is the manager's; a reader's lag is its kubelet's.
+	if rs := o.h.gatewayReaders(); rs != nil {
+		if err := rs.settle(ctx, 2*time.Minute); err != nil {
+			return recovery, lost, err
+		}
+	}
+	return recovery, lost, nil
 }

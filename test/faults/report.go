@@ -30,6 +30,9 @@ func table(cfg Config, results []result) string {
 		if r.Err != nil {
 			verdict = "**failed**: " + strings.ReplaceAll(r.Err.Error(), "|", "\\|")
 		}
+		if r.Note != "" {
+			verdict += " (" + strings.ReplaceAll(r.Note, "|", "\\|") + ")"
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d of %d edits | %d | %d | %s |\n", r.Fault, r.Injection,
 			quantiles(r.Recovery), quantiles(r.Failover), r.Lost, r.Edits, r.Stale, r.Restarts, verdict)
 	}
