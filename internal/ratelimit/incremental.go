@@ -9,6 +9,9 @@ import (
 	"time"
 
 	rlsconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/appquota/appquota/internal/delta"
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
@@ -60,6 +63,10 @@ type tProfile struct {
 	fallback *rlsconfv3.RateLimitDescriptor
 	desc     *rlsconfv3.RateLimitDescriptor
 	dirty    bool
+	// head is the encoding of the descriptor's key and value, tail that of
+	// the fallback entry as a field of it: the parts no app changes.
+	head, tail []byte
+	size       int
 }
 
 type tGroup struct {
@@ -68,6 +75,8 @@ type tGroup struct {
 	chains  []*tChain // in limitOrder
 	desc    *rlsconfv3.RateLimitDescriptor
 	dirty   bool
+	head    []byte
+	size    int
 }
 
 // tChain is one limit of a group, as chain in Translate: the key-only entry
@@ -80,6 +89,8 @@ type tChain struct {
 	leaves []*rlsconfv3.RateLimitDescriptor
 	desc   *rlsconfv3.RateLimitDescriptor
 	dirty  bool
+	// enc is desc's encoding, made when desc is.
+	enc []byte
 }
 
 // NewTranslator returns a Translator for opts; opts.Now is ignored, each
@@ -98,6 +109,16 @@ func (t *Translator) Translate(ch delta.Change, now time.Time) (*rlsconfv3.RateL
 		}
 	}
 	return t.rebuild(ch, now)
+}
+
+// Skip takes ch, a change of nothing (no apps, not the profiles), as
+// applied without translating it: the configuration kept is its
+// configuration, but for overrides expired since, which the next Translate
+// takes out.
+func (t *Translator) Skip(ch delta.Change) {
+	if t.base != 0 && ch.Follows(t.base) && len(ch.Apps) == 0 && !ch.Profiles {
+		t.base = ch.Seq
+	}
 }
 
 // apply applies ch to the configuration kept; false when it cannot, and then
@@ -133,8 +154,13 @@ func (t *Translator) apply(ch delta.Change, now time.Time) (*rlsconfv3.RateLimit
 			return nil, false
 		}
 	}
+	cfg, err := t.build()
+	if err != nil {
+		t.base = 0
+		return nil, false
+	}
 	t.base, t.now = ch.Seq, now
-	return t.build(), true
+	return cfg, true
 }
 
 // expired adds to ids (sorted, each once) the apps with an override that was
@@ -226,6 +252,20 @@ func (t *Translator) build0(doc *qc.Document, now time.Time) (*rlsconfv3.RateLim
 			fd.Descriptors = append(fd.Descriptors, cd)
 		}
 		p.fallback = &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorMethod, Descriptors: []*rlsconfv3.RateLimitDescriptor{fd}}
+		var err error
+		if p.head, err = marshal(&rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorProfile, Value: p.name}); err != nil {
+			return nil, err
+		}
+		fb, err := marshal(p.fallback)
+		if err != nil {
+			return nil, err
+		}
+		p.tail = protowire.AppendBytes(protowire.AppendTag(nil, descriptorsField, protowire.BytesType), fb)
+		for _, g := range p.groups {
+			if g.head, err = marshal(&rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorGroup, Value: g.name}); err != nil {
+				return nil, err
+			}
+		}
 		t.profiles = append(t.profiles, p)
 		t.byName[name] = p
 	}
@@ -234,7 +274,7 @@ func (t *Translator) build0(doc *qc.Document, now time.Time) (*rlsconfv3.RateLim
 			return nil, err
 		}
 	}
-	return t.build(), nil
+	return t.build()
 }
 
 // setApp replaces app id's entries with those of a (none when !ok) at now.
@@ -332,7 +372,7 @@ func (t *Translator) touch(c *tChain) {
 
 // build builds the descriptors marked dirty, and a new configuration above
 // them; the rest are the last configuration's.
-func (t *Translator) build() *rlsconfv3.RateLimitConfig {
+func (t *Translator) build() (*rlsconfv3.RateLimitConfig, error) {
 	cfg := &rlsconfv3.RateLimitConfig{Name: t.opts.domain(), Domain: t.opts.domain(),
 		Descriptors: make([]*rlsconfv3.RateLimitDescriptor, 0, len(t.profiles))}
 	for _, p := range t.profiles {
@@ -345,8 +385,9 @@ func (t *Translator) build() *rlsconfv3.RateLimitConfig {
 						Descriptors: make([]*rlsconfv3.RateLimitDescriptor, 0, len(g.chains))}
 					for _, c := range g.chains {
 						if c.dirty {
-							c.desc = c.build()
-							c.dirty = false
+							if err := c.build(); err != nil {
+								return nil, err
+							}
 						}
 						gd.Descriptors = append(gd.Descriptors, c.desc)
 					}
@@ -360,12 +401,12 @@ func (t *Translator) build() *rlsconfv3.RateLimitConfig {
 		cfg.Descriptors = append(cfg.Descriptors, p.desc)
 	}
 	t.cfg = cfg
-	return cfg
+	return cfg, nil
 }
 
-// build makes the chain's descriptor: a new one, with a list of its own, as
-// the one before may be in a configuration being sent.
-func (c *tChain) build() *rlsconfv3.RateLimitDescriptor {
+// build makes the chain's descriptor and its encoding: a new one, with a list
+// of its own, as the one before may be in a configuration being sent.
+func (c *tChain) build() error {
 	n := len(c.leaves)
 	if c.def != nil {
 		n++
@@ -376,5 +417,73 @@ func (c *tChain) build() *rlsconfv3.RateLimitDescriptor {
 		cd.Descriptors = append(cd.Descriptors, c.def)
 	}
 	cd.Descriptors = append(cd.Descriptors, c.leaves...)
-	return cd
+	enc, err := marshal(cd)
+	if err != nil {
+		return fmt.Errorf("encode limit %s of group %q: %w", qc.LimitValue(c.limit), c.group.name, err)
+	}
+	c.desc, c.enc, c.dirty = cd, enc, false
+	return nil
+}
+
+// The field numbers of the lists of descriptors, in RateLimitConfig and in
+// RateLimitDescriptor, and of RateLimitConfig's domain.
+const (
+	configDomainField protowire.Number = 2
+	configDescField   protowire.Number = 3
+	descriptorsField  protowire.Number = 4
+)
+
+func marshal(m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}
+
+// Encoded returns the last configuration Translate returned in the form to
+// serve: a RateLimitConfig whose name is set and whose other fields are
+// held as their encoding, made from the encodings of its limits kept since
+// they last changed. It marshals to the bytes the configuration marshals to
+// (deterministically), so that the xDS server and the cache copy them instead
+// of encoding every app again; read its fields from the configuration
+// Translate returned, not from it. Nil before the first configuration, or
+// after a failure.
+func (t *Translator) Encoded() *rlsconfv3.RateLimitConfig {
+	if t.base == 0 || t.cfg == nil {
+		return nil
+	}
+	domain := t.opts.domain()
+	size := protowire.SizeTag(configDomainField) + protowire.SizeBytes(len(domain))
+	field := protowire.SizeTag(descriptorsField)
+	for _, p := range t.profiles {
+		p.size = len(p.head) + len(p.tail)
+		for _, g := range p.groups {
+			g.size = len(g.head)
+			for _, c := range g.chains {
+				g.size += field + protowire.SizeBytes(len(c.enc))
+			}
+			p.size += field + protowire.SizeBytes(g.size)
+		}
+		size += protowire.SizeTag(configDescField) + protowire.SizeBytes(p.size)
+	}
+	b := make([]byte, 0, size)
+	b = protowire.AppendTag(b, configDomainField, protowire.BytesType)
+	b = protowire.AppendString(b, domain)
+	for _, p := range t.profiles {
+		b = protowire.AppendTag(b, configDescField, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(p.size))
+		b = append(b, p.head...)
+		for _, g := range p.groups {
+			b = protowire.AppendTag(b, descriptorsField, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(g.size))
+			b = append(b, g.head...)
+			for _, c := range g.chains {
+				b = protowire.AppendTag(b, descriptorsField, protowire.BytesType)
+				b = protowire.AppendBytes(b, c.enc)
+			}
+		}
+		b = append(b, p.tail...)
+	}
+	// The name is field 1, so a marshal writes it first and then these
+	// bytes, in the order of a marshal of the configuration itself.
+	cfg := &rlsconfv3.RateLimitConfig{Name: domain}
+	cfg.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
+	return cfg
 }

@@ -154,6 +154,18 @@ func TestTranslatorEquivalent(t *testing.T) {
 				if string(gb) != string(wb) {
 					t.Fatalf("step %d: equal configurations marshal differently", step)
 				}
+				// What is served: the encoded form, byte for byte Translate's.
+				enc := tr.Encoded()
+				eb, err := proto.MarshalOptions{Deterministic: true}.Marshal(enc)
+				if err != nil {
+					t.Fatalf("step %d: marshal the encoded form: %v", step, err)
+				}
+				if string(eb) != string(wb) {
+					t.Fatalf("step %d: the encoded form marshals to %d bytes that differ from Translate's %d", step, len(eb), len(wb))
+				}
+				if enc.GetName() != want.GetName() || proto.Size(enc) != len(wb) {
+					t.Fatalf("step %d: the encoded form's name %q or size %d is not the configuration's", step, enc.GetName(), proto.Size(enc))
+				}
 				for i, k := range earlier {
 					b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(k.cfg)
 					if string(b) != string(k.bytes) {
