@@ -89,8 +89,27 @@ type tChain struct {
 	leaves []*rlsconfv3.RateLimitDescriptor
 	desc   *rlsconfv3.RateLimitDescriptor
 	dirty  bool
-	// enc is desc's encoding, made when desc is.
-	enc []byte
+	// enc is desc's encoding, made when desc is, from head (the encoding of
+	// its key and value) and the encodings of def and of each leaf (encs,
+	// by leaf), made once with them.
+	enc, head, defEnc []byte
+	encs              [][]byte
+}
+
+// newChain returns an empty chain of limit l in g, with def as its key-only
+// entry (nil for a limit only overrides have).
+func newChain(g *tGroup, l qc.Limit, def *rlsconfv3.RateLimitDescriptor) (*tChain, error) {
+	c := &tChain{group: g, limit: l, def: def, dirty: true}
+	var err error
+	if c.head, err = marshal(&rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorLimit, Value: qc.LimitValue(l)}); err != nil {
+		return nil, err
+	}
+	if def != nil {
+		if c.defEnc, err = marshal(def); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // NewTranslator returns a Translator for opts; opts.Now is ignored, each
@@ -134,18 +153,9 @@ func (t *Translator) apply(ch delta.Change, now time.Time) (*rlsconfv3.RateLimit
 	}
 	// The apps listed are the only ones whose entries can be invalid: the
 	// rest were valid in the document before, with the same profiles.
-	if len(ch.Apps) > 0 {
-		part := &qc.Document{Version: doc.Version, DefaultProfile: doc.DefaultProfile, Profiles: doc.Profiles,
-			Apps: make(map[string]qc.App, len(ch.Apps))}
-		for _, id := range ch.Apps {
-			if a, ok := doc.Apps[id]; ok {
-				part.Apps[id] = a
-			}
-		}
-		if err := part.Validate(); err != nil {
-			t.base = 0
-			return nil, false
-		}
+	if err := doc.ValidateApps(ch.Apps); err != nil {
+		t.base = 0
+		return nil, false
 	}
 	for _, id := range ids {
 		a, ok := doc.Apps[id]
@@ -154,13 +164,8 @@ func (t *Translator) apply(ch delta.Change, now time.Time) (*rlsconfv3.RateLimit
 			return nil, false
 		}
 	}
-	cfg, err := t.build()
-	if err != nil {
-		t.base = 0
-		return nil, false
-	}
 	t.base, t.now = ch.Seq, now
-	return cfg, true
+	return t.build(), true
 }
 
 // expired adds to ids (sorted, each once) the apps with an override that was
@@ -235,7 +240,11 @@ func (t *Translator) build0(doc *qc.Document, now time.Time) (*rlsconfv3.RateLim
 				if err != nil {
 					return nil, err
 				}
-				g.chains = append(g.chains, &tChain{group: g, limit: l, def: def, dirty: true})
+				c, err := newChain(g, l, def)
+				if err != nil {
+					return nil, err
+				}
+				g.chains = append(g.chains, c)
 			}
 			p.groups = append(p.groups, g)
 			p.byName[g.name] = g
@@ -274,7 +283,7 @@ func (t *Translator) build0(doc *qc.Document, now time.Time) (*rlsconfv3.RateLim
 			return nil, err
 		}
 	}
-	return t.build()
+	return t.build(), nil
 }
 
 // setApp replaces app id's entries with those of a (none when !ok) at now.
@@ -285,6 +294,7 @@ func (t *Translator) setApp(id string, a qc.App, ok bool, now time.Time) error {
 			return fmt.Errorf("app %q: its entry in limit %s of group %q is missing", id, qc.LimitValue(c.limit), c.group.name)
 		}
 		c.leaves = slices.Delete(c.leaves, i, i+1)
+		c.encs = slices.Delete(c.encs, i, i+1)
 		t.touch(c)
 		if c.def == nil && len(c.leaves) == 0 {
 			// A limit only overrides added leaves with its last app.
@@ -321,7 +331,10 @@ func (t *Translator) setApp(id string, a qc.App, ok bool, now time.Time) error {
 		for _, l := range o.Limits {
 			c := g.chain(l)
 			if c == nil {
-				c = &tChain{group: g, limit: qc.Limit{Unit: l.Unit, Window: l.Window, Scope: l.Scope}}
+				var err error
+				if c, err = newChain(g, qc.Limit{Unit: l.Unit, Window: l.Window, Scope: l.Scope}, nil); err != nil {
+					return err
+				}
 				i, _ := slices.BinarySearchFunc(g.chains, c, func(x, y *tChain) int { return limitOrder(x.limit, y.limit) })
 				g.chains = slices.Insert(g.chains, i, c)
 			}
@@ -333,11 +346,16 @@ func (t *Translator) setApp(id string, a qc.App, ok bool, now time.Time) error {
 			if err != nil {
 				return err
 			}
+			enc, err := marshal(d)
+			if err != nil {
+				return err
+			}
 			i, found := slices.BinarySearchFunc(c.leaves, id, byApp)
 			if found {
 				return fmt.Errorf("app %q: two entries in limit %s of group %q", id, qc.LimitValue(c.limit), g.name)
 			}
 			c.leaves = slices.Insert(c.leaves, i, d)
+			c.encs = slices.Insert(c.encs, i, enc)
 			t.touch(c)
 			in = append(in, c)
 		}
@@ -372,7 +390,7 @@ func (t *Translator) touch(c *tChain) {
 
 // build builds the descriptors marked dirty, and a new configuration above
 // them; the rest are the last configuration's.
-func (t *Translator) build() (*rlsconfv3.RateLimitConfig, error) {
+func (t *Translator) build() *rlsconfv3.RateLimitConfig {
 	cfg := &rlsconfv3.RateLimitConfig{Name: t.opts.domain(), Domain: t.opts.domain(),
 		Descriptors: make([]*rlsconfv3.RateLimitDescriptor, 0, len(t.profiles))}
 	for _, p := range t.profiles {
@@ -385,9 +403,7 @@ func (t *Translator) build() (*rlsconfv3.RateLimitConfig, error) {
 						Descriptors: make([]*rlsconfv3.RateLimitDescriptor, 0, len(g.chains))}
 					for _, c := range g.chains {
 						if c.dirty {
-							if err := c.build(); err != nil {
-								return nil, err
-							}
+							c.build()
 						}
 						gd.Descriptors = append(gd.Descriptors, c.desc)
 					}
@@ -401,12 +417,12 @@ func (t *Translator) build() (*rlsconfv3.RateLimitConfig, error) {
 		cfg.Descriptors = append(cfg.Descriptors, p.desc)
 	}
 	t.cfg = cfg
-	return cfg, nil
+	return cfg
 }
 
 // build makes the chain's descriptor and its encoding: a new one, with a list
 // of its own, as the one before may be in a configuration being sent.
-func (c *tChain) build() error {
+func (c *tChain) build() {
 	n := len(c.leaves)
 	if c.def != nil {
 		n++
@@ -417,12 +433,23 @@ func (c *tChain) build() error {
 		cd.Descriptors = append(cd.Descriptors, c.def)
 	}
 	cd.Descriptors = append(cd.Descriptors, c.leaves...)
-	enc, err := marshal(cd)
-	if err != nil {
-		return fmt.Errorf("encode limit %s of group %q: %w", qc.LimitValue(c.limit), c.group.name, err)
+	field := protowire.SizeTag(descriptorsField)
+	size := len(c.head)
+	if c.def != nil {
+		size += field + protowire.SizeBytes(len(c.defEnc))
+	}
+	for _, e := range c.encs {
+		size += field + protowire.SizeBytes(len(e))
+	}
+	enc := make([]byte, 0, size)
+	enc = append(enc, c.head...)
+	if c.def != nil {
+		enc = protowire.AppendBytes(protowire.AppendTag(enc, descriptorsField, protowire.BytesType), c.defEnc)
+	}
+	for _, e := range c.encs {
+		enc = protowire.AppendBytes(protowire.AppendTag(enc, descriptorsField, protowire.BytesType), e)
 	}
 	c.desc, c.enc, c.dirty = cd, enc, false
-	return nil
 }
 
 // The field numbers of the lists of descriptors, in RateLimitConfig and in
