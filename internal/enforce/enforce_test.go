@@ -67,7 +67,7 @@ func TestPublishServesTranslate(t *testing.T) {
 		}},
 		{name: "after the expiry", change: func(seq uint64) delta.Change {
 			for time.Now().Before(soon.Add(10 * time.Millisecond)) {
-				time.Sleep(soon.Sub(time.Now()) + 10*time.Millisecond)
+				time.Sleep(time.Until(soon) + 10*time.Millisecond)
 			}
 			return delta.Change{Document: doc, Seq: seq, Base: seq - 1, Apps: []string{edit(9, 901)}}
 		}},

@@ -94,11 +94,16 @@ func cmpString(a, b string) int {
 	return 0
 }
 
+// editApps is how many app IDs the edits draw from: few enough that apps
+// are changed, deleted and added again.
+const editApps = 60
+
 // edit changes, adds or removes a few apps and returns their IDs, sorted.
-func (e *editor) edit(apps int) []string {
-	var ids []string
-	for range 1 + e.rnd.IntN(3) {
-		id := strconv.Itoa(1_000_000 + e.rnd.IntN(apps))
+func (e *editor) edit() []string {
+	n := 1 + e.rnd.IntN(3)
+	ids := make([]string, 0, n)
+	for range n {
+		id := strconv.Itoa(1_000_000 + e.rnd.IntN(editApps))
 		if _, ok := e.doc.Apps[id]; ok && e.rnd.IntN(4) == 0 {
 			delete(e.doc.Apps, id)
 		} else {
@@ -120,9 +125,8 @@ func TestTranslatorEquivalent(t *testing.T) {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(seed, 99))
 			e := &editor{rnd: rnd, doc: loadDoc(t, "profiles.document.json"), now: goldenNow}
-			const apps = 60
-			for range apps / 2 {
-				e.edit(apps)
+			for range editApps / 2 {
+				e.edit()
 			}
 			tr := ratelimit.NewTranslator(ratelimit.Options{Domain: "d", ShadowMode: seed%4 == 3})
 			opts := ratelimit.Options{Domain: "d", ShadowMode: seed%4 == 3}
@@ -181,8 +185,8 @@ func TestTranslatorEquivalent(t *testing.T) {
 				base, seq = seq, seq+1
 				e.now = e.now.Add(time.Duration(rnd.IntN(3)) * time.Minute)
 				ch = delta.Change{Document: e.doc, Seq: seq, Base: base}
-				switch r := rnd.IntN(40); {
-				case r == 0:
+				switch rnd.IntN(40) {
+				case 0:
 					// A profile's limit changes: a full translation.
 					p := e.doc.Profiles["default"]
 					p.Groups = slices.Clone(p.Groups)
@@ -191,19 +195,19 @@ func TestTranslatorEquivalent(t *testing.T) {
 					g.Limits[0].Max = 1 + rnd.Int64N(200)
 					e.doc.Profiles["default"] = p
 					ch.Profiles = true
-					ch.Apps = e.edit(apps)
-				case r == 1:
+					ch.Apps = e.edit()
+				case 1:
 					// A gap: the Translator missed a change.
 					ch.Base = base - 1
-					ch.Apps = e.edit(apps)
-				case r == 2:
+					ch.Apps = e.edit()
+				case 2:
 					// Nothing changed but time.
-				case r == 3:
+				case 3:
 					// The clock went back.
 					e.now = e.now.Add(-5 * time.Minute)
-					ch.Apps = e.edit(apps)
+					ch.Apps = e.edit()
 				default:
-					ch.Apps = e.edit(apps)
+					ch.Apps = e.edit()
 					incremental++
 				}
 			}
