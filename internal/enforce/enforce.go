@@ -25,6 +25,11 @@ type Engine struct {
 	domain  string
 	updated <-chan struct{}
 
+	// trMu serialises translations: the Translator builds each version on
+	// the one before.
+	trMu sync.Mutex
+	tr   *ratelimit.Translator
+
 	mu sync.Mutex
 	// refused is the latest version Publish could not serve since the last
 	// it served, and why.
@@ -41,7 +46,8 @@ type Engine struct {
 // New returns an Engine that publishes to server in the rate-limit domain.
 func New(server *xds.Server, domain string) *Engine {
 	updated, _ := server.Subscribe() // for the life of the process
-	return &Engine{server: server, domain: domain, updated: updated}
+	return &Engine{server: server, domain: domain, updated: updated,
+		tr: ratelimit.NewTranslator(ratelimit.Options{Domain: domain})}
 }
 
 var _ controllers.Engine = (*Engine)(nil)
@@ -56,6 +62,9 @@ func (e *Engine) Publish(ch delta.Change) error {
 	}
 	e.mu.Unlock()
 	if unchanged {
+		e.trMu.Lock()
+		e.tr.Skip(ch)
+		e.trMu.Unlock()
 		return nil
 	}
 	err := e.publish(ch)
@@ -71,7 +80,13 @@ func (e *Engine) Publish(ch delta.Change) error {
 }
 
 func (e *Engine) publish(ch delta.Change) error {
-	cfg, err := ratelimit.Translate(ch.Document, ratelimit.Options{Domain: e.domain, Now: time.Now()})
+	e.trMu.Lock()
+	_, err := e.tr.Translate(ch, time.Now())
+	// Served in its encoded form: the version's hash, the size check and
+	// the xDS cache then copy its bytes rather than encode every app three
+	// times over.
+	cfg := e.tr.Encoded()
+	e.trMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("translate configuration %d: %w", ch.Seq, err)
 	}

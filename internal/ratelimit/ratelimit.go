@@ -248,39 +248,44 @@ func (g *group) chain(l qc.Limit) *chain {
 // key-only user entry, which holds the rate limit, under each app entry.
 func (m *model) chainDescriptor(c *chain) (*rlsconfv3.RateLimitDescriptor, error) {
 	cd := &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorLimit, Value: qc.LimitValue(c.limit)}
-	leaf := func(app string, max int64, unlimited bool) (*rlsconfv3.RateLimitDescriptor, error) {
-		pol, err := policy(c.limit, max, unlimited)
-		if err != nil {
-			if app != "" {
-				return nil, fmt.Errorf("render limit %s of app %q: %w", qc.LimitValue(c.limit), app, err)
-			}
-			return nil, fmt.Errorf("render limit %s: %w", qc.LimitValue(c.limit), err)
-		}
-		d := &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorApp, Value: app}
-		rl := d
-		if c.limit.Scope == qc.ScopeUser {
-			rl = &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorUser}
-			d.Descriptors = []*rlsconfv3.RateLimitDescriptor{rl}
-		}
-		rl.RateLimit = pol
-		rl.ShadowMode = m.opts.ShadowMode
-		return d, nil
-	}
 	if c.hasDefault {
-		d, err := leaf("", c.limit.Max, false)
+		d, err := leafDescriptor(c.limit, "", c.limit.Max, false, m.opts.ShadowMode)
 		if err != nil {
 			return nil, err
 		}
 		cd.Descriptors = append(cd.Descriptors, d)
 	}
 	for _, a := range c.apps {
-		d, err := leaf(a.app, a.max, a.unlimited)
+		d, err := leafDescriptor(c.limit, a.app, a.max, a.unlimited, m.opts.ShadowMode)
 		if err != nil {
 			return nil, err
 		}
 		cd.Descriptors = append(cd.Descriptors, d)
 	}
 	return cd, nil
+}
+
+// leafDescriptor is the app entry of limit l for app ("" for the key-only
+// entry), holding the rate limit, or holding a key-only user entry that holds
+// it when l is User-scoped. Only l's window and scope matter: the value is
+// max, or unlimited.
+func leafDescriptor(l qc.Limit, app string, max int64, unlimited, shadow bool) (*rlsconfv3.RateLimitDescriptor, error) {
+	pol, err := policy(l, max, unlimited)
+	if err != nil {
+		if app != "" {
+			return nil, fmt.Errorf("render limit %s of app %q: %w", qc.LimitValue(l), app, err)
+		}
+		return nil, fmt.Errorf("render limit %s: %w", qc.LimitValue(l), err)
+	}
+	d := &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorApp, Value: app}
+	rl := d
+	if l.Scope == qc.ScopeUser {
+		rl = &rlsconfv3.RateLimitDescriptor{Key: qc.DescriptorUser}
+		d.Descriptors = []*rlsconfv3.RateLimitDescriptor{rl}
+	}
+	rl.RateLimit = pol
+	rl.ShadowMode = shadow
+	return d, nil
 }
 
 // policy is the one place a limit's value becomes a ratelimit policy. Max 0,

@@ -83,6 +83,20 @@ func (d *Document) Validate() error {
 	return v.err()
 }
 
+// ValidateApps checks the entries of the apps ids (those d has; the others
+// are skipped) as Validate checks them, against d's profiles, which it takes
+// as valid: for a document that passed Validate before only those apps
+// changed, it answers as Validate would, at the cost of those apps.
+func (d *Document) ValidateApps(ids []string) error {
+	v := &validator{}
+	for _, id := range ids {
+		if a, ok := d.Apps[id]; ok {
+			v.app(d, fmt.Sprintf("apps[%q]", id), &a)
+		}
+	}
+	return v.err()
+}
+
 type validator struct {
 	errs []error
 	n    int

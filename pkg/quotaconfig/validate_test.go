@@ -430,3 +430,24 @@ func TestValidateFieldErrors(t *testing.T) {
 		t.Errorf("error has %d lines, want 51", n+1)
 	}
 }
+
+// TestValidateApps checks that ValidateApps refuses what Validate refuses in
+// the apps it is given, with the same errors, and looks at no other app.
+func TestValidateApps(t *testing.T) {
+	d := validDoc()
+	if err := d.ValidateApps([]string{"123", "gone"}); err != nil {
+		t.Fatalf("valid apps: %v", err)
+	}
+	d.Apps["456"] = qc.App{Profile: "default", Overrides: []qc.Override{{Group: "nope", Limits: []qc.Limit{lim("Requests", "Second", "App", -1)}}}}
+	whole := d.Validate()
+	if whole == nil {
+		t.Fatal("Validate took app 456: the case tests nothing")
+	}
+	err := d.ValidateApps([]string{"123", "456"})
+	if err == nil || err.Error() != whole.Error() {
+		t.Fatalf("ValidateApps: %v\nValidate:     %v", err, whole)
+	}
+	if err := d.ValidateApps([]string{"123"}); err != nil {
+		t.Fatalf("app 123 alone: %v", err)
+	}
+}
