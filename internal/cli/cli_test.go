@@ -140,9 +140,11 @@ spec: {fallback: {limits: [{unit: Requests, window: Second, max: 100}]}}
 		args []string
 		want string
 	}{
-		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list, render, validate or check`},
+		{[]string{"frobnicate"}, `error: unknown command "frobnicate" for "kubectl appquota"`},
 		{[]string{"explain", "1", "GET", "--config", dir}, "error: explain APP_ID METHOD PATH: want 3 arguments, got 2 (1 GET); see --help"},
-		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
+		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "wide"}, `error: --output "wide": want one of text, json, yaml, kyaml, name, go-template,`},
+		{[]string{"check", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
+		{[]string{"render", "-f", "../../config/catalog", "--now", "tomorrow"}, `error: --now "tomorrow": want an RFC 3339 instant`},
 		{[]string{"explain", "1", "GET", "/x", "--config", "/does/not/exist"}, "error: stat /does/not/exist: no such file or directory"},
 		{[]string{"explain", "1", "GET", "/x", "--config", bad}, "error: " + bad + `: version: "v0" is not "quota.appquota.io/v1"`},
 		{[]string{"render"}, "error: render: -f DIR_OR_FILE is required"},
