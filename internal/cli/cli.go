@@ -97,7 +97,7 @@ On PATH it works as "kubectl appquota", with kubectl's connection flags.`,
 		newRenderCommand(streams),
 		newValidateCommand(streams),
 		newCheckCommand(kube, streams),
-		// RAISE
+		newRaiseCommand(kube, streams),
 		// DIFF
 		newCompletionCommand(root, streams),
 	)

@@ -25,6 +25,7 @@ import (
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/manifest"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -445,18 +446,31 @@ func TestReadsShardedForms(t *testing.T) {
 	}
 }
 
-// live is the control plane of the tests that need one, started by the
-// first of them and stopped when all have run.
+// live is the control plane of the tests that need one, with the operator
+// running in this process (raise waits on its statuses, its webhook admits
+// AppQuotas), started by the first of them and stopped when all have run.
+// The operator writes its ConfigMap into a namespace of its own, so that
+// the ConfigMaps TestLiveSharded writes into appquota-system stay its own.
 var live struct {
-	once    sync.Once
-	cluster *localcluster.Cluster
-	err     error
+	once         sync.Once
+	cluster      *localcluster.Cluster
+	stopOperator func()
+	err          error
 }
+
+// operatorNamespace is the in-process operator's namespace.
+const operatorNamespace = "appquota-cli-test"
 
 func liveCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
 	live.once.Do(func() {
-		live.cluster, live.err = operatortest.StartCluster(localcluster.Options{SkipWebhooks: true})
+		live.cluster, live.err = operatortest.StartCluster(localcluster.Options{})
+		if live.err != nil {
+			return
+		}
+		opts := wiring.DefaultOptions()
+		opts.Namespace = operatorNamespace
+		live.stopOperator, live.err = operatortest.Run(context.Background(), live.cluster, opts)
 	})
 	if live.err != nil {
 		t.Fatal(live.err)
@@ -466,6 +480,9 @@ func liveCluster(t *testing.T) *localcluster.Cluster {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if live.stopOperator != nil {
+		live.stopOperator()
+	}
 	if live.cluster != nil {
 		if err := live.cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
