@@ -98,7 +98,7 @@ On PATH it works as "kubectl appquota", with kubectl's connection flags.`,
 		newValidateCommand(streams),
 		newCheckCommand(kube, streams),
 		newRaiseCommand(kube, streams),
-		// DIFF
+		newDiffCommand(kube, streams),
 		newCompletionCommand(root, streams),
 	)
 	return root

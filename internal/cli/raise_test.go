@@ -154,7 +154,7 @@ spec:
 	for _, step := range [][]string{
 		{"messages-send-users", "second", "400"},
 		{"messages-send-users", "minute", "9000"}, // another window of the same group: the second's stays
-		{"messages-recall", "second", "50"},      // another group: messages-send-users stays
+		{"messages-recall", "second", "50"},       // another group: messages-send-users stays
 	} {
 		if out, stderr, code := raise(step[0], step[1], step[2]); code != 0 {
 			t.Fatalf("raise %v: exit %d: %s%s", step, code, out, stderr)
