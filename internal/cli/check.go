@@ -44,7 +44,7 @@ commands (yaml, name, jsonpath) do not apply.`,
 			return c.run(cmd.Context(), args, streams)
 		},
 	}
-	c.source.flags(cmd)
+	c.flags(cmd)
 	f := cmd.Flags()
 	// Not --user: that is kubectl's, the kubeconfig user.
 	f.StringVar(&c.user, "app-user", "", "the app's end user that User-scoped limits count (default: the path's user parameter)")
@@ -53,7 +53,7 @@ commands (yaml, name, jsonpath) do not apply.`,
 	f.StringVar(&c.address, "ratelimit-address", DefaultRatelimitAddress, "envoyproxy/ratelimit's gRPC address")
 	f.StringVar(&c.domain, "domain", ratelimit.DefaultDomain, "the rate-limit domain (the manager's --rate-limit-domain)")
 	f.StringVarP(&c.output, "output", "o", outputText, "output format: text, or json (one RateLimitResponse per line)")
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputText, "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputText, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -71,7 +71,7 @@ type checkOptions struct {
 func (c *checkOptions) run(ctx context.Context, args []string, streams genericiooptions.IOStreams) error {
 	stdout := streams.Out
 	user, address, domain, cost, hits := c.user, c.address, c.domain, c.cost, c.hits
-	if c.output != outputText && c.output != "json" {
+	if c.output != outputText && c.output != outputJSON {
 		return fmt.Errorf("--output %q: want text or json", c.output)
 	}
 	if hits < 1 || hits > 100000 {
@@ -114,7 +114,7 @@ func (c *checkOptions) run(ctx context.Context, args []string, streams genericio
 		if err != nil {
 			return fmt.Errorf("call %d: ShouldRateLimit at %s: %w", i, address, err)
 		}
-		if c.output == "json" {
+		if c.output == outputJSON {
 			b, err := protojson.Marshal(resp)
 			if err != nil {
 				return fmt.Errorf("encode the answer to call %d: %w", i, err)

@@ -109,7 +109,7 @@ On PATH it works as "kubectl appquota", with kubectl's connection flags.`,
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return fmt.Errorf("%s: want %d arguments, got %d (%s); see --help", strings.TrimPrefix(cmd.Use, "kubectl-appquota "), n, len(args), strings.Join(args, " "))
+			return fmt.Errorf("%s: want %d arguments, got %d (%s); see --help", cmd.Use, n, len(args), strings.Join(args, " "))
 		}
 		return nil
 	}

@@ -29,7 +29,9 @@ type source struct {
 }
 
 func (s *source) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&s.config, "config", "", "read the configuration from this file or directory instead of the cluster: limits.json, limits.json.gz, a mounted ConfigMap directory, or ConfigMap manifests (kubectl get configmap -o yaml NAME NAME-shard-0 ...)")
+	cmd.Flags().StringVar(&s.config, "config", "",
+		"read the configuration from this file or directory instead of the cluster: limits.json, limits.json.gz, "+
+			"a mounted ConfigMap directory, or ConfigMap manifests (kubectl get configmap -o yaml NAME NAME-shard-0 ...)")
 	cmd.Flags().StringVar(&s.configMap, "configmap", "appquota-limits", "name of the ConfigMap, or of the index when sharded")
 	_ = cmd.MarkFlagFilename("config", "json", "gz", "yaml", "yml")
 }

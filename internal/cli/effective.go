@@ -14,7 +14,8 @@ import (
 // controller would write for them, with the pure merger the controller uses,
 // and compiles it for explainCall: raise and diff compute their before and
 // after this way, offline, from objects.
-func renderConfig(defaultProfile string, profiles []quotav1.QuotaProfile, apps []*quotav1.AppQuota, now time.Time) (*quotaconfig.Config, *render.Result, error) {
+func renderConfig(defaultProfile string, profiles []quotav1.QuotaProfile, apps []*quotav1.AppQuota,
+	now time.Time) (*quotaconfig.Config, *render.Result, error) {
 	res, err := new(render.Merger).Merge(render.Input{DefaultProfile: defaultProfile, Profiles: profiles, AppQuotas: apps, Now: now})
 	if err != nil {
 		return nil, nil, err

@@ -96,7 +96,7 @@ func printList(w io.Writer, all []*Explanation) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "GROUP\tLIMITS\tPER CALL\tFROM\n")
 	for _, e := range all {
-		var ls []string
+		ls := make([]string, 0, len(e.Limits))
 		from := fromProfile
 		for _, l := range e.Limits {
 			ls = append(ls, describeLimit(l.Limit))

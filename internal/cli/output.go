@@ -16,8 +16,12 @@ import (
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// outputText is -o's default: the commands' own tables and sentences.
-const outputText = "text"
+// The -o values every command has: text, the default, is the commands' own
+// tables and sentences.
+const (
+	outputText = "text"
+	outputJSON = "json"
+)
 
 // viewAPIVersion is the apiVersion of what explain, list and diff print with
 // -o json|yaml|name|jsonpath|go-template. cli-runtime's printers need an

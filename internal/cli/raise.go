@@ -82,7 +82,8 @@ refusal by the admission webhook is printed as the server's message.`,
 	f.StringVar(&o.scope, "scope", "app", "what the counter is keyed on: app, or user (each of the app's users)")
 	f.StringVar(&o.until, "until", "", "when the raise ends: an RFC 3339 instant or a date (2027-01-31, midnight UTC); default: no end")
 	f.StringVar(&o.reason, "reason", "", "why (a ticket, a contract), recorded in the override (required)")
-	f.StringVar(&o.dryRun, "dry-run", dryRunNone, "none, client (compute locally, write nothing) or server (the API server and its webhook check, nothing is stored)")
+	f.StringVar(&o.dryRun, "dry-run", dryRunNone, "none, client (compute locally, write nothing) "+
+		"or server (the API server and its webhook check, nothing is stored)")
 	f.BoolVar(&o.wait, "wait", true, "wait until the AppQuota is Ready (and Enforced, when an engine instance is connected) at the new generation")
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long --wait waits")
 	f.BoolVar(&o.forceConflicts, "force-conflicts", false, "take over fields another field manager owns instead of failing on the conflict")
@@ -122,7 +123,8 @@ func enumFlag[T ~string](flag, value string, allowed ...T) (T, error) {
 func (o *raiseOptions) validate(cmd *cobra.Command, group string) (raiseSpec, error) {
 	r := raiseSpec{group: group, reason: strings.TrimSpace(o.reason)}
 	var err error
-	if r.limit.Window, err = enumFlag("window", o.window, quotav1.WindowSecond, quotav1.WindowMinute, quotav1.WindowHour, quotav1.WindowDay); err != nil {
+	windows := []quotav1.LimitWindow{quotav1.WindowSecond, quotav1.WindowMinute, quotav1.WindowHour, quotav1.WindowDay}
+	if r.limit.Window, err = enumFlag("window", o.window, windows...); err != nil {
 		return r, err
 	}
 	if r.limit.Unit, err = enumFlag("unit", o.unit, quotav1.UnitRequests, quotav1.UnitMessages); err != nil {

@@ -105,7 +105,8 @@ func inForce(a *quotav1.AppQuota, generation int64, res *waitResult) (done bool,
 		res.enforcedSkipped = true
 		return true, "", nil
 	case enforced.Status == metav1.ConditionFalse && enforced.Reason == quotav1.ReasonEngineRejected:
-		return false, "", fmt.Errorf("generation %d is in the ConfigMap but not enforced: Enforced=False (%s): %s", generation, enforced.Reason, enforced.Message)
+		return false, "", fmt.Errorf("generation %d is in the ConfigMap but not enforced: Enforced=False (%s): %s",
+			generation, enforced.Reason, enforced.Message)
 	}
 	return false, fmt.Sprintf("Ready; Enforced=%s (%s): %s", enforced.Status, enforced.Reason, enforced.Message), nil
 }
