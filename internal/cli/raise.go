@@ -202,7 +202,9 @@ func (o *raiseOptions) run(ctx context.Context, appID string, r raiseSpec, strea
 	var after *quotav1.AppQuota
 	switch o.dryRun {
 	case dryRunClient:
-		after = applyLocally(live, namespace, name, appID, r)
+		if after, err = applyLocally(live, namespace, name, appID, r); err != nil {
+			return err
+		}
 	default:
 		obj, err := applyObject(live, namespace, name, appID, r)
 		if err != nil {

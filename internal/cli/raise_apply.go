@@ -144,9 +144,10 @@ func sameLimitKey(a, b map[string]any) bool {
 
 // applyLocally is what the server would make of live with raise's change,
 // for --dry-run=client: the override of the group gets the limit, the reason
-// and the expiry (none without --until), other overrides and limits stay.
-// live is nil when the AppQuota does not exist.
-func applyLocally(live *quotav1.AppQuota, namespace, name, appID string, r raiseSpec) *quotav1.AppQuota {
+// and the expiry (without --until, the one it had unless raise set it),
+// other overrides and limits stay. live is nil when the AppQuota does not
+// exist.
+func applyLocally(live *quotav1.AppQuota, namespace, name, appID string, r raiseSpec) (*quotav1.AppQuota, error) {
 	a := &quotav1.AppQuota{}
 	if live != nil {
 		a = live.DeepCopy()
@@ -161,7 +162,17 @@ func applyLocally(live *quotav1.AppQuota, namespace, name, appID string, r raise
 	}
 	o := &a.Spec.Overrides[i]
 	o.Reason = r.reason
-	o.ExpiresAt = nil
+	// As the apply would: an expiry kubectl-appquota set goes, one another
+	// manager set stays.
+	if live != nil && o.ExpiresAt != nil {
+		owned, err := ownedFields(live.ManagedFields)
+		if err != nil {
+			return nil, err
+		}
+		if owned.Has(fieldpath.MakePathOrDie("spec", "overrides", fieldpath.KeyByFields("group", r.group), "expiresAt")) {
+			o.ExpiresAt = nil
+		}
+	}
 	if r.until != nil {
 		t := metav1.NewTime(*r.until)
 		o.ExpiresAt = &t
@@ -174,5 +185,5 @@ func applyLocally(live *quotav1.AppQuota, namespace, name, appID string, r raise
 	} else {
 		o.Limits[j] = r.limit
 	}
-	return a
+	return a, nil
 }

@@ -128,6 +128,18 @@ func TestRaiseCreates(t *testing.T) {
 		t.Errorf("managed fields %v: want kubectl-appquota's Apply", managers)
 	}
 	assertInForce(t, a)
+
+	// Raised again without --until: the raise has no end now.
+	if out, stderr, code := run("raise", "7100000001", "messages-send-users", "--max", "600", "--window", "second",
+		"--reason", "SALES-1 renewed", "--kubeconfig", cluster.KubeconfigPath, "-n", ns); code != 0 {
+		t.Fatalf("raise again: exit %d: %s%s", code, out, stderr)
+	}
+	a = getAppQuota(t, cluster, ns, "7100000001")
+	if o := override(a, "messages-send-users"); o == nil || o.ExpiresAt != nil || o.Reason != "SALES-1 renewed" ||
+		!slices.Equal(limitsOf(o), []string{"Requests/Second/App=600"}) {
+		t.Errorf("raised again without --until: %+v", o)
+	}
+	assertInForce(t, a)
 }
 
 // TestRaiseKeepsOthers: raise changes only its group's override (and in it
