@@ -37,7 +37,7 @@ envoyproxy/ratelimit's ShouldRateLimit and prints each answer.
 answers arrive: a stream, not an object, so the object formats of the other
 commands (yaml, name, jsonpath) do not apply.`,
 		Example: `  kubectl appquota check 1122334455 POST /app-id/1122334455/messages/users --hits 3
-  kubectl appquota check 1122334455 DELETE /app-id/1122334455/users/alice --app-user bob
+  kubectl appquota check 1122334455 DELETE /app-id/1122334455/users/alice/user_channel --app-user bob
   kubectl appquota check 1122334455 POST /app-id/1122334455/messages/users --cost 600 -o json`,
 		Args: exactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {

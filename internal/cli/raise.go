@@ -62,7 +62,7 @@ refusal by the admission webhook is printed as the server's message.`,
       --until 2027-01-31 --reason "SALES-1234 enterprise upgrade" -n tenants
 
   # per user: 20 a minute for each of the app's users
-  kubectl appquota raise 1122334455 users-channel --max 20 --window minute --scope user --reason "SALES-77"
+  kubectl appquota raise 1122334455 conversations-delete --max 20 --window minute --scope user --reason "SALES-77"
 
   # what would change, checked by the API server and its webhook, without writing
   kubectl appquota raise 1122334455 messages-send-users --max 800 --window second --reason "trial" --dry-run=server -o yaml`,
