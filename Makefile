@@ -76,6 +76,10 @@ build: ## bin/manager and bin/kubectl-appquota.
 	go build -o bin/manager ./cmd/manager
 	go build -o bin/kubectl-appquota ./cmd/kubectl-appquota
 
+.PHONY: plugin
+plugin: ## dist/: kubectl-appquota archives for linux and darwin (amd64, arm64), sha256 sums, the filled krew manifest.
+	hack/build-plugin.sh
+
 .PHONY: docker-build
 docker-build: ## The manager's container image (IMG=...).
 	docker build -t $(IMG) .

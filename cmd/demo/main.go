@@ -161,9 +161,9 @@ the same limits; check asks it as a gateway would, one line per call:
   kubectl appquota check 4000000002 POST /app-id/4000000002/messages/users --cost 600 --hits 11%[8]s   # 6000 messages/min
   kubectl appquota check 4000000003 DELETE /app-id/4000000003/users/alice/user_channel --hits 6%[8]s   # 5/min per user
   kubectl appquota check 9988776655 POST /app-id/9988776655/messages/chatrooms/broadcast%[8]s   # blocked: OVER_LIMIT at once
-Raise a limit and see it enforced:
-  kubectl -n tenants patch appquota acme-chat --type=json -p '[{"op":"replace","path":"/spec/overrides/0/limits/0/max","value":900}]'
-  kubectl -n tenants wait --for=condition=Enforced appquota/acme-chat
+Raise a limit and see it enforced (raise waits until it is; the sample's
+limit was set by kubectl, so raise takes it over with --force-conflicts):
+  kubectl appquota raise 1122334455 messages-send-users --max 900 --window second --reason "demo" -n tenants --force-conflicts
   kubectl appquota check 1122334455 POST /app-id/1122334455/messages/users%[8]s   # 900/s now
 
 Press Ctrl-C to stop.

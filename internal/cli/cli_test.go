@@ -25,6 +25,7 @@ import (
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/localcluster"
 	"github.com/appquota/appquota/internal/manifest"
+	"github.com/appquota/appquota/internal/wiring"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -140,9 +141,11 @@ spec: {fallback: {limits: [{unit: Requests, window: Second, max: 100}]}}
 		args []string
 		want string
 	}{
-		{[]string{"frobnicate"}, `error: unknown command "frobnicate"; want explain, list, render, validate or check`},
+		{[]string{"frobnicate"}, `error: unknown command "frobnicate" for "kubectl appquota"`},
 		{[]string{"explain", "1", "GET", "--config", dir}, "error: explain APP_ID METHOD PATH: want 3 arguments, got 2 (1 GET); see --help"},
-		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
+		{[]string{"explain", "1", "GET", "/x", "--config", dir, "-o", "wide"}, `error: --output "wide": want one of text, json, yaml, kyaml, name, go-template,`},
+		{[]string{"check", "1", "GET", "/x", "--config", dir, "-o", "yaml"}, `error: --output "yaml": want text or json`},
+		{[]string{"render", "-f", "../../config/catalog", "--now", "tomorrow"}, `error: --now "tomorrow": want an RFC 3339 instant`},
 		{[]string{"explain", "1", "GET", "/x", "--config", "/does/not/exist"}, "error: stat /does/not/exist: no such file or directory"},
 		{[]string{"explain", "1", "GET", "/x", "--config", bad}, "error: " + bad + `: version: "v0" is not "quota.appquota.io/v1"`},
 		{[]string{"render"}, "error: render: -f DIR_OR_FILE is required"},
@@ -443,18 +446,31 @@ func TestReadsShardedForms(t *testing.T) {
 	}
 }
 
-// live is the control plane of the tests that need one, started by the
-// first of them and stopped when all have run.
+// live is the control plane of the tests that need one, with the operator
+// running in this process (raise waits on its statuses, its webhook admits
+// AppQuotas), started by the first of them and stopped when all have run.
+// The operator writes its ConfigMap into a namespace of its own, so that
+// the ConfigMaps TestLiveSharded writes into appquota-system stay its own.
 var live struct {
-	once    sync.Once
-	cluster *localcluster.Cluster
-	err     error
+	once         sync.Once
+	cluster      *localcluster.Cluster
+	stopOperator func()
+	err          error
 }
+
+// operatorNamespace is the in-process operator's namespace.
+const operatorNamespace = "appquota-cli-test"
 
 func liveCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
 	live.once.Do(func() {
-		live.cluster, live.err = operatortest.StartCluster(localcluster.Options{SkipWebhooks: true})
+		live.cluster, live.err = operatortest.StartCluster(localcluster.Options{})
+		if live.err != nil {
+			return
+		}
+		opts := wiring.DefaultOptions()
+		opts.Namespace = operatorNamespace
+		live.stopOperator, live.err = operatortest.Run(context.Background(), live.cluster, opts)
 	})
 	if live.err != nil {
 		t.Fatal(live.err)
@@ -464,6 +480,9 @@ func liveCluster(t *testing.T) *localcluster.Cluster {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if live.stopOperator != nil {
+		live.stopOperator()
+	}
 	if live.cluster != nil {
 		if err := live.cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)

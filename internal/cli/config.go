@@ -4,49 +4,49 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 
 	"github.com/appquota/appquota/internal/manifest"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// The values of --output (-o).
-const (
-	outputText = "text"
-	outputJSON = "json"
-)
-
-// source says where the configuration comes from.
+// source says where explain, list and check read the configuration: a file
+// (--config), or the ConfigMap in the cluster of kubectl's connection flags.
 type source struct {
-	config, kubeconfig, context, namespace, configMap, output string
+	kube              *genericclioptions.ConfigFlags
+	config, configMap string
 }
 
-func (s *source) flags(fs *flag.FlagSet) {
-	fs.StringVar(&s.config, "config", "", "")
-	fs.StringVar(&s.kubeconfig, "kubeconfig", "", "")
-	fs.StringVar(&s.context, "context", "", "")
-	fs.StringVar(&s.namespace, "namespace", "appquota-system", "")
-	fs.StringVar(&s.namespace, "n", "appquota-system", "")
-	fs.StringVar(&s.configMap, "configmap", "appquota-limits", "")
-	fs.StringVar(&s.output, "output", outputText, "")
-	fs.StringVar(&s.output, "o", outputText, "")
+func (s *source) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.config, "config", "",
+		"read the configuration from this file or directory instead of the cluster: limits.json, limits.json.gz, "+
+			"a mounted ConfigMap directory, or ConfigMap manifests (kubectl get configmap -o yaml NAME NAME-shard-0 ...)")
+	cmd.Flags().StringVar(&s.configMap, "configmap", "appquota-limits", "name of the ConfigMap, or of the index when sharded")
+	_ = cmd.MarkFlagFilename("config", "json", "gz", "yaml", "yml")
 }
 
-func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) {
-	if s.output != outputText && s.output != outputJSON {
-		return nil, "", fmt.Errorf("--output %q: want text or json", s.output)
+// namespace is the ConfigMap's: -n when given, else the manager's namespace,
+// not the context's: the ConfigMap lives with the manager wherever the user
+// works.
+func (s *source) namespace() string {
+	if s.kube.Namespace != nil && *s.kube.Namespace != "" {
+		return *s.kube.Namespace
 	}
+	return defaultNamespace
+}
+
+func (s *source) load(ctx context.Context, warnings io.Writer) (*quotaconfig.Config, string, error) {
 	if s.config != "" {
 		cfg, err := loadFile(s.config, s.configMap)
 		if err != nil {
@@ -54,23 +54,18 @@ func (s *source) load(ctx context.Context) (*quotaconfig.Config, string, error) 
 		}
 		return cfg, s.config, nil
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = s.kubeconfig
-	rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: s.context}).ClientConfig()
-	if err != nil {
-		return nil, "", fmt.Errorf("kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(rest)
+	cs, err := kubeClient(s.kube, warnings)
 	if err != nil {
 		return nil, "", err
 	}
-	where := fmt.Sprintf("ConfigMap %s/%s", s.namespace, s.configMap)
+	ns := s.namespace()
+	where := fmt.Sprintf("ConfigMap %s/%s", ns, s.configMap)
 	reads := 0
 	doc, err := quotaconfig.LoadConfigMaps(s.configMap, func(name string) (map[string]string, map[string][]byte, error) {
 		reads++
-		cm, err := cs.CoreV1().ConfigMaps(s.namespace).Get(ctx, name, metav1.GetOptions{})
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return nil, nil, fmt.Errorf("read ConfigMap %s/%s: %w", s.namespace, name, err)
+			return nil, nil, fmt.Errorf("read ConfigMap %s/%s: %w", ns, name, err)
 		}
 		return cm.Data, cm.BinaryData, nil
 	})

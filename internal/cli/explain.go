@@ -1,13 +1,16 @@
 package cli
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -109,28 +112,61 @@ func hasLimit(ls []quotaconfig.Limit, l quotaconfig.Limit) bool {
 	return false
 }
 
-// explain prints the limits that apply to one call, and where each comes from.
-func explain(ctx context.Context, args []string, stdout io.Writer) error {
-	var s source
-	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-	s.flags(fs)
-	pos, err := parse(fs, args, 3)
-	if err != nil {
-		return fmt.Errorf("explain APP_ID METHOD PATH: %w", err)
+func newExplainCommand(kube *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	s := source{kube: kube}
+	var out *outputFlags
+	cmd := &cobra.Command{
+		Use:   "explain APP_ID METHOD PATH",
+		Short: "Effective limits for one call, and why",
+		Long: `explain resolves one call as a gateway would and prints the limits that apply,
+each with where it comes from: the app's override, its profile's group, or the
+profile's fallback.
+
+It reads the live ConfigMap (and its shards, when the configuration is
+sharded) in -n (default appquota-system), or --config: a limits.json or
+limits.json.gz file, a mounted ConfigMap directory, or a file of ConfigMap
+manifests.`,
+		Example: `  kubectl appquota explain 1122334455 POST /app-id/1122334455/messages/users
+  kubectl appquota explain 1122334455 POST /app-id/1122334455/messages/users -o yaml
+  kubectl appquota explain 1 GET /app-id/1/users --config limits.json
+  kubectl appquota explain 1 GET /app-id/1/users -o jsonpath='{.limits[*].max}'`,
+		Args: exactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.validate(); err != nil {
+				return err
+			}
+			cfg, where, err := s.load(cmd.Context(), streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			e, err := explainCall(cfg, where, args[0], args[1], args[2])
+			if err != nil {
+				return err
+			}
+			if out.text() {
+				printExplanation(streams.Out, e)
+				return nil
+			}
+			obj, err := e.view()
+			if err != nil {
+				return err
+			}
+			return out.printObj(obj, streams.Out)
+		},
 	}
-	cfg, where, err := s.load(ctx)
-	if err != nil {
-		return err
+	s.flags(cmd)
+	out = newOutputFlags(cmd)
+	return cmd
+}
+
+// view is e as an object for -o: named after its group ("fallback" when no
+// group claims the call).
+func (e *Explanation) view() (*unstructured.Unstructured, error) {
+	name := e.Group
+	if e.Fallback {
+		name = fromFallback
 	}
-	e, err := explainCall(cfg, where, pos[0], pos[1], pos[2])
-	if err != nil {
-		return err
-	}
-	if s.output == outputJSON {
-		return writeJSON(stdout, e)
-	}
-	printExplanation(stdout, e)
-	return nil
+	return view("Explanation", name, e)
 }
 
 // printExplanation prints explain's answer as text.

@@ -1,29 +1,68 @@
 package cli
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// list prints the effective limits of every group of an app's profile.
-func list(ctx context.Context, args []string, stdout io.Writer) error {
-	var s source
-	fs := flag.NewFlagSet("list", flag.ContinueOnError)
-	s.flags(fs)
-	pos, err := parse(fs, args, 1)
-	if err != nil {
-		return fmt.Errorf("list APP_ID: %w", err)
+func newListCommand(kube *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	s := source{kube: kube}
+	var out *outputFlags
+	cmd := &cobra.Command{
+		Use:   "list APP_ID",
+		Short: "Effective limits of every group for an app",
+		Long: `list prints the effective limits of every endpoint group of the app's profile,
+and whether each comes from the profile or from the app's override. It reads
+the configuration as explain does.`,
+		Example: `  kubectl appquota list 1122334455
+  kubectl appquota list 1122334455 -o name          # every group, as explanation.cli.appquota.io/GROUP
+  kubectl appquota list 1122334455 -o jsonpath='{range .items[*]}{.group}{"\t"}{.limits[0].max}{"\n"}{end}'
+  kubectl appquota list 1122334455 --config /etc/appquota`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.validate(); err != nil {
+				return err
+			}
+			cfg, where, err := s.load(cmd.Context(), streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			all, err := groupExplanations(cfg, where, args[0])
+			if err != nil {
+				return err
+			}
+			if out.text() {
+				return printList(streams.Out, all)
+			}
+			items := make([]unstructured.Unstructured, 0, len(all))
+			for _, e := range all {
+				u, err := e.view()
+				if err != nil {
+					return err
+				}
+				items = append(items, *u)
+			}
+			return out.printObj(viewList(items), streams.Out)
+		},
 	}
-	cfg, where, err := s.load(ctx)
-	if err != nil {
-		return err
-	}
-	appID := pos[0]
+	s.flags(cmd)
+	out = newOutputFlags(cmd)
+	return cmd
+}
+
+// groupExplanations explains every group of the app's profile, in the
+// profile's order.
+func groupExplanations(cfg *quotaconfig.Config, where, appID string) ([]*Explanation, error) {
 	doc := cfg.Document()
 	name := doc.DefaultProfile
 	if app, ok := doc.Apps[appID]; ok {
@@ -31,26 +70,33 @@ func list(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	profile, ok := doc.Profiles[name]
 	if !ok {
-		return fmt.Errorf("app %s uses profile %q, which is not in the configuration (%s)", appID, name, where)
+		return nil, fmt.Errorf("app %s uses profile %q, which is not in the configuration (%s)", appID, name, where)
 	}
-	var all []*Explanation
+	all := make([]*Explanation, 0, len(profile.Groups))
 	for _, g := range profile.Groups {
-		// A route template is itself a path that matches only its own route:
-		// literal segments never contain '{', so "{param}" takes the parameter branch.
-		r := g.Routes[0]
-		e, err := explainCall(cfg, where, appID, r.Method, strings.ReplaceAll(r.Path, "{app_id}", appID))
+		e, err := explainGroup(cfg, where, appID, g)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		all = append(all, e)
 	}
-	if s.output == outputJSON {
-		return writeJSON(stdout, all)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	return all, nil
+}
+
+// explainGroup explains the first route of group g for the app.
+func explainGroup(cfg *quotaconfig.Config, where, appID string, g quotaconfig.Group) (*Explanation, error) {
+	// A route template is itself a path that matches only its own route:
+	// literal segments never contain '{', so "{param}" takes the parameter branch.
+	r := g.Routes[0]
+	return explainCall(cfg, where, appID, r.Method, strings.ReplaceAll(r.Path, "{app_id}", appID))
+}
+
+// printList prints list's table.
+func printList(w io.Writer, all []*Explanation) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "GROUP\tLIMITS\tPER CALL\tFROM\n")
 	for _, e := range all {
-		var ls []string
+		ls := make([]string, 0, len(e.Limits))
 		from := fromProfile
 		for _, l := range e.Limits {
 			ls = append(ls, describeLimit(l.Limit))

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"errors"
-	"flag"
-	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/appquota/appquota/internal/manifest"
 )
@@ -11,15 +11,14 @@ import (
 // manifestFlags are the flags of the commands that read manifests: -f, as
 // often as needed, and -R, as kubectl's.
 type manifestFlags struct {
-	files     fileList
+	files     []string
 	recursive bool
 }
 
-func (m *manifestFlags) flags(fs *flag.FlagSet) {
-	fs.Var(&m.files, "f", "")
-	fs.Var(&m.files, "filename", "")
-	fs.BoolVar(&m.recursive, "R", false, "")
-	fs.BoolVar(&m.recursive, "recursive", false, "")
+func (m *manifestFlags) flags(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&m.files, "filename", "f", nil, "a manifest file or a directory of them (.yaml, .yml, .json); may be repeated")
+	cmd.Flags().BoolVarP(&m.recursive, "recursive", "R", false, "read the directories' subdirectories too")
+	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 }
 
 // read reads the QuotaProfiles and AppQuotas of the files and directories
@@ -29,14 +28,4 @@ func (m *manifestFlags) read(command string) (*manifest.Objects, error) {
 		return nil, errors.New(command + ": -f DIR_OR_FILE is required")
 	}
 	return manifest.ReadPaths(m.recursive, m.files...)
-}
-
-// fileList is a flag that may be given more than once.
-type fileList []string
-
-func (f *fileList) String() string { return strings.Join(*f, ",") }
-
-func (f *fileList) Set(v string) error {
-	*f = append(*f, v)
-	return nil
 }

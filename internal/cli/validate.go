@@ -2,26 +2,42 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/manifest"
 	"github.com/appquota/appquota/webhook"
 )
 
-// validateCmd runs the webhook's admission checks on the manifests given, as
-// if each object were created in the order read, into a cluster holding the
-// others read before it (and every QuotaProfile).
-func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+func newValidateCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	var m manifestFlags
-	m.flags(fs)
-	if _, err := parse(fs, args, 0); err != nil {
-		return fmt.Errorf("validate -f DIR_OR_FILE: %w", err)
+	cmd := &cobra.Command{
+		Use:   "validate -f DIR_OR_FILE",
+		Short: "Check manifests as the webhook would, offline (for CI)",
+		Long: `validate checks each QuotaProfile and AppQuota in the files against the others in
+the files (as if creating them in the order read), prints the webhook's errors
+and warnings, and exits 1 if any object is invalid. It reads manifests as
+render does.`,
+		Example: `  kubectl appquota validate -f config/catalog -f config/samples
+  kubectl appquota validate -f quotas/ -R`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return validateManifests(cmd.Context(), &m, streams.Out)
+		},
 	}
+	m.flags(cmd)
+	return cmd
+}
+
+// validateManifests runs the webhook's admission checks on the manifests
+// given, as if each object were created in the order read, into a cluster
+// holding the others read before it (and every QuotaProfile).
+func validateManifests(ctx context.Context, m *manifestFlags, stdout io.Writer) error {
 	objs, err := m.read("validate")
 	if err != nil {
 		return err
