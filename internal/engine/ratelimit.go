@@ -221,6 +221,11 @@ func (rl *Ratelimit) ready(ctx context.Context) (bool, error) {
 		Domain:      domain,
 		Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: probeKey, Value: "1"}}}},
 	}); err != nil {
+		if ctx.Err() != nil {
+			// No answer in time (a loaded machine): say so in a way the
+			// wait can tell from ratelimit's own refusal.
+			return false, fmt.Errorf("no answer within 2s: %w", ctx.Err())
+		}
 		return false, err
 	}
 	if rl.opts.Domain == "" {

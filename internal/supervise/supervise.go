@@ -125,9 +125,9 @@ func (p *Process) WaitUntil(ctx context.Context, what string, interval, timeout 
 			return false, fmt.Errorf("%s exited (%v)", p.name, p.err)
 		}
 		ok, err := ready(ctx)
-		// A poll cut short by the deadline says only that; the one before it
-		// says why the program was not ready.
-		if err == nil || ctx.Err() == nil || last == nil {
+		// A poll cut short by the deadline, or by a timeout of its own, says
+		// only that; the one before it says why the program was not ready.
+		if err == nil || last == nil || (ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded)) {
 			last = err
 		}
 		return ok, nil
