@@ -47,12 +47,7 @@ func apiserverRestart(ctx context.Context, cfg Config, bin string) result {
 // restart (several seconds on a loaded machine).
 func controlPlaneOutages(ctx context.Context, cfg Config, bin string, res result, comp localcluster.Component, outages []time.Duration) result {
 	var unavailable []time.Duration
-	for range cfg.Repeats {
-		if err := outagesOnce(ctx, cfg, bin, &res, comp, outages, &unavailable); err != nil {
-			res.Err = err
-			break
-		}
-	}
+	res = repeated(res, cfg.Repeats, func(res *result) error { return outagesOnce(ctx, cfg, bin, res, comp, outages, &unavailable) })
 	res.Injection += "; API unavailable (kill to a write accepted) p50 / max " + quantiles(unavailable)
 	return res
 }

@@ -52,12 +52,7 @@ func clockSkew(ctx context.Context, cfg Config, bin string) result {
 			"on %d AppQuotas; leader SIGKILLed twice so that each replica leads after the other; %d repeats",
 			"+"+skew.String(), skew, expiries, expiryStep, cfg.Apps, cfg.Repeats)}
 	var comebacks, early int
-	for range cfg.Repeats {
-		if err := clockSkewOnce(ctx, cfg, bin, &res, &comebacks, &early); err != nil {
-			res.Err = err
-			break
-		}
-	}
+	res = repeated(res, cfg.Repeats, func(res *result) error { return clockSkewOnce(ctx, cfg, bin, res, &comebacks, &early) })
 	res.Injection += fmt.Sprintf("; within the skew, %d overrides came back after a failover to the behind replica "+
 		"and %d left before their expiresAt", comebacks, early)
 	return res

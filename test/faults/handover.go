@@ -41,13 +41,7 @@ func handover(ctx context.Context, cfg Config, bin string) result {
 		return res
 	}
 	o := &oracle{h: h}
-	for range cfg.Repeats {
-		if err := handoverOnce(runCtx, h, o, &res); err != nil {
-			res.Err = err
-			return res
-		}
-	}
-	return res
+	return repeated(res, cfg.Repeats, func(res *result) error { return handoverOnce(runCtx, h, o, res) })
 }
 
 func handoverOnce(ctx context.Context, h *harness, o *oracle, res *result) error {

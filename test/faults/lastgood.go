@@ -26,13 +26,7 @@ func lastGood(ctx context.Context, cfg Config, bin string) result {
 	res := result{Fault: "Last good across a half-written set",
 		Injection: fmt.Sprintf("sharded set of %d AppQuotas, one made invalid past the webhook; index updates refused by a "+
 			"ValidatingAdmissionPolicy while another app changes; leader SIGKILLed, policy removed; %d repeats", cfg.Apps, cfg.Repeats)}
-	for range cfg.Repeats {
-		if err := lastGoodOnce(ctx, cfg, bin, &res); err != nil {
-			res.Err = err
-			return res
-		}
-	}
-	return res
+	return repeated(res, cfg.Repeats, func(res *result) error { return lastGoodOnce(ctx, cfg, bin, res) })
 }
 
 func lastGoodOnce(ctx context.Context, cfg Config, bin string, res *result) error {

@@ -28,13 +28,7 @@ func leaderKill(ctx context.Context, cfg Config, bin string) result {
 	res := result{Fault: "Leader SIGKILL mid-bulk",
 		Injection: fmt.Sprintf("SIGKILL of the leading manager at a random point of a bulk create of %d AppQuotas, "+
 			"with edits in flight; %d repeats", cfg.Apps, cfg.Repeats)}
-	for range cfg.Repeats {
-		if err := leaderKillOnce(ctx, cfg, bin, &res); err != nil {
-			res.Err = err
-			return res
-		}
-	}
-	return res
+	return repeated(res, cfg.Repeats, func(res *result) error { return leaderKillOnce(ctx, cfg, bin, res) })
 }
 
 func leaderKillOnce(ctx context.Context, cfg Config, bin string, res *result) error {

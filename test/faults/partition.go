@@ -22,13 +22,7 @@ func partition(ctx context.Context, cfg Config, bin string) result {
 		Injection: fmt.Sprintf("sharded set of %d AppQuotas; the leading manager SIGSTOPped with edits in flight until the other "+
 			"took over and wrote the changes made since (one app deleted), then SIGCONTed; a stale write is a configuration the "+
 			"old leader logged writing after it was thawed; %d repeats", cfg.Apps, cfg.Repeats)}
-	for range cfg.Repeats {
-		if err := partitionOnce(ctx, cfg, bin, &res); err != nil {
-			res.Err = err
-			return res
-		}
-	}
-	return res
+	return repeated(res, cfg.Repeats, func(res *result) error { return partitionOnce(ctx, cfg, bin, res) })
 }
 
 func partitionOnce(ctx context.Context, cfg Config, bin string, res *result) error {

@@ -67,3 +67,15 @@ func writeTable(path, md string) error {
 	}
 	return os.WriteFile(path, out, 0o644)
 }
+
+// repeated runs once n times on res, one fault's repeats, and stops at the
+// first error, which it records in the row.
+func repeated(res result, n int, once func(*result) error) result {
+	for range n {
+		if err := once(&res); err != nil {
+			res.Err = err
+			break
+		}
+	}
+	return res
+}
