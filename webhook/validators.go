@@ -136,11 +136,8 @@ type Lookup interface {
 	// AppIDOwner returns the AppQuota ("namespace/name") other than a that
 	// claims a's appID, "" when none does.
 	AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (string, error)
-}
-
-// GrantLookup is a Lookup that also knows what a namespace may claim.
-type GrantLookup interface {
-	// Grant returns namespace's grant, nil when grants are not required.
+	// Grant returns what namespace may claim (quotav1.AppIDsAnnotation),
+	// nil when grants are not required or not known.
 	Grant(ctx context.Context, namespace string) (*validation.Grant, error)
 }
 
@@ -158,10 +155,8 @@ func AdmitAppQuota(ctx context.Context, l Lookup, old, a *quotav1.AppQuota, now 
 	if ref.AppIDOwner, err = l.AppIDOwner(ctx, a); err != nil {
 		return nil, nil, err
 	}
-	if gl, ok := l.(GrantLookup); ok {
-		if ref.Grant, err = gl.Grant(ctx, a.Namespace); err != nil {
-			return nil, nil, err
-		}
+	if ref.Grant, err = l.Grant(ctx, a.Namespace); err != nil {
+		return nil, nil, err
 	}
 	warnings, errs := validation.AppQuotaAdmission(old, a, ref, now)
 	return warnings, errs, nil

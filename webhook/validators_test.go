@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/validation"
 )
 
 type fakeLookup struct {
@@ -24,6 +25,8 @@ func (l *fakeLookup) QuotaProfile(_ context.Context, name string) (*quotav1.Quot
 	l.asked = append(l.asked, "profile "+name)
 	return l.profiles[name], l.err
 }
+
+func (l *fakeLookup) Grant(context.Context, string) (*validation.Grant, error) { return nil, nil }
 
 func (l *fakeLookup) AppIDOwner(_ context.Context, a *quotav1.AppQuota) (string, error) {
 	l.asked = append(l.asked, "owner of "+a.Spec.AppID)
