@@ -18,7 +18,7 @@ func TestLeaderKillAndLastGood(t *testing.T) {
 	if testing.Verbose() {
 		log = os.Stderr
 	}
-	cfg := Config{Apps: 100, Repeats: 1, Workers: 8, Faults: []string{"leader-kill", "last-good"}, Log: log}
+	cfg := Config{Apps: 100, BulkApps: 100, Repeats: 1, Workers: 8, Faults: []string{"leader-kill", "last-good"}, Log: log}
 	results, err := run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

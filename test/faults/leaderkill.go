@@ -27,7 +27,7 @@ type result struct {
 func leaderKill(ctx context.Context, cfg Config, bin string) result {
 	res := result{Fault: "Leader SIGKILL mid-bulk",
 		Injection: fmt.Sprintf("SIGKILL of the leading manager at a random point of a bulk create of %d AppQuotas, "+
-			"with edits in flight; %d repeats", cfg.Apps, cfg.Repeats)}
+			"with edits in flight; %d repeats", cfg.BulkApps, cfg.Repeats)}
 	return repeated(res, cfg.Repeats, func(res *result) error { return leaderKillOnce(ctx, cfg, bin, res) })
 }
 
@@ -47,7 +47,7 @@ func leaderKillOnce(ctx context.Context, cfg Config, bin string, res *result) er
 		return err
 	}
 	// A first half exists before the fault, so that edits have apps to change.
-	base := max(cfg.Apps/2, 1)
+	base := max(cfg.BulkApps/2, 1)
 	if err := h.createApps(runCtx, 0, base, cfg.Workers); err != nil {
 		return err
 	}
@@ -67,9 +67,9 @@ func leaderKillOnce(ctx context.Context, cfg Config, bin string, res *result) er
 		return err
 	}
 	bulk := make(chan error, 1)
-	go func() { bulk <- h.createApps(runCtx, base, cfg.Apps, cfg.Workers) }()
+	go func() { bulk <- h.createApps(runCtx, base, cfg.BulkApps, cfg.Workers) }()
 	// The kill lands at a random point of the bulk.
-	killAt := base + rand.IntN(max(cfg.Apps-base, 1))
+	killAt := base + rand.IntN(max(cfg.BulkApps-base, 1))
 	if err := poll(runCtx, "the bulk to reach its kill point", 5*time.Minute, func(context.Context) (bool, error) {
 		return int(h.created.Load()) >= killAt || len(bulk) > 0, nil
 	}); err != nil {

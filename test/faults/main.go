@@ -25,7 +25,10 @@ import (
 
 // Config sizes a run.
 type Config struct {
-	Apps, Repeats, Workers int
+	// Apps are the AppQuotas each fault runs on; BulkApps those the leader
+	// kill creates in its bulk (the 10,000: a kill mid-bulk is the
+	// fault the bulk's size matters to).
+	Apps, BulkApps, Repeats, Workers int
 	// RMWEdits is how many read-modify-write edits the rmw fault makes.
 	RMWEdits int
 	// Faults are the names of the faults to run (see faults).
@@ -34,7 +37,7 @@ type Config struct {
 }
 
 func defaultConfig() Config {
-	return Config{Apps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Log: os.Stderr,
+	return Config{Apps: 2000, BulkApps: 10000, Repeats: 3, Workers: 16, RMWEdits: 50000, Log: os.Stderr,
 		Faults: []string{"leader-kill", "handover", "last-good", "hand-damage", "rmw", "webhook", "engine-restart",
 			"apiserver-restart", "etcd-restart", "partition", "clock-skew"}}
 }
@@ -56,7 +59,8 @@ var faults = map[string]func(context.Context, Config, string) result{
 
 func main() {
 	cfg := defaultConfig()
-	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas in each run")
+	flag.IntVar(&cfg.Apps, "apps", cfg.Apps, "AppQuotas in each run but the leader kill's")
+	flag.IntVar(&cfg.BulkApps, "bulk-apps", cfg.BulkApps, "AppQuotas in the leader kill's bulk create")
 	flag.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "repeats of each fault")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent creates in a bulk load")
 	flag.IntVar(&cfg.RMWEdits, "rmw-edits", cfg.RMWEdits, "read-modify-write edits the rmw fault makes")

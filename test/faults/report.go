@@ -36,8 +36,8 @@ func table(cfg Config, results []result) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d of %d edits | %d | %d | %s |\n", r.Fault, r.Injection,
 			quantiles(r.Recovery), quantiles(r.Failover), r.Lost, r.Edits, r.Stale, r.Restarts, verdict)
 	}
-	fmt.Fprintf(&b, "\nRun: %d AppQuotas, %d repeats, %d create workers; %d cores, %s/%s, %s.\n",
-		cfg.Apps, cfg.Repeats, cfg.Workers, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(&b, "\nRun: %d AppQuotas (the leader kill's bulk: %d), %d repeats, %d create workers; %d cores, %s/%s, %s.\n",
+		cfg.Apps, cfg.BulkApps, cfg.Repeats, cfg.Workers, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	return b.String()
 }
 
