@@ -1,7 +1,6 @@
 package controllers
 
 import (
-
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
