@@ -162,8 +162,8 @@ type LimitsChange struct {
 // +kubebuilder:printcolumn:name="Overrides",type=integer,JSONPath=`.status.activeOverrides`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Enforced",type=string,JSONPath=`.status.conditions[?(@.type=="Enforced")].status`
-// +kubebuilder:printcolumn:name="Changed",type=date,JSONPath=`.status.lastChange.at`,priority=1
-// +kubebuilder:printcolumn:name="Changed By",type=string,JSONPath=`.status.lastChange.by`,priority=1
+// +kubebuilder:printcolumn:name="Changed",type=date,JSONPath=`.status.lastChange.at`,priority=1,description="When the controller applied the last change to the app's limits"
+// +kubebuilder:printcolumn:name="Changed By",type=string,JSONPath=`.status.lastChange.by`,priority=1,description="Who made the last change to the app's limits"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AppQuota struct {
 	metav1.TypeMeta `json:",inline"`
