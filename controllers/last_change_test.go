@@ -164,7 +164,7 @@ func checkLastChange(t *testing.T, a *quotav1.AppQuota, want quotav1.LimitsChang
 	if lc == nil {
 		t.Fatalf("AppQuota %s generation %d: no lastChange in the status %+v", a.Key(), a.Generation, a.Status)
 	}
-	if lc.At == nil || lc.At.Time.Before(notBefore) || lc.At.Time.After(time.Now()) {
+	if lc.At == nil || lc.At.Time.Before(notBefore) || lc.At.After(time.Now()) {
 		t.Errorf("lastChange.at %v, want between %v and now", lc.At, notBefore)
 	}
 	got := *lc

@@ -57,7 +57,7 @@ func TestKrewManifest(t *testing.T) {
 	if p.Spec.Version != "VERSION" {
 		t.Errorf("spec.version %q: want the VERSION placeholder the script fills", p.Spec.Version)
 	}
-	var platforms []string
+	platforms := make([]string, 0, len(p.Spec.Platforms))
 	for _, pl := range p.Spec.Platforms {
 		goos, arch := pl.Selector.MatchLabels["os"], pl.Selector.MatchLabels["arch"]
 		platform := goos + "/" + arch
