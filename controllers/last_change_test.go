@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/operatortest"
 )
 
 // stampChangedBy installs config/policy's changed-by MutatingAdmissionPolicy
@@ -85,6 +86,14 @@ func TestLastChangeInStatus(t *testing.T) {
 	stampChangedBy(t, ns)
 	alice, bob, carol := as(t, "alice@example.com"), as(t, "bob@example.com"), as(t, "carol@example.com")
 
+	// A manager's first render cannot compare limits (its record says so):
+	// once another AppQuota is Ready, alice's change comes in a later one.
+	warm := appQuota(ns, "warm-up", "lastchange-0")
+	if err := k8s.Create(ctx, warm); err != nil {
+		t.Fatal(err)
+	}
+	readyAppQuota(t, client.ObjectKeyFromObject(warm))
+
 	// alice creates the AppQuota with a raise.
 	start := time.Now().Truncate(time.Second)
 	a := appQuota(ns, "acme", "lastchange-1", quotav1.Override{Group: sendGroup, Reason: "SALES-1234 enterprise upgrade",
@@ -99,8 +108,10 @@ func TestLastChangeInStatus(t *testing.T) {
 	first := checkLastChange(t, got, want, start)
 
 	// bob changes the reason alone: the document changes, no limit does.
+	// Patches, not updates: a status write in between is no conflict.
+	base := got.DeepCopy()
 	got.Spec.Overrides[0].Reason = "SALES-1234 enterprise upgrade, signed"
-	if err := bob.Update(ctx, got); err != nil {
+	if err := bob.Patch(ctx, got, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	got = readyAppQuota(t, key)
@@ -123,10 +134,11 @@ func TestLastChangeInStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
+	base = got.DeepCopy()
 	got.Spec.Overrides[0].Limits[0].Max = 200
 	got.Spec.Overrides[0].Reason = "SALES-1300 downgrade"
 	before := time.Now().Truncate(time.Second)
-	if err := carol.Update(ctx, got); err != nil {
+	if err := carol.Patch(ctx, got, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	var seen *quotav1.AppQuota
@@ -153,6 +165,40 @@ func TestLastChangeInStatus(t *testing.T) {
 	third := checkLastChange(t, seen, want, before)
 	if third.At.Before(first.At) {
 		t.Errorf("carol's change at %v, before alice's at %v", third.At, first.At)
+	}
+
+	// dave raises it while no manager runs: the next manager's first render
+	// cannot compare, and the record says so, with dave and the new
+	// generation. The warm-up AppQuota, whose status already describes its
+	// generation, gets no new record (and no write).
+	dave := as(t, "dave@example.com")
+	var warmBefore quotav1.AppQuota
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(warm), &warmBefore); err != nil {
+		t.Fatal(err)
+	}
+	stopOperator()
+	base = seen.DeepCopy()
+	seen.Spec.Overrides[0].Limits[0].Max = 700
+	seen.Spec.Overrides[0].Reason = "SALES-1400 while the manager was down"
+	before = time.Now().Truncate(time.Second)
+	patchErr := dave.Patch(ctx, seen, client.MergeFrom(base))
+	if stopOperator, err = operatortest.Run(ctx, cluster, opts); err != nil {
+		t.Fatal(err)
+	}
+	if patchErr != nil {
+		t.Fatal(patchErr)
+	}
+	got = readyAppQuota(t, key)
+	want = quotav1.LimitsChange{By: "dave@example.com", Generation: 4,
+		Summary: "applied in the first configuration written since the manager started: the limits before are not known"}
+	checkLastChange(t, got, want, before)
+	var warmAfter quotav1.AppQuota
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(warm), &warmAfter); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(warmAfter.Status.LastChange, warmBefore.Status.LastChange) || warmAfter.ResourceVersion != warmBefore.ResourceVersion {
+		t.Errorf("the warm-up AppQuota, unchanged across the restart: lastChange %+v, resourceVersion %s; was %+v, %s",
+			warmAfter.Status.LastChange, warmAfter.ResourceVersion, warmBefore.Status.LastChange, warmBefore.ResourceVersion)
 	}
 }
 
