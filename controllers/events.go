@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"slices"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
@@ -11,10 +9,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
-	"github.com/appquota/appquota/internal/audit"
-	"github.com/appquota/appquota/internal/layout"
-	"github.com/appquota/appquota/internal/render"
-	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
 // EventsDropped counts the events a rate-limited recorder did not send.
@@ -73,45 +67,18 @@ func (r *limitedRecorder) Eventf(regarding, related runtime.Object, eventtype, r
 }
 
 // reportChanges records, on each AppQuota whose entry in the configuration
-// written changed, what happened to its effective limits and who asked
-// (quotav1.ChangedByAnnotation, stamped by the API server): "alice raised
-// app acme group messages-send-users Requests/Second from 100 to 500 until
-// 2027-01-31T00:00:00Z: SALES-42". Expirations have their own event. A
-// bulk change (more than render.MaxBefore apps in one write) is not told
-// app by app; the AppQuotas themselves keep who changed them and why.
-func (r *QuotaReconciler) reportChanges(res *render.Result, st *layout.Stored) {
-	if st.TooLarge || res.Before == nil {
-		return
-	}
-	expired := map[string][]string{}
-	for _, e := range res.Expirations {
-		expired[e.Key] = append(expired[e.Key], e.Group)
-	}
-	doc := res.Document
-	for id, before := range res.Before {
-		var after *quotaconfig.App
-		if a, ok := doc.Apps[id]; ok {
-			after = &a
-		}
-		// The AppQuota the entry is now from, or the one it was from.
-		src := ""
-		switch {
-		case after != nil:
-			src = after.Source
-		case before != nil:
-			src = before.Source
-		}
-		obj, ok, err := r.AppQuotas.GetByKey(src)
-		a, isApp := obj.(*quotav1.AppQuota)
-		if err != nil || !ok || !isApp {
-			continue // deleted: nothing to attach the event to
-		}
-		user := a.Annotations[quotav1.ChangedByAnnotation]
-		for _, c := range audit.Changes(doc.Profiles, doc.DefaultProfile, before, after) {
-			if slices.Contains(expired[src], c.Group) {
-				continue
-			}
-			r.Recorder.Eventf(a, nil, corev1.EventTypeNormal, EventLimitsChanged, "Change", "%s", c.Line(user, id))
+// written changed (changed, from limitChanges), what happened to its
+// effective limits and who asked (quotav1.ChangedByAnnotation, stamped by the
+// API server): "alice raised app acme group messages-send-users
+// Requests/Second from 100 to 500 until 2027-01-31T00:00:00Z: SALES-42".
+// Expirations have their own event. A bulk change (more than
+// render.MaxBefore apps in one write) is not told app by app; the AppQuotas
+// themselves keep who changed them and why.
+func (r *QuotaReconciler) reportChanges(changed []appChange) {
+	for _, c := range changed {
+		user := c.app.Annotations[quotav1.ChangedByAnnotation]
+		for _, ch := range c.changes {
+			r.Recorder.Eventf(c.app, nil, corev1.EventTypeNormal, EventLimitsChanged, "Change", "%s", ch.Line(user, c.appID))
 		}
 	}
 }

@@ -288,12 +288,16 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	// QuotaProfiles' own status writes, which would delay them. It gets the
 	// result and the apps with an event: an AppQuota created under the name
 	// of one just deleted can have the same outcome, but not its status.
+	// What the write did to each app's limits, noted for the status writes
+	// before they can start.
+	changed := r.limitChanges(res, st)
+	r.noteChanges(res, st, changed, r.now())
 	r.Board.publish(ctx, res, &snapshot{stored: st, budget: r.MaxConfigBytes, seq: res.Change.Seq}, changes.Names)
 	if err := r.reportProfiles(ctx, profiles.Items, res, st); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.reportExpirations(res, st)
-	r.reportChanges(res, st)
+	r.reportChanges(changed)
 	return ctrl.Result{RequeueAfter: r.pub.requeueAfter(r.now(), r.CompactAfter)}, nil
 }
 

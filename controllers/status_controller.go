@@ -61,11 +61,19 @@ type Board struct {
 	engine  Engine
 	since   map[string]uint64
 	waiting map[string]struct{}
+
+	// changeNotes are the changes to AppQuotas' effective limits that renders
+	// applied and no status write has recorded yet, by quotav1.Key;
+	// uncompared the renders (by seq) that could not tell what they changed
+	// (last_change.go).
+	changeNotes map[string]changeNote
+	uncompared  map[uint64]changeNote
 }
 
 // NewBoard returns an empty Board.
 func NewBoard(engine Engine) *Board {
-	return &Board{changed: make(chan event.GenericEvent, 1024), engine: engine, since: map[string]uint64{}, waiting: map[string]struct{}{}}
+	return &Board{changed: make(chan event.GenericEvent, 1024), engine: engine, since: map[string]uint64{}, waiting: map[string]struct{}{},
+		changeNotes: map[string]changeNote{}, uncompared: map[uint64]changeNote{}}
 }
 
 // read returns the latest snapshot, the AppQuota's outcome in it (ok false
@@ -140,6 +148,7 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 				delete(b.outcomes, key)
 				delete(b.since, key)
 				delete(b.waiting, key)
+				delete(b.changeNotes, key)
 				continue
 			}
 			prev, seen := b.outcomes[key]
@@ -167,6 +176,11 @@ func (b *Board) publish(ctx context.Context, res *render.Result, snap *snapshot,
 			if _, ok := b.outcomes[key]; !ok {
 				delete(b.since, key)
 				delete(b.waiting, key)
+			}
+		}
+		for key := range b.changeNotes {
+			if _, ok := b.outcomes[key]; !ok {
+				delete(b.changeNotes, key)
 			}
 		}
 	}
@@ -265,6 +279,7 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 		return nil
 	}
 	orig := cached
+	var note *changeNote // the Board's record of a change this write carries
 	cond := metav1.Condition{Type: quotav1.ConditionReady, ObservedGeneration: a.Generation}
 	alreadyApplied := orig.Status.ObservedGeneration == a.Generation &&
 		meta.IsStatusConditionTrue(orig.Status.Conditions, quotav1.ConditionReady) &&
@@ -289,6 +304,11 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 		if out.NextExpiry != nil {
 			t := metav1.NewTime(*out.NextExpiry)
 			a.Status.NextExpiry = &t
+		}
+		if !tooLarge {
+			if rec, n := r.Board.lastChange(a, &orig.Status, since); rec != nil {
+				a.Status.LastChange, note = rec, n
+			}
 		}
 	}
 	meta.SetStatusCondition(&a.Status.Conditions, cond)
@@ -325,14 +345,18 @@ func (r *StatusReconciler) updateAppStatus(ctx context.Context, cached *quotav1.
 	}
 
 	if equality.Semantic.DeepEqual(orig.Status, a.Status) {
+		r.Board.recorded(a.Key(), note)
 		return nil
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("updating status", "appQuota", klog.KObj(a), "ready", cond.Status, "reason", cond.Reason)
 	patched := cached.DeepCopy()
 	patched.Status = a.Status
+	// The cache leaves lastChange out (wiring's stripForCache), so the patch
+	// carries it only when this write records a new one.
 	if err := r.Status().Patch(ctx, patched, client.MergeFrom(cached)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("AppQuota %s: %w", a.Key(), err)
 	}
+	r.Board.recorded(a.Key(), note)
 	return nil
 }
 

@@ -108,6 +108,47 @@ type AppQuotaStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	ConfigHash string `json:"configHash,omitempty"`
+
+	// lastChange is the last change to the app's effective limits that the
+	// controller applied: who made it, when it reached the configuration, and
+	// what it did. It outlives the LimitsChanged events, which expire. An edit
+	// that leaves every effective limit as it was (a new reason alone, say)
+	// does not replace it, and neither does an expiry (OverrideExpired events
+	// and nextExpiry tell those). Only the last change is kept: the API
+	// server's audit log is the complete history.
+	// +optional
+	LastChange *LimitsChange `json:"lastChange,omitempty"`
+}
+
+// LimitsChange is one change to an app's effective limits, as the controller
+// applied it.
+type LimitsChange struct {
+	// by is the user whose request made the change: the AppQuota's
+	// quota.appquota.io/changed-by annotation, which the API server stamps, at
+	// the generation applied. Empty when the annotation was not set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	By string `json:"by"` // no omitempty: a merge patch of lastChange must clear the previous change's user
+
+	// at is when the controller wrote the configuration holding the change
+	// (when the request was made is in the object's managedFields).
+	// +optional
+	At *metav1.Time `json:"at,omitempty"`
+
+	// generation is the AppQuota's generation that made the change.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Generation int64 `json:"generation,omitempty"`
+
+	// summary says what the change did, a clause per limit in the words of the
+	// LimitsChanged events: "raised group messages-send-users Requests/Second
+	// from 100 to 500 until 2027-01-31T00:00:00Z: SALES-1234". Too many clauses
+	// end with "and N more". When the controller could not compare the limits
+	// before and after (a bulk write of many apps, or its first write after
+	// starting), it says so instead.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Summary string `json:"summary,omitempty"`
 }
 
 // AppQuota holds one tenant app's quota: the profile it uses and its overrides,
@@ -121,6 +162,8 @@ type AppQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Overrides",type=integer,JSONPath=`.status.activeOverrides`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Enforced",type=string,JSONPath=`.status.conditions[?(@.type=="Enforced")].status`
+// +kubebuilder:printcolumn:name="Changed",type=date,JSONPath=`.status.lastChange.at`,priority=1,description="When the controller applied the last change to the app's limits"
+// +kubebuilder:printcolumn:name="Changed By",type=string,JSONPath=`.status.lastChange.by`,priority=1,description="Who made the last change to the app's limits"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AppQuota struct {
 	metav1.TypeMeta `json:",inline"`

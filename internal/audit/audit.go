@@ -1,7 +1,8 @@
 // Package audit words what a change to an app's entry in the configuration
 // did to its effective limits, for the controller's events: "alice raised
 // app acme group messages-send-users Requests/Second from 100 to 500 until
-// 2027-01-31T00:00:00Z: SALES-42". It is pure: entries in, lines out.
+// 2027-01-31T00:00:00Z: SALES-42", and for the record of the last change in
+// the AppQuota's status (Summary). It is pure: entries in, lines out.
 package audit
 
 import (
@@ -9,7 +10,9 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -63,13 +66,25 @@ func (c Change) Verb() string {
 	return "lowered"
 }
 
-// Line is the event's text for the change by user (or "someone" when the
-// requester is unknown) to app appID.
+// Line is the event's text for the change by user (or "an unrecorded user"
+// when the requester is unknown) to app appID.
 func (c Change) Line(user, appID string) string {
 	if user == "" {
 		user = "an unrecorded user"
 	}
-	s := fmt.Sprintf("%s %s app %s group %s %s/%s", user, c.Verb(), appID, c.Group, c.Unit, c.Window)
+	return fmt.Sprintf("%s %s app %s group %s", user, c.Verb(), appID, c.what())
+}
+
+// Clause is the change without who made it or to which app, for a record
+// kept on the app's own object: "raised group messages-send-users
+// Requests/Second from 100 to 500: SALES-42".
+func (c Change) Clause() string {
+	return fmt.Sprintf("%s group %s", c.Verb(), c.what())
+}
+
+// what is the change from the group's name on.
+func (c Change) what() string {
+	s := fmt.Sprintf("%s %s/%s", c.Group, c.Unit, c.Window)
 	if c.Scope != "" && c.Scope != "App" {
 		s += " per " + c.Scope
 	}
@@ -81,6 +96,55 @@ func (c Change) Line(user, appID string) string {
 		s += ": " + c.Reason
 	}
 	return s
+}
+
+// Summary joins the changes' clauses with "; " in at most maxLen bytes: the
+// clauses that do not fit are counted ("; and 2 more") rather than cut in
+// the middle, and a first clause longer than maxLen alone is cut short with
+// "...". Empty when there are no changes.
+func Summary(changes []Change, maxLen int) string {
+	var b strings.Builder
+	for i, c := range changes {
+		clause := c.Clause()
+		if i > 0 {
+			clause = "; " + clause
+		}
+		rest := len(changes) - i - 1
+		more := ""
+		if rest > 0 {
+			more = fmt.Sprintf("; and %d more", rest)
+		}
+		if b.Len()+len(clause)+len(more) <= maxLen {
+			b.WriteString(clause)
+			continue
+		}
+		if i == 0 {
+			// Even one clause is too long (a long reason): cut it, keeping
+			// room for the count of the others.
+			tail := "..."
+			if rest > 0 {
+				tail += more
+			}
+			return truncate(clause, maxLen-len(tail)) + tail
+		}
+		fmt.Fprintf(&b, "; and %d more", len(changes)-i)
+		break
+	}
+	return b.String()
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 type key struct{ group, unit, window, scope string }

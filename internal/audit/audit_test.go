@@ -57,3 +57,38 @@ func TestChanges(t *testing.T) {
 		})
 	}
 }
+
+func TestSummary(t *testing.T) {
+	rps := func(group string, from, to int64, reason string) audit.Change {
+		return audit.Change{Group: group, Unit: "Requests", Window: "Second", Scope: "App",
+			From: audit.Value{Max: from}, To: audit.Value{Max: to}, Reason: reason}
+	}
+	one := rps("messages", 100, 500, "SALES-42")
+	const clause = "raised group messages Requests/Second from 100 to 500: SALES-42"
+	three := []audit.Change{one, rps("users", 100, 10, ""), rps("recall", 100, 0, "abuse")}
+	cases := []struct {
+		name    string
+		changes []audit.Change
+		max     int
+		want    string
+	}{
+		{"none", nil, 100, ""},
+		{"one clause", []audit.Change{one}, 100, clause},
+		{"all fit", three, 1024, clause + "; lowered group users Requests/Second from 100 to 10; " +
+			"blocked group recall Requests/Second from 100 to 0 (blocked): abuse"},
+		{"the rest counted", three, len(clause) + 20, clause + "; and 2 more"},
+		{"one too long: cut, with the others counted", three, 30, "raised group me...; and 2 more"},
+		{"one too long alone", []audit.Change{one}, 20, "raised group mess..."},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := audit.Summary(tc.changes, tc.max)
+			if got != tc.want {
+				t.Errorf("Summary(max %d) = %q, want %q", tc.max, got, tc.want)
+			}
+			if len(got) > tc.max {
+				t.Errorf("%d bytes, over the %d allowed", len(got), tc.max)
+			}
+		})
+	}
+}

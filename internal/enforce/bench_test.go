@@ -9,18 +9,14 @@ import (
 
 	"github.com/appquota/appquota/internal/delta"
 	"github.com/appquota/appquota/internal/enforce"
+	"github.com/appquota/appquota/internal/testfixture"
 	"github.com/appquota/appquota/internal/xds"
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// typicalOverrides are what sales sells most, one per app in turn (as in
-// internal/ratelimit's size tests).
-var typicalOverrides = []qc.Override{
-	{Group: "messages-send-users", Limits: []qc.Limit{{Unit: "Requests", Window: "Second", Scope: "App", Max: 500}}, MaxTargets: 1000, Reason: "SALES-1234"},
-	{Group: "users-register", Limits: []qc.Limit{{Unit: "Requests", Window: "Second", Scope: "App", Max: 300}}, Reason: "SALES-1234"},
-	{Group: "messages-broadcast-users", Limits: []qc.Limit{{Unit: "Requests", Window: "Day", Scope: "App", Max: 500}}, Reason: "SALES-2001"},
-	{Group: "conversations-delete", Limits: []qc.Limit{{Unit: "Requests", Window: "Minute", Scope: "User", Max: 20}}, Reason: "SALES-3003"},
-}
+// typicalOverrides are what sales sells most, one per app in turn, as in
+// internal/ratelimit's size tests.
+var typicalOverrides = testfixture.TypicalOverrides()
 
 // catalog reads the samples' document (the default catalog and three apps).
 func catalog(tb testing.TB) *qc.Document {

@@ -8,17 +8,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/appquota/appquota/internal/ratelimit"
+	"github.com/appquota/appquota/internal/testfixture"
 	qc "github.com/appquota/appquota/pkg/quotaconfig"
 )
 
-// typicalOverrides are what sales sells most, one per app in turn: a raise of
-// 1:1 messages, of registrations, of daily broadcasts, of per-user deletes.
-var typicalOverrides = []qc.Override{
-	{Group: "messages-send-users", Limits: []qc.Limit{{Unit: "Requests", Window: "Second", Scope: "App", Max: 500}}, MaxTargets: 1000, Reason: "SALES-1234"},
-	{Group: "users-register", Limits: []qc.Limit{{Unit: "Requests", Window: "Second", Scope: "App", Max: 300}}, Reason: "SALES-1234"},
-	{Group: "messages-broadcast-users", Limits: []qc.Limit{{Unit: "Requests", Window: "Day", Scope: "App", Max: 500}}, Reason: "SALES-2001"},
-	{Group: "conversations-delete", Limits: []qc.Limit{{Unit: "Requests", Window: "Minute", Scope: "User", Max: 20}}, Reason: "SALES-3003"},
-}
+// typicalOverrides are what sales sells most, one per app in turn.
+var typicalOverrides = testfixture.TypicalOverrides()
 
 // scaleDoc is the samples' catalog with n apps of 10-digit IDs, each with
 // perApp of the typical overrides.

@@ -19,7 +19,8 @@ func decoded(t *testing.T, name string) *quotav1alpha1.AppQuota {
 	  "annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}","team":"chat"}},
 	"spec":{"appID":"` + name + `","overrides":[{"group":"messages-send-users","reason":"SALES-1",
 	  "limits":[{"unit":"Requests","window":"Second","scope":"App","max":500}]}]},
-	"status":{"configHash":"sha256:00ff","conditions":[{"type":"Ready","status":"True","reason":"Applied",
+	"status":{"configHash":"sha256:00ff","lastChange":{"by":"alice","at":"2026-01-01T00:00:00Z","generation":2,
+	  "summary":"raised group messages-send-users Requests/Second from 100 to 500: SALES-1"},"conditions":[{"type":"Ready","status":"True","reason":"Applied",
 	  "message":"1 active overrides","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`
 	var a quotav1alpha1.AppQuota
 	if err := json.Unmarshal([]byte(data), &a); err != nil {
@@ -30,13 +31,17 @@ func decoded(t *testing.T, name string) *quotav1alpha1.AppQuota {
 
 func sameBytes(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
 
-// TestStripForCache: managed fields and the last-applied annotation go, other
-// annotations stay, every value is unchanged, and the strings AppQuotas repeat
-// share one copy.
+// TestStripForCache: managed fields, the last-applied annotation and the
+// status's lastChange go, other annotations stay, every other value is
+// unchanged, and the strings AppQuotas repeat share one copy.
 func TestStripForCache(t *testing.T) {
 	x, y := decoded(t, "a1"), decoded(t, "a2")
+	if x.Status.LastChange == nil {
+		t.Fatal("the decoded AppQuota has no lastChange to strip")
+	}
 	want := x.DeepCopy()
 	want.ManagedFields = nil
+	want.Status.LastChange = nil
 	delete(want.Annotations, "kubectl.kubernetes.io/last-applied-configuration")
 	for _, a := range []*quotav1alpha1.AppQuota{x, y} {
 		if _, err := stripForCache(a); err != nil {

@@ -223,6 +223,9 @@ func stripForCache(in any) (any, error) {
 		}
 	}
 	if a, ok := in.(*quotav1alpha1.AppQuota); ok {
+		// Written by the status controller, read by people: nothing in the
+		// manager reads it back, so it costs the cache nothing.
+		a.Status.LastChange = nil
 		internAppQuota(a)
 	}
 	return in, nil
