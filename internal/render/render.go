@@ -591,6 +591,8 @@ func (r *Merger) mergeAll(in Input) *Result {
 	}
 	owners := incumbents(apps, prev, mayClaim)
 	permitted := permittedClaims(apps, in.Claims != nil || len(held) > 0, mayClaim)
+	// The claims a reservation held, to be told again if it is settled.
+	var heldClaims []entry
 	for _, e := range apps {
 		a, key := e.a, e.key
 		profile := a.ProfileName()
@@ -611,6 +613,9 @@ func (r *Merger) mergeAll(in Input) *Result {
 			owners[a.Spec.AppID] = key
 		}
 		app, inDoc, out := r.mergeApp(a, e.c, key, ref, grant, hold, !may && claimed, version(ref.Profile), prev, in.Now, keepDeleted, &res.Expirations)
+		if hold != nil {
+			heldClaims = append(heldClaims, e)
+		}
 		if inDoc {
 			res.Document.Apps[a.Spec.AppID] = app
 		}
@@ -627,6 +632,19 @@ func (r *Merger) mergeAll(in Input) *Result {
 	}
 	if in.Reservations != nil {
 		settle(held, res.Document)
+		// A claim held by a reservation its namespace has just re-claimed
+		// is a duplicate of that claim from now on (which keeps the ID,
+		// see incumbents): told so now, as the next merge would.
+		for _, e := range heldClaims {
+			if _, still := held[e.a.Spec.AppID]; still {
+				continue
+			}
+			ref := validation.Reference{Profile: apiProfiles[e.a.ProfileName()], AppIDOwner: owners[e.a.Spec.AppID]}
+			ref.Index = index(ref.Profile)
+			_, _, out := r.mergeApp(e.a, e.c, e.key, ref, in.Claims.grant(e.a.Namespace), nil, true, version(ref.Profile), prev, in.Now,
+				keepDeleted, &res.Expirations)
+			res.Apps[e.key] = out
+		}
 		res.Reservations, res.ReservedUntil = held, held.Earliest()
 		state.reserve = in.Reservations
 	}
