@@ -96,7 +96,9 @@ func (l *filesLookup) QuotaProfile(_ context.Context, name string) (*quotav1.Quo
 func (l *filesLookup) Grant(context.Context, string) (*validation.Grant, error) { return nil, nil }
 
 // Reservation is nil: files hold no reservations (the manager's ConfigMap does).
-func (l *filesLookup) Reservation(context.Context, string) (*reservation.Reservation, error) { return nil, nil }
+func (l *filesLookup) Reservation(context.Context, string) (*reservation.Reservation, error) {
+	return nil, nil
+}
 
 func (l *filesLookup) AppIDOwner(_ context.Context, a *quotav1.AppQuota) (string, error) {
 	if owner := l.owners[a.Spec.AppID]; owner != a.Namespace+"/"+a.Name {
