@@ -570,25 +570,7 @@ func (r *Merger) mergeAll(in Input) *Result {
 	})
 	res.Apps = make(map[string]*Outcome, len(apps))
 	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
-	// Reservations first: those in force, and the app IDs whose AppQuota is
-	// gone, so that a claim made in the render that sees the deletion loses
-	// too.
-	held := in.Reservations.active(in.Now)
-	if in.Reservations != nil && in.Reservations.Grace > 0 {
-		r.release(prev, apps, held, in.Reservations.Grace, in.Now)
-	}
-	// A claim its namespace may not make, or on an ID held for another
-	// namespace, is no claim: it neither owns the appID nor makes another
-	// claim a duplicate.
-	mayClaim := func(a *quotav1.AppQuota) (ok bool, hold *reservation.Reservation) {
-		if g := in.Claims.grant(a.Namespace); g != nil && !g.Allows(a.Spec.AppID) {
-			return false, nil
-		}
-		if h, reserved := held.For(a.Spec.AppID, a.Namespace, in.Now); reserved {
-			return false, &h
-		}
-		return true, nil
-	}
+	held, mayClaim := r.claimRules(in, prev, apps)
 	owners := incumbents(apps, prev, mayClaim)
 	permitted := permittedClaims(apps, in.Claims != nil || len(held) > 0, mayClaim)
 	// The claims a reservation held, to be told again if it is settled.
@@ -631,21 +613,13 @@ func (r *Merger) mergeAll(in Input) *Result {
 		}
 	}
 	if in.Reservations != nil {
-		settle(held, res.Document)
-		// A claim held by a reservation its namespace has just re-claimed
-		// is a duplicate of that claim from now on (which keeps the ID,
-		// see incumbents): told so now, as the next merge would.
-		for _, e := range heldClaims {
-			if _, still := held[e.a.Spec.AppID]; still {
-				continue
-			}
+		settleReservations(res, held, heldClaims, func(e entry) *Outcome {
 			ref := validation.Reference{Profile: apiProfiles[e.a.ProfileName()], AppIDOwner: owners[e.a.Spec.AppID]}
 			ref.Index = index(ref.Profile)
 			_, _, out := r.mergeApp(e.a, e.c, e.key, ref, in.Claims.grant(e.a.Namespace), nil, true, version(ref.Profile), prev, in.Now,
 				keepDeleted, &res.Expirations)
-			res.Apps[e.key] = out
-		}
-		res.Reservations, res.ReservedUntil = held, held.Earliest()
+			return out
+		})
 		state.reserve = in.Reservations
 	}
 	// Kept profiles (last good or deleted) make entries depend on each other.
@@ -845,7 +819,8 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 		ref := validation.Reference{Profile: profile, Index: indexes[a.ProfileName()]}
 		// s.profiles holds the version strings of the full merge, one per
 		// profile for every app that has it (not one string per app changed).
-		app, inDoc, out := r.mergeApp(a, c, c.key, ref, in.Claims.grant(a.Namespace), nil, false, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
+		grant := in.Claims.grant(a.Namespace)
+		app, inDoc, out := r.mergeApp(a, c, c.key, ref, grant, nil, false, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
 			if _, ok := res.Document.Profiles[name]; !ok {
 				keptOther = true
 			}

@@ -72,6 +72,43 @@ func (r *Merger) release(prev previousDoc, apps []entry, held reservation.Set, g
 	})
 }
 
+// claimRules returns the reservations in force for a full merge of apps,
+// the app IDs whose AppQuota is gone since the previous document included
+// (before any claim is weighed, so that a claim made in the render that sees
+// the deletion loses too), and the rule of who may claim what: a claim its
+// namespace may not make, or on an ID held for another namespace (hold), is
+// no claim: it neither owns the appID nor makes another claim a duplicate.
+func (r *Merger) claimRules(in Input, prev previousDoc, apps []entry) (reservation.Set, func(*quotav1.AppQuota) (bool, *reservation.Reservation)) {
+	held := in.Reservations.active(in.Now)
+	if in.Reservations != nil && in.Reservations.Grace > 0 {
+		r.release(prev, apps, held, in.Reservations.Grace, in.Now)
+	}
+	return held, func(a *quotav1.AppQuota) (ok bool, hold *reservation.Reservation) {
+		if g := in.Claims.grant(a.Namespace); g != nil && !g.Allows(a.Spec.AppID) {
+			return false, nil
+		}
+		if h, reserved := held.For(a.Spec.AppID, a.Namespace, in.Now); reserved {
+			return false, &h
+		}
+		return true, nil
+	}
+}
+
+// settleReservations finishes a full merge's reservations: settle, then
+// each claim a reservation held (heldClaims) whose reservation its
+// namespace has just re-claimed is told again by retell, as a duplicate of
+// that claim, which keeps the ID from now on (see incumbents), as the next
+// merge would tell it.
+func settleReservations(res *Result, held reservation.Set, heldClaims []entry, retell func(entry) *Outcome) {
+	settle(held, res.Document)
+	for _, e := range heldClaims {
+		if _, still := held[e.a.Spec.AppID]; !still {
+			res.Apps[e.key] = retell(e)
+		}
+	}
+	res.Reservations, res.ReservedUntil = held, held.Earliest()
+}
+
 // settle drops from held the reservations whose namespace holds its ID's
 // entry in doc again (re-claimed: from then on the entry is the record, and
 // that claim keeps the ID against older ones, see incumbents), and bounds
