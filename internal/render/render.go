@@ -281,7 +281,7 @@ type mergeState struct {
 	homeless map[string]string
 	dups     map[string]struct{}
 	// reserve is the Input.Reservations merged under, with res.Reservations
-	// as the result (see Reservations.unchanged).
+	// as the result (see reservationsUnchanged).
 	reserve *Reservations
 }
 
@@ -755,9 +755,9 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 // mergeChanges updates the last result with the AppQuotas added, changed or
 // removed since, and returns nil when it cannot: the last merge left no state
 // (see mergeState), the previous document is not the one last stored, a
-// QuotaProfile changed, an override has expired since, or a change touches an
-// appID more than one AppQuota claims (the oldest claim wins, which needs them
-// all). Its cost is a look-up per AppQuota plus a map copy, not a validation
+// QuotaProfile changed, an override has expired since, a change touches an
+// appID more than one AppQuota claims (who owns it needs them all), or a
+// reservation is involved (reservationsUnchanged). Its cost is a look-up per AppQuota plus a map copy, not a validation
 // and an allocation per AppQuota.
 func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 	s := r.last
