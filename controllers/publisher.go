@@ -35,10 +35,13 @@ type publisher struct {
 	// lastWrite is when the ConfigMaps were last written.
 	lastWrite time.Time
 	// written is what the last render laid out, while the ConfigMaps were
-	// brought in line with it, and nextExpiry its earliest expiry. Together
+	// brought in line with it, and nextExpiry its earliest expiry or end of
+	// a reservation. Together
 	// they tell a render that would change nothing.
 	written    *layout.Stored
 	nextExpiry *time.Time
+	// reservations are the app ID reservations as stored (reservations.go).
+	reservations reservations
 }
 
 // merge merges in, taking the merger's last result as the previous document
@@ -51,7 +54,12 @@ func (p *publisher) merge(in render.Input, prev previous) (*render.Result, error
 	if err != nil {
 		return nil, err
 	}
+	// The output changes on its own at an override's expiry, and at the end
+	// of a reservation (a claim it held may take its ID).
 	p.nextExpiry = res.NextExpiry
+	if u := res.ReservedUntil; u != nil && (p.nextExpiry == nil || u.Before(*p.nextExpiry)) {
+		p.nextExpiry = u
+	}
 	// previousNone with nothing stored (a new install) is trusted: there is
 	// no last good entry to keep.
 	p.trusted = prev != previousUnverified

@@ -115,6 +115,11 @@ type QuotaReconciler struct {
 	// namespace may claim its appID (quotav1.AppIDsAnnotation); nil renders
 	// without grants (first claim wins).
 	Grants *Grants
+	// AppIDReservation, when positive, reserves a deleted AppQuota's app ID
+	// for its namespace this long (render.Reservations), stored in the
+	// ConfigMap reservation.ConfigMapName in the configuration's namespace;
+	// 0 reserves nothing and holds no claim.
+	AppIDReservation time.Duration
 
 	// pub is the render loop's memory from one render to the next: the merge,
 	// the layout and what was written.
@@ -247,6 +252,10 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 			return ctrl.Result{}, err
 		}
 	}
+	reserved, err := r.heldReservations(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	// From here a failure makes the next merge a full one, so the changes are
 	// taken now.
 	changes = r.takeChanges()
@@ -257,6 +266,7 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 		Previous:       prevDoc,
 		Now:            now,
 		Claims:         claims,
+		Reservations:   reserved,
 	}, prev)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("render: %w", err)
@@ -278,6 +288,9 @@ func (r *QuotaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (_ ctrl
 	Renders.WithLabelValues("rendered").Inc()
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("lay out: %w", err)
+	}
+	if err := r.storeReservations(ctx, res); err != nil {
+		return ctrl.Result{}, err
 	}
 	if err := r.writeConfigMaps(ctx, st, ours); err != nil {
 		return ctrl.Result{}, err

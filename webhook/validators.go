@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/reservation"
 	"github.com/appquota/appquota/internal/validation"
 )
 
@@ -55,7 +57,12 @@ var appIDSeed = maphash.MakeSeed()
 // appQuotas is the manager's AppQuota informer. requireGrants makes the
 // AppQuota webhook check that a namespace may claim the appID
 // (quotav1.AppIDsAnnotation), as the admission policy does.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscache.SharedIndexInformer, requireGrants bool) error {
+//
+// reservations, when set, is the ConfigMap of app ID reservations the
+// manager's render loop writes (internal/reservation; the manager's cache
+// holds it): a claim on an ID reserved for another namespace is refused.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscache.SharedIndexInformer, requireGrants bool,
+	reservations *client.ObjectKey) error {
 	indexer := mgr.GetFieldIndexer()
 	if err := indexer.IndexField(ctx, &quotav1.AppQuota{}, IndexAppIDBucket, func(o client.Object) []string {
 		return []string{AppIDBucket(o.(*quotav1.AppQuota).Spec.AppID)}
@@ -63,7 +70,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, appQuotas toolscach
 		return fmt.Errorf("index AppQuotas by appID: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.AppQuota{}).
-		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader(), RequireGrants: requireGrants}).Complete(); err != nil {
+		WithValidator(&AppQuotaValidator{Reader: mgr.GetClient(), ProfileReader: mgr.GetAPIReader(), RequireGrants: requireGrants,
+			Reservations: reservations}).Complete(); err != nil {
 		return fmt.Errorf("AppQuota webhook: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &quotav1.QuotaProfile{}).
@@ -89,6 +97,15 @@ type AppQuotaValidator struct {
 	// RequireGrants checks the namespace's grant (quotav1.AppIDsAnnotation),
 	// read through Reader (Namespaces' metadata).
 	RequireGrants bool
+	// Reservations, when set, is the ConfigMap of app ID reservations, read
+	// through Reader; nil checks none.
+	Reservations *client.ObjectKey
+
+	// reserved is the last reservations ConfigMap decoded, by its
+	// resourceVersion: admissions between two writes parse it once.
+	reservedMu sync.Mutex
+	reservedRV string
+	reserved   reservation.Set
 }
 
 var _ admission.Validator[*quotav1.AppQuota] = &AppQuotaValidator{}
@@ -139,6 +156,9 @@ type Lookup interface {
 	// Grant returns what namespace may claim (quotav1.AppIDsAnnotation),
 	// nil when grants are not required or not known.
 	Grant(ctx context.Context, namespace string) (*validation.Grant, error)
+	// Reservation returns the reservation of appID (a deleted AppQuota's ID
+	// held for its namespace), nil when there is none or none is known.
+	Reservation(ctx context.Context, appID string) (*reservation.Reservation, error)
 }
 
 // AdmitAppQuota is the AppQuota webhook's admission sequence, which the CLI
@@ -156,6 +176,9 @@ func AdmitAppQuota(ctx context.Context, l Lookup, old, a *quotav1.AppQuota, now 
 		return nil, nil, err
 	}
 	if ref.Grant, err = l.Grant(ctx, a.Namespace); err != nil {
+		return nil, nil, err
+	}
+	if ref.Reservation, err = l.Reservation(ctx, a.Spec.AppID); err != nil {
 		return nil, nil, err
 	}
 	warnings, errs := validation.AppQuotaAdmission(old, a, ref, now)
@@ -194,6 +217,37 @@ func (l clusterLookup) Grant(ctx context.Context, namespace string) (*validation
 	}
 	g := validation.ParseGrant(namespace, ns.Annotations)
 	return &g, nil
+}
+
+func (l clusterLookup) Reservation(ctx context.Context, appID string) (*reservation.Reservation, error) {
+	if l.v.Reservations == nil {
+		return nil, nil
+	}
+	var cm corev1.ConfigMap
+	err := l.v.Reader.Get(ctx, *l.v.Reservations, &cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read ConfigMap %s: %w", *l.v.Reservations, err)
+	}
+	v := l.v
+	v.reservedMu.Lock()
+	defer v.reservedMu.Unlock()
+	if v.reserved == nil || v.reservedRV != cm.ResourceVersion {
+		set, err := reservation.Decode(cm.Data[reservation.DataKey])
+		if err != nil {
+			// The render loop starts without a damaged record, and so does
+			// admission: refusing every AppQuota for it would be worse.
+			ctrl.LoggerFrom(ctx).Error(err, "the app ID reservations are unreadable; admitting without them")
+			set = reservation.Set{}
+		}
+		v.reserved, v.reservedRV = set, cm.ResourceVersion
+	}
+	if r, ok := v.reserved[appID]; ok {
+		return &r, nil
+	}
+	return nil, nil
 }
 
 func (l clusterLookup) AppIDOwner(ctx context.Context, a *quotav1.AppQuota) (string, error) {

@@ -11,12 +11,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/reservation"
 	"github.com/appquota/appquota/internal/validation"
 )
 
 type fakeLookup struct {
 	profiles map[string]*quotav1.QuotaProfile
 	owner    string
+	reserved *reservation.Reservation
 	err      error
 	asked    []string
 }
@@ -27,6 +29,11 @@ func (l *fakeLookup) QuotaProfile(_ context.Context, name string) (*quotav1.Quot
 }
 
 func (l *fakeLookup) Grant(context.Context, string) (*validation.Grant, error) { return nil, nil }
+
+func (l *fakeLookup) Reservation(_ context.Context, appID string) (*reservation.Reservation, error) {
+	l.asked = append(l.asked, "reservation of "+appID)
+	return l.reserved, nil
+}
 
 func (l *fakeLookup) AppIDOwner(_ context.Context, a *quotav1.AppQuota) (string, error) {
 	l.asked = append(l.asked, "owner of "+a.Spec.AppID)
@@ -43,7 +50,7 @@ func TestAdmitAppQuota(t *testing.T) {
 	if err != nil || len(errs) != 1 || !strings.Contains(errs[0].Error(), "no QuotaProfile of that name exists") {
 		t.Errorf("no profile: errs %v, err %v", errs, err)
 	}
-	if got := strings.Join(l.asked, ", "); got != "profile default, owner of 1" {
+	if got := strings.Join(l.asked, ", "); got != "profile default, owner of 1, reservation of 1" {
 		t.Errorf("asked %s", got)
 	}
 	l = &fakeLookup{profiles: map[string]*quotav1.QuotaProfile{"default": {ObjectMeta: metav1.ObjectMeta{Name: "default"}}}, owner: "other/y"}
@@ -57,6 +64,34 @@ func TestAdmitAppQuota(t *testing.T) {
 	l.err = errors.New("cache down")
 	if _, _, err = AdmitAppQuota(context.Background(), l, nil, a, time.Now()); err == nil {
 		t.Error("a failed lookup is not an error")
+	}
+}
+
+// TestAdmitReservedAppID: a claim on an app ID reserved for another
+// namespace is refused, with a message that does not name that namespace;
+// the namespace it is reserved for may claim it, and so may anyone once the
+// reservation has ended.
+func TestAdmitReservedAppID(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	a := &quotav1.AppQuota{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "x"}, Spec: quotav1.AppQuotaSpec{AppID: "1"}}
+	l := &fakeLookup{profiles: map[string]*quotav1.QuotaProfile{"default": {ObjectMeta: metav1.ObjectMeta{Name: "default"}}},
+		reserved: &reservation.Reservation{Namespace: "owner-team", Until: now.Add(time.Hour)}}
+	_, errs, err := AdmitAppQuota(context.Background(), l, nil, a, now)
+	want := `spec.appID: Forbidden: app ID "1" is reserved for the namespace that held it until 2026-12-05T13:00:00Z: ` +
+		`its AppQuota was deleted, and the ID stays with that namespace for a while in case it is re-created`
+	if err != nil || len(errs) != 1 || errs[0].Error() != want {
+		t.Errorf("reserved for another namespace: errs %v, err %v; want\n%s", errs, err, want)
+	}
+	if len(errs) == 1 && strings.Contains(errs[0].Error(), "owner-team") {
+		t.Error("the refusal names the namespace the ID is reserved for")
+	}
+	l.reserved.Namespace = "team"
+	if _, errs, err = AdmitAppQuota(context.Background(), l, nil, a, now); err != nil || len(errs) != 0 {
+		t.Errorf("reserved for its own namespace: errs %v, err %v; want admitted", errs, err)
+	}
+	l.reserved.Namespace = "owner-team"
+	if _, errs, err = AdmitAppQuota(context.Background(), l, nil, a, now.Add(time.Hour)); err != nil || len(errs) != 0 {
+		t.Errorf("reservation ended: errs %v, err %v; want admitted", errs, err)
 	}
 }
 

@@ -53,4 +53,10 @@ const (
 	// (the Namespace's AppIDsAnnotation does not list it). Whatever the
 	// AppQuota's own last good version held stays; nothing else is written.
 	ReasonAppIDNotGranted = "AppIDNotGranted"
+	// ReasonAppIDReserved: the appID is reserved for the namespace whose
+	// AppQuota held it until that AppQuota was deleted, for the manager's
+	// grace period (--app-id-reservation); this claim, from another
+	// namespace, is no claim until the reservation ends, when it is tried
+	// again. The message says until when, not for which namespace.
+	ReasonAppIDReserved = "AppIDReserved"
 )

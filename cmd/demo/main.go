@@ -61,6 +61,7 @@ func run(ctx context.Context) error {
 
 	opts := wiring.DefaultOptions()
 	opts.RequireAppIDGrants = true // as the manager binary
+	opts.AppIDReservation = 24 * time.Hour
 	if opts.XDSBindAddress, err = supervise.FreeAddr(); err != nil {
 		return err
 	}

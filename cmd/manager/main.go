@@ -74,6 +74,9 @@ func main() {
 	flag.BoolVar(&opts.RequireAppIDGrants, "require-app-id-grants", true,
 		"Accept an AppQuota only when its Namespace's quota.appquota.io/app-ids annotation grants its appID (webhook and render); "+
 			"false: any namespace may claim any unclaimed appID.")
+	flag.DurationVar(&opts.AppIDReservation, "app-id-reservation", 24*time.Hour,
+		"How long a deleted AppQuota's appID stays reserved for its namespace: meanwhile a claim on it from another namespace "+
+			"is refused (webhook) and held (render, reason AppIDReserved); 0 reserves nothing.")
 	flag.DurationVar(&opts.ClockOffset, "clock-offset", 0,
 		"Testing only: shifts the clock that decides when overrides expire, to inject clock skew between replicas.")
 	flag.StringVar(&webhookHost, "webhook-host", "", "Address the webhook server binds to (default: all).")

@@ -11,6 +11,7 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/manifest"
+	"github.com/appquota/appquota/internal/reservation"
 	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/webhook"
 )
@@ -93,6 +94,11 @@ func (l *filesLookup) QuotaProfile(_ context.Context, name string) (*quotav1.Quo
 
 // Grant is nil: files do not say what a namespace may claim.
 func (l *filesLookup) Grant(context.Context, string) (*validation.Grant, error) { return nil, nil }
+
+// Reservation is nil: files hold no reservations (the manager's ConfigMap does).
+func (l *filesLookup) Reservation(context.Context, string) (*reservation.Reservation, error) {
+	return nil, nil
+}
 
 func (l *filesLookup) AppIDOwner(_ context.Context, a *quotav1.AppQuota) (string, error) {
 	if owner := l.owners[a.Spec.AppID]; owner != a.Namespace+"/"+a.Name {

@@ -19,6 +19,7 @@ import (
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/delta"
 	"github.com/appquota/appquota/internal/docform"
+	"github.com/appquota/appquota/internal/reservation"
 	"github.com/appquota/appquota/internal/validation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
@@ -52,6 +53,10 @@ type Input struct {
 	// from nobody, whatever its age. Nil claims nothing of the kind (a
 	// manager run without --require-app-id-grants, an offline render).
 	Claims *Claims
+	// Reservations, when set, holds the app IDs of deleted AppQuotas for
+	// their namespaces (reservations.go). Nil reserves nothing and holds no
+	// claim (an offline render).
+	Reservations *Reservations
 }
 
 // Claims is what every namespace may claim.
@@ -152,6 +157,14 @@ type Result struct {
 	// NextExpiry is the earliest expiry of an override in the document: the
 	// document changes then, so the controller renders again.
 	NextExpiry *time.Time
+	// Reservations are the reservations in force after this merge (nil when
+	// Input.Reservations is): the input's, minus those ended or re-claimed
+	// by their namespace, plus the app IDs whose AppQuota this merge found
+	// gone. The controller stores them before the document, and passes them
+	// to the next merge. ReservedUntil is the earliest end among them: a
+	// held claim may take its ID then, so the controller renders again.
+	Reservations  reservation.Set
+	ReservedUntil *time.Time
 }
 
 // MaxBefore bounds Result.Before.
@@ -267,6 +280,9 @@ type mergeState struct {
 	// appIDs more than one AppQuota claims.
 	homeless map[string]string
 	dups     map[string]struct{}
+	// reserve is the Input.Reservations merged under, with res.Reservations
+	// as the result (see reservationsUnchanged).
+	reserve *Reservations
 }
 
 // profileCheck is what a QuotaProfile generation gives.
@@ -554,30 +570,34 @@ func (r *Merger) mergeAll(in Input) *Result {
 	})
 	res.Apps = make(map[string]*Outcome, len(apps))
 	res.Document.Apps = make(map[string]quotaconfig.App, len(apps))
-	owners := make(map[string]string, len(apps))
-	permitted := in.Claims.permitted(apps)
+	held, mayClaim := r.claimRules(in, prev, apps)
+	owners := incumbents(apps, prev, mayClaim)
+	permitted := permittedClaims(apps, in.Claims != nil || len(held) > 0, mayClaim)
+	// The claims a reservation held, to be told again if it is settled.
+	var heldClaims []entry
 	for _, e := range apps {
 		a, key := e.a, e.key
 		profile := a.ProfileName()
 		keepDeleted(profile)
 		ref := validation.Reference{Profile: apiProfiles[profile], Index: index(apiProfiles[profile])}
 		grant := in.Claims.grant(a.Namespace)
-		// A claim its namespace may not make is no claim: it neither owns
-		// the appID nor makes another claim a duplicate.
-		denied := grant != nil && !grant.Allows(a.Spec.AppID)
+		may, hold := mayClaim(a)
 		_, claimed := permitted[a.Spec.AppID]
 		switch o, ok := owners[a.Spec.AppID]; {
-		case denied:
+		case !may:
 			if claimed {
 				state.dups[a.Spec.AppID] = struct{}{}
 			}
-		case ok:
+		case ok && o != key:
 			ref.AppIDOwner = o
 			state.dups[a.Spec.AppID] = struct{}{}
 		default:
 			owners[a.Spec.AppID] = key
 		}
-		app, inDoc, out := r.mergeApp(a, e.c, key, ref, grant, denied && claimed, version(ref.Profile), prev, in.Now, keepDeleted, &res.Expirations)
+		app, inDoc, out := r.mergeApp(a, e.c, key, ref, grant, hold, !may && claimed, version(ref.Profile), prev, in.Now, keepDeleted, &res.Expirations)
+		if hold != nil {
+			heldClaims = append(heldClaims, e)
+		}
 		if inDoc {
 			res.Document.Apps[a.Spec.AppID] = app
 		}
@@ -591,6 +611,16 @@ func (r *Merger) mergeAll(in Input) *Result {
 		if _, ok := res.Document.Apps[id]; !ok {
 			state.homeless[id] = key
 		}
+	}
+	if in.Reservations != nil {
+		settleReservations(res, held, heldClaims, func(e entry) *Outcome {
+			ref := validation.Reference{Profile: apiProfiles[e.a.ProfileName()], AppIDOwner: owners[e.a.Spec.AppID]}
+			ref.Index = index(ref.Profile)
+			_, _, out := r.mergeApp(e.a, e.c, e.key, ref, in.Claims.grant(e.a.Namespace), nil, true, version(ref.Profile), prev, in.Now,
+				keepDeleted, &res.Expirations)
+			return out
+		})
+		state.reserve = in.Reservations
 	}
 	// Kept profiles (last good or deleted) make entries depend on each other.
 	if incremental && len(res.Document.Profiles) == len(state.profiles) {
@@ -606,17 +636,37 @@ type entry struct {
 	key string
 }
 
-// permitted returns the appIDs' owners among the claims their namespaces may
-// make (apps oldest first), nil for no claims: a claim that may not be made,
-// older or not, keeps no last good entry of an appID someone may claim.
-func (c *Claims) permitted(apps []entry) map[string]string {
-	if c == nil {
+// permittedClaims returns the appIDs' owners among the claims that may be
+// made (apps oldest first; may as in mergeAll), nil when every claim may
+// (neither grants nor reservations): a claim that may not be made, older or
+// not, keeps no last good entry of an appID someone may claim.
+func permittedClaims(apps []entry, restricted bool, may func(*quotav1.AppQuota) (bool, *reservation.Reservation)) map[string]string {
+	if !restricted {
 		return nil
 	}
 	owners := make(map[string]string, len(apps))
 	for _, e := range apps {
-		if _, ok := owners[e.a.Spec.AppID]; !ok && c.grant(e.a.Namespace).Allows(e.a.Spec.AppID) {
-			owners[e.a.Spec.AppID] = e.key
+		if _, ok := owners[e.a.Spec.AppID]; !ok {
+			if ok, _ := may(e.a); ok {
+				owners[e.a.Spec.AppID] = e.key
+			}
+		}
+	}
+	return owners
+}
+
+// incumbents returns, by appID, the claims that hold their appID's entry in
+// the previous document and may still make it: such a claim keeps the ID
+// against an older one, which could not take it when this one did (its
+// grant came later, or a reservation held it) and must not take it now.
+// Otherwise the oldest claim wins, as the caller goes on to decide.
+func incumbents(apps []entry, prev previousDoc, may func(*quotav1.AppQuota) (bool, *reservation.Reservation)) map[string]string {
+	owners := make(map[string]string, len(apps))
+	for _, e := range apps {
+		if last, ok := prev.app(e.a.Spec.AppID); ok && last.Source == e.key {
+			if ok, _ := may(e.a); ok {
+				owners[e.a.Spec.AppID] = e.key
+			}
 		}
 	}
 	return owners
@@ -624,19 +674,26 @@ func (c *Claims) permitted(apps []entry) map[string]string {
 
 // mergeApp works out one AppQuota's entry in the document (inDoc false: none)
 // and its outcome. grant is what its namespace may claim (nil: anything);
+// hold, when set, is the reservation of its appID for another namespace;
 // claimed says that a claim its namespace may make holds the appID, so no
 // last good entry of this one's stays. keepProfile is called with the
 // profile of a last good entry it keeps, which the document must hold.
-func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, grant *validation.Grant, claimed bool, pv string,
+func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref validation.Reference, grant *validation.Grant,
+	hold *reservation.Reservation, claimed bool, pv string,
 	prev previousDoc, now time.Time, keepProfile func(string), expired *[]Expiration) (app quotaconfig.App, inDoc bool, _ *Outcome) {
 	out := Outcome{Valid: true, Generation: a.Generation}
 	// The claim is checked apart from checkApp, whose result is remembered
 	// per generation while a grant can change under the same generation.
 	errs, all := r.checkApp(a, c, ref, pv)
-	var claim *field.Error
+	var claim, reserved *field.Error
 	if grant != nil {
 		if claim = validation.Claim(a, *grant); claim != nil {
 			errs = append(field.ErrorList{claim}, errs...)
+		}
+	}
+	if hold != nil && claim == nil {
+		if reserved = validation.Reserved(a, *hold, now); reserved != nil {
+			errs = append(field.ErrorList{reserved}, errs...)
 		}
 	}
 	if len(errs) > 0 {
@@ -644,6 +701,8 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 		switch {
 		case claim != nil:
 			out.Reason = quotav1.ReasonAppIDNotGranted
+		case reserved != nil:
+			out.Reason = quotav1.ReasonAppIDReserved
 		case ref.AppIDOwner != "":
 			out.Reason = quotav1.ReasonDuplicateAppID
 		case ref.Profile == nil:
@@ -696,9 +755,9 @@ func (r *Merger) mergeApp(a *quotav1.AppQuota, c *appCheck, key string, ref vali
 // mergeChanges updates the last result with the AppQuotas added, changed or
 // removed since, and returns nil when it cannot: the last merge left no state
 // (see mergeState), the previous document is not the one last stored, a
-// QuotaProfile changed, an override has expired since, or a change touches an
-// appID more than one AppQuota claims (the oldest claim wins, which needs them
-// all). Its cost is a look-up per AppQuota plus a map copy, not a validation
+// QuotaProfile changed, an override has expired since, a change touches an
+// appID more than one AppQuota claims (who owns it needs them all), or a
+// reservation is involved (reservationsUnchanged). Its cost is a look-up per AppQuota plus a map copy, not a validation
 // and an allocation per AppQuota.
 func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 	s := r.last
@@ -707,7 +766,7 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 		return nil, nil
 	}
 	changed, removed, ok := r.changedApps(in)
-	if !ok || r.touchesSharedAppID(changed, removed) || deniedClaim(in.Claims, changed) {
+	if !ok || r.touchesSharedAppID(changed, removed) || deniedClaim(in.Claims, changed) || !r.reservationsUnchanged(in, changed, removed) {
 		return nil, nil
 	}
 
@@ -724,6 +783,9 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 		Profiles:    s.res.Profiles,
 		NextExpiry:  s.res.NextExpiry,
 		Incremental: true,
+		// Unchanged (reservationsUnchanged), and shared as they are.
+		Reservations:  s.res.Reservations,
+		ReservedUntil: s.res.ReservedUntil,
 	}
 	pending := map[string]struct{}{}
 	// The earliest expiry may leave with a changed or removed app: then it is
@@ -757,7 +819,8 @@ func (r *Merger) mergeChanges(in Input) (*Result, []string) {
 		ref := validation.Reference{Profile: profile, Index: indexes[a.ProfileName()]}
 		// s.profiles holds the version strings of the full merge, one per
 		// profile for every app that has it (not one string per app changed).
-		app, inDoc, out := r.mergeApp(a, c, c.key, ref, in.Claims.grant(a.Namespace), false, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
+		grant := in.Claims.grant(a.Namespace)
+		app, inDoc, out := r.mergeApp(a, c, c.key, ref, grant, nil, false, s.profiles[a.ProfileName()], prev, in.Now, func(name string) {
 			if _, ok := res.Document.Profiles[name]; !ok {
 				keptOther = true
 			}

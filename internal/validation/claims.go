@@ -3,10 +3,12 @@ package validation
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
+	"github.com/appquota/appquota/internal/reservation"
 )
 
 // Grant is what one namespace's AppQuotas may claim, as its Namespace's
@@ -71,6 +73,21 @@ func Claim(a *quotav1.AppQuota, g Grant) *field.Error {
 	return field.Forbidden(p, fmt.Sprintf(
 		"namespace %q may not claim app ID %q: its %s annotation allows only %q; ask the platform team to grant it",
 		a.Namespace, a.Spec.AppID, quotav1.AppIDsAnnotation, strings.Join(g.Entries, ",")))
+}
+
+// Reserved returns the error for an AppQuota that claims an app ID held
+// for another namespace at now (r, from reservation.Set.For), nil when r
+// does not hold it against a. The message does not name the namespace the
+// ID is held for: a refusal must not tell one tenant where another's app
+// lives.
+func Reserved(a *quotav1.AppQuota, r reservation.Reservation, now time.Time) *field.Error {
+	if r.Namespace == a.Namespace || !now.Before(r.Until) {
+		return nil
+	}
+	return field.Forbidden(field.NewPath("spec", "appID"), fmt.Sprintf(
+		"app ID %q is reserved for the namespace that held it until %s: its AppQuota was deleted, and the ID stays with "+
+			"that namespace for a while in case it is re-created",
+		a.Spec.AppID, r.Until.UTC().Format(time.RFC3339)))
 }
 
 // ownerShown is how a refusal names the AppQuota that holds an appID: by

@@ -19,6 +19,7 @@ import (
 
 	quotav1 "github.com/appquota/appquota/api/v1alpha1"
 	"github.com/appquota/appquota/internal/docform"
+	"github.com/appquota/appquota/internal/reservation"
 	"github.com/appquota/appquota/pkg/quotaconfig"
 )
 
@@ -184,6 +185,9 @@ type Reference struct {
 	// Grant, when set, is what the AppQuota's namespace may claim (Claim);
 	// nil when the manager does not require grants.
 	Grant *Grant
+	// Reservation, when set, is the reservation of the AppQuota's appID
+	// (Reserved), checked at admission's now; nil when there is none.
+	Reservation *reservation.Reservation
 }
 
 // ProfileIndex is a profile's groups by name, for checking many AppQuotas
@@ -273,6 +277,11 @@ func AppQuota(a *quotav1.AppQuota, ref Reference) field.ErrorList {
 // what is allowed but probably a mistake.
 func AppQuotaAdmission(old, a *quotav1.AppQuota, ref Reference, now time.Time) (warnings []string, errs field.ErrorList) {
 	errs = AppQuota(a, ref)
+	if ref.Reservation != nil {
+		if e := Reserved(a, *ref.Reservation, now); e != nil {
+			errs = append(field.ErrorList{e}, errs...)
+		}
+	}
 	overrides := field.NewPath("spec", "overrides")
 	for i, o := range a.Spec.Overrides {
 		if o.ExpiresAt == nil || o.ExpiresAt.After(now) {

@@ -35,6 +35,7 @@ import (
 	"github.com/appquota/appquota/internal/enforce"
 	"github.com/appquota/appquota/internal/layout"
 	"github.com/appquota/appquota/internal/ratelimit"
+	"github.com/appquota/appquota/internal/reservation"
 	"github.com/appquota/appquota/internal/xds"
 	"github.com/appquota/appquota/webhook"
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,6 +111,12 @@ type Options struct {
 	// the Namespace, docs/security.md). The manager binary's flag defaults
 	// to true; in process it is off unless asked for.
 	RequireAppIDGrants bool
+	// AppIDReservation is how long a deleted AppQuota's app ID stays
+	// reserved for its namespace: meanwhile the webhook refuses, and the
+	// render holds, a claim on it from another namespace
+	// (quotav1.ReasonAppIDReserved). 0 reserves nothing. The manager
+	// binary's flag defaults to 24h; in process it is off unless asked for.
+	AppIDReservation time.Duration
 }
 
 // DefaultOptions returns the defaults the manager's flags start from.
@@ -169,6 +176,9 @@ func (o Options) Validate() error {
 	}
 	if o.RateLimitDomain == "" {
 		errs = append(errs, errors.New("rate-limit domain must not be empty"))
+	}
+	if o.AppIDReservation < 0 {
+		errs = append(errs, errors.New("app ID reservation must not be negative"))
 	}
 	if o.DefaultProfile == "" {
 		errs = append(errs, errors.New("default profile must not be empty"))
@@ -306,6 +316,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		LeaseHeld:        o.LeaseHeld,
 		AppQuotas:        appQuotas.GetStore(),
 		Engine:           engine,
+		AppIDReservation: o.AppIDReservation,
 	}
 	if o.RequireAppIDGrants {
 		r.Grants = &controllers.Grants{}
@@ -322,7 +333,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("set up status controller: %w", err)
 	}
 	if !o.DisableWebhook {
-		if err := webhook.SetupWithManager(context.Background(), mgr, appQuotas, o.RequireAppIDGrants); err != nil {
+		var reservations *client.ObjectKey
+		if o.AppIDReservation > 0 {
+			reservations = &client.ObjectKey{Namespace: o.Namespace, Name: reservation.ConfigMapName}
+		}
+		if err := webhook.SetupWithManager(context.Background(), mgr, appQuotas, o.RequireAppIDGrants, reservations); err != nil {
 			return fmt.Errorf("set up webhook: %w", err)
 		}
 	}

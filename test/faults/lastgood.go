@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -172,8 +173,9 @@ func (h *harness) update(ctx context.Context, key client.ObjectKey, change func(
 	})
 }
 
-// shardVersions are the resourceVersions of the managed ConfigMaps other
-// than the index.
+// shardVersions are the resourceVersions of the shard ConfigMaps (the
+// managed ones named after the index, not the index itself nor the app ID
+// reservations).
 func (h *harness) shardVersions(ctx context.Context) (map[string]string, error) {
 	var cms corev1.ConfigMapList
 	if err := h.c.List(ctx, &cms, client.InNamespace(h.opts.Namespace),
@@ -182,7 +184,7 @@ func (h *harness) shardVersions(ctx context.Context) (map[string]string, error) 
 	}
 	out := map[string]string{}
 	for _, cm := range cms.Items {
-		if cm.Name != h.opts.ConfigMapName {
+		if strings.HasPrefix(cm.Name, h.opts.ConfigMapName+controllers.ShardSuffix) {
 			out[cm.Name] = cm.ResourceVersion
 		}
 	}

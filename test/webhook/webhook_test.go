@@ -28,6 +28,7 @@ var cluster *localcluster.Cluster
 func TestMain(m *testing.M) {
 	opts := wiring.DefaultOptions()
 	opts.RequireAppIDGrants = true
+	opts.AppIDReservation = time.Hour // as the manager binary's 24h, for TestReservedAppIDRefused
 	os.Exit(operatortest.RunTests(m, localcluster.Options{}, &opts, func(c *localcluster.Cluster) error {
 		cluster = c
 		if err := c.CreateNamespaces(context.Background(), "team-a", "team-b"); err != nil {
