@@ -218,6 +218,9 @@ kind: AppQuota
 metadata: {name: dry, namespace: raise-dry}
 spec: {appID: "7100000003"}
 `, "apply", "--server-side", "-f", "-")
+	// The manager's status write would change the resourceVersion too: it
+	// comes first.
+	kubectl(t, cluster, "", "wait", "--for=condition=Ready", "appquota/dry", "-n", ns, "--timeout=2m")
 	before := getAppQuota(t, cluster, ns, "dry")
 	for _, mode := range []string{"server", "client"} {
 		out, stderr, code := run("raise", "7100000003", "messages-send-users", "--max", "700", "--window", "second", "--reason", "trial",
