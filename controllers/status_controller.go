@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -388,8 +389,25 @@ func (w engineWatch) reportRejections(ctx context.Context, rejected []Rejection)
 // NeedLeaderElection: only the leader writes statuses.
 func (engineWatch) NeedLeaderElection() bool { return true }
 
-// Start watches until ctx ends.
+// engineReportInterval is the least time between two reports of the engine's
+// state on the QuotaProfiles. Every version flips each instance from in sync
+// to not and back within the engine's load time; reporting each flip would
+// cost two writes of every QuotaProfile per edit, in the very moments the
+// engine loads the version and the AppQuota's Enforced condition waits.
+const engineReportInterval = time.Second
+
+// Start watches until ctx ends. The AppQuotas are queued at once; the
+// QuotaProfiles' status.engine is reported by a loop of its own, at most once
+// per engineReportInterval and always with the latest state, so that its
+// writes never hold up the next acknowledgement's AppQuotas.
 func (w engineWatch) Start(ctx context.Context) error {
+	due := make(chan struct{}, 1)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		w.reportProfilesLoop(ctx, due)
+	}()
+	defer func() { <-reported }()
 	var last string
 	for {
 		select {
@@ -411,9 +429,34 @@ func (w engineWatch) Start(ctx context.Context) error {
 				return nil
 			}
 		}
+		select {
+		case due <- struct{}{}:
+		default: // a report is due already: it reads the state when it runs
+		}
+	}
+}
+
+// reportProfilesLoop reports the engine's state on the QuotaProfiles each
+// time due receives, then waits engineReportInterval before the next: the
+// changes meanwhile are coalesced into one report of the latest state.
+func (w engineWatch) reportProfilesLoop(ctx context.Context, due <-chan struct{}) {
+	pace := time.NewTimer(0)
+	defer pace.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-due:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-pace.C:
+		}
 		if err := w.reportProfiles(ctx); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "report the engine's state on the QuotaProfiles")
 		}
+		pace.Reset(engineReportInterval)
 	}
 }
 

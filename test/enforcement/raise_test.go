@@ -3,6 +3,7 @@ package enforcement_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,30 @@ func TestRaiseWaitsForEnforced(t *testing.T) {
 		t.Fatalf("the first call after raise --max 5 returned: %v, want OK", got)
 	}
 	expectRefused(t, liveConfig(t), time.Second, c, 6)
+	// The QuotaProfile's status.engine is reported apart from the AppQuotas
+	// and paced (at most once a second); it must still end on a version at
+	// least the one the raise went out in, with the instance in sync.
+	enforced := meta.FindStatusCondition(raised.Status.Conditions, quotav1.ConditionEnforced)
+	var since uint64
+	_, rest, _ := strings.Cut(enforced.Message, "version ")
+	if _, err := fmt.Sscanf(rest, "%d", &since); err != nil {
+		t.Fatalf("Enforced message %q names no version: %v", enforced.Message, err)
+	}
+	var p quotav1.QuotaProfile
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := cl.Get(ctx, types.NamespacedName{Name: "default"}, &p); err != nil {
+			return false, err
+		}
+		e := p.Status.Engine
+		if e == nil || e.Connected != 1 || e.InSync != 1 {
+			return false, nil
+		}
+		v, err := strconv.ParseUint(e.Version, 10, 64)
+		return err == nil && v >= since, nil
+	})
+	if err != nil {
+		t.Fatalf("QuotaProfile default: want 1 instance in sync with version %d or later: %v; engine status %+v", since, err, p.Status.Engine)
+	}
 }
 
 // TestRaiseWithoutEngine: with the manager serving xDS but no ratelimit
