@@ -143,7 +143,9 @@ type QuotaProfileStatus struct {
 }
 
 // EngineStatus counts the rate-limit engine instances that take their
-// configuration from the manager.
+// configuration from the manager. It is reported at most once a second, so it
+// can trail a version by that much; each AppQuota's Enforced condition says
+// when its own change is in force.
 type EngineStatus struct {
 	// connected is the number of engine instances connected to the manager.
 	// +optional
