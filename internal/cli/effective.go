@@ -32,10 +32,7 @@ func renderConfig(defaultProfile string, profiles []quotav1.QuotaProfile, apps [
 // effects are equal exactly when a call of the group is treated alike.
 func effect(cfg *quotaconfig.Config, appID, group string) string {
 	doc := cfg.Document()
-	name := doc.DefaultProfile
-	if app, ok := doc.Apps[appID]; ok {
-		name = app.Profile
-	}
+	name := profileOf(doc, appID)
 	profile, ok := doc.Profiles[name]
 	if !ok {
 		return fmt.Sprintf("(profile %q is not in the configuration)", name)

@@ -73,11 +73,7 @@ func explainCall(cfg *quotaconfig.Config, where, appID, method, path string) (*E
 		e.DefaultProfile = true
 	}
 	if r.Profile == "" {
-		name := doc.DefaultProfile
-		if ok {
-			name = app.Profile
-		}
-		return nil, fmt.Errorf("app %s uses profile %q, which is not in the configuration (%s)", appID, name, where)
+		return nil, fmt.Errorf("app %s uses profile %q, which is not in the configuration (%s)", appID, profileOf(doc, appID), where)
 	}
 	e.Group, e.Fallback, e.Route, e.RestOnly, e.Blocked = r.Group, r.Fallback, r.Route, r.RestOnly, r.Blocked
 	e.User, e.UserParam = r.User, r.UserParam

@@ -64,10 +64,7 @@ the configuration as explain does.`,
 // profile's order.
 func groupExplanations(cfg *quotaconfig.Config, where, appID string) ([]*Explanation, error) {
 	doc := cfg.Document()
-	name := doc.DefaultProfile
-	if app, ok := doc.Apps[appID]; ok {
-		name = app.Profile
-	}
+	name := profileOf(doc, appID)
 	profile, ok := doc.Profiles[name]
 	if !ok {
 		return nil, fmt.Errorf("app %s uses profile %q, which is not in the configuration (%s)", appID, name, where)
